@@ -1,0 +1,45 @@
+# steinbench: `make demo` (install + main job) and `make test` (install + test suite).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.stamp-install
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: install demo test test-fast perf lint format clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch/torchvision first (pinned, from the machine's local wheels), then the project.
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install --upgrade pip
+	$(PIP) install torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(PY) -m benchmark run --methods sds --prompts prompts/objects.txt --out runs
+	@echo "results are in runs/ (newest folder): config.yaml, manifest.json, metrics.parquet, snapshots/"
+
+test: install
+	$(PY) -m pytest -q tests --benchmark-disable
+
+test-fast: install
+	$(PY) -m pytest -q tests -m "not slow" --benchmark-disable
+
+perf: install
+	$(PY) -m pytest -q tests/perf --benchmark-only --benchmark-columns=min,median,max,rounds
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .benchmarks

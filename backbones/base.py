@@ -1,0 +1,24 @@
+"""The backbone interface: parameters theta and ``render(cameras, H, W) -> dict of images``."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+
+from world.cameras import Cameras
+
+
+class Backbone(torch.nn.Module, ABC):
+    """A differentiable 3D representation.
+
+    ``render`` returns at least ``rgb`` [B,3,H,W] in [0, 1], ``depth`` [B,1,H,W] (expected ray
+    distance) and ``opacity`` [B,1,H,W]. Backbones never know which prior is used.
+    """
+
+    @abstractmethod
+    def render(self, cameras: Cameras, height: int, width: int) -> dict[str, torch.Tensor]: ...
+
+    @abstractmethod
+    def param_groups(self) -> list[dict]:
+        """Adam parameter groups with per-group learning rates, each with a ``name``."""

@@ -1,0 +1,1 @@
+"""steinbench harness: CLI, config, random streams, training loop, measurements, results."""

@@ -1,0 +1,199 @@
+"""The training loop of one cell (method x prompt x seed), method-agnostic.
+
+One step, as data (DESIGN.md section 1):
+    camera c, t, eps  <- named random streams
+    backbone(theta).render(c) -> rgb, depth, opacity
+    x = prior.encode(rgb)
+    G, diagnostics = estimator.grad(x, t, eps, prior, ctx)
+    loss = 0.5 ||x - (x - G).detach()||^2 / B  ->  d loss / d x = G / B
+    Adam step on theta; estimator.update(...)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from backbones.base import Backbone
+from benchmark.config import RunConfig
+from benchmark.streams import RandomStreams
+from estimators.base import EstimatorContext, GradientEstimator
+from priors.base import DiffusionPrior
+from world.cameras import sample_cameras
+
+
+class CellDiverged(RuntimeError):
+    """A non-finite loss or gradient; the cell is recorded as failed and the run goes on."""
+
+    def __init__(self, step: int, reason: str) -> None:
+        super().__init__(f"step {step}: {reason}")
+        self.step = step
+        self.reason = reason
+
+
+def configure_torch(threads: int) -> None:
+    """Process-wide torch settings of a benchmark run: thread count, and flush denormals
+    (transmittance exp(-large) underflows into denormals, which slow CPU steps 50x)."""
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+
+
+def build_backbone(config: RunConfig, device: torch.device) -> Backbone:
+    if config.backbone == "voxel":
+        from backbones.voxel import VoxelGrid
+
+        return VoxelGrid(config.voxel, device=device)
+    raise ValueError(f"unknown backbone {config.backbone!r}")
+
+
+def build_optimizer(backbone: Backbone, config: RunConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(
+        backbone.param_groups(), betas=(config.optim.beta1, config.optim.beta2), eps=config.optim.eps
+    )
+
+
+@dataclass
+class StepOutput:
+    grad: torch.Tensor
+    t: torch.Tensor
+    diagnostics: dict[str, float] = field(default_factory=dict)
+
+
+class CellTrainer:
+    """Owns theta, its optimiser and the estimator of one cell; ``step(k)`` is one bare step."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        method: str,
+        prompt: str,
+        seed: int,
+        prior: DiffusionPrior,
+        estimator: GradientEstimator,
+        device: torch.device,
+    ) -> None:
+        self.config = config
+        self.method = method
+        self.prompt = prompt
+        self.seed = seed
+        self.prior = prior
+        self.estimator = estimator
+        self.device = device
+        self.streams = RandomStreams(seed, prompt)
+        self.backbone = build_backbone(config, device)
+        self.optimizer = build_optimizer(self.backbone, config)
+        self.guidance = getattr(config, method)
+
+    def sample_step_inputs(self, step: int):
+        """Cameras [B] and timesteps [B] of ``step`` from the camera / timestep streams."""
+        cam = self.config.camera
+        cameras = sample_cameras(
+            cam.batch_size,
+            self.streams.generator("camera", step),
+            cam.elevation_range,
+            cam.azimuth_range,
+            cam.distance_range,
+            cam.fovy_range,
+        ).to(self.device)
+        t = self.guidance.timesteps.sample(
+            cam.batch_size,
+            step,
+            self.prior.num_train_timesteps,
+            self.streams.generator("timestep", step),
+        ).to(self.device)
+        return cameras, t
+
+    def step(self, step: int) -> StepOutput:
+        """One optimisation step of theta (and the estimator's own update)."""
+        cameras, t = self.sample_step_inputs(step)
+        render = self.backbone.render(cameras, self.config.render.height, self.config.render.width)
+        x = self.prior.encode(render["rgb"])
+        eps = self.streams.normal("noise", step, tuple(x.shape), self.device)
+        ctx = EstimatorContext(
+            prompt=self.prompt,
+            cameras=cameras,
+            render=render,
+            step=step,
+            generator=self.streams.generator("estimator", step),
+        )
+        grad, diagnostics = self.estimator.grad(x, t, eps, self.prior, ctx)
+        if not bool(torch.isfinite(grad).all()):
+            raise CellDiverged(step, "non-finite estimator gradient")
+        loss = 0.5 * ((x - (x - grad).detach()) ** 2).sum() / x.shape[0]
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for group in self.optimizer.param_groups:
+            for param in group["params"]:
+                if param.grad is not None and not bool(torch.isfinite(param.grad).all()):
+                    raise CellDiverged(step, f"non-finite theta gradient in '{group['name']}'")
+        self.optimizer.step()
+        self.estimator.update(x.detach(), self.prior, ctx)
+        return StepOutput(grad, t, diagnostics)
+
+
+@dataclass
+class CellResult:
+    method: str
+    prompt: str
+    seed: int
+    status: str = "ok"
+    failed_step: int | None = None
+    reason: str = ""
+    final: dict[str, float] = field(default_factory=dict)
+    initial: dict[str, float] = field(default_factory=dict)
+    train_seconds: float = 0.0
+    n_evals: int = 0
+    steps_done: int = 0
+
+
+def run_cell(
+    trainer: CellTrainer,
+    evaluate: Callable[[Backbone, int], dict[str, float]],
+    log: Callable[[int, dict[str, float]], None],
+    on_step: Callable[[int], None] | None = None,
+) -> CellResult:
+    """Train one cell for config.steps steps with evaluation and per-step logging.
+
+    Metrics logged with ``step`` = number of optimiser steps done: per step ``t``,
+    ``grad_norm`` (and estimator diagnostics), cumulative ``n_evals`` (prior network
+    evaluations) and ``train_seconds`` (wall-clock excluding evaluation); at checkpoints
+    (0, every, 2 every, ..., steps) the evaluation metrics.
+    """
+    config = trainer.config
+    result = CellResult(trainer.method, trainer.prompt, trainer.seed)
+    evals_start = trainer.prior.n_evals
+    result.initial = evaluate(trainer.backbone, 0)
+    log(0, result.initial)
+    elapsed = 0.0
+    for step in range(config.steps):
+        start = time.perf_counter()
+        try:
+            out = trainer.step(step)
+        except CellDiverged as exc:
+            result.status, result.failed_step, result.reason = "failed", exc.step, exc.reason
+            log(step, {"failed": 1.0})
+            break
+        elapsed += time.perf_counter() - start
+        n_evals = trainer.prior.n_evals - evals_start
+        done = step + 1
+        log(
+            done,
+            {
+                "t": float(out.t.float().mean()),
+                "n_evals": float(n_evals),
+                "train_seconds": elapsed,
+                **out.diagnostics,
+            },
+        )
+        if done % config.eval.every == 0 or done == config.steps:
+            result.final = evaluate(trainer.backbone, done)
+            log(done, result.final)
+        result.steps_done = done
+        if on_step is not None:
+            on_step(done)
+    result.train_seconds = elapsed
+    result.n_evals = trainer.prior.n_evals - evals_start
+    return result

@@ -1,0 +1,132 @@
+"""Strict conversion of plain dicts (YAML, ``--set a.b=c``) into nested dataclasses.
+
+Unknown keys are an error naming the key and the valid ones; values are checked against the
+field's annotation (bool, int, float, str, Literal, tuples/lists of those, X | None).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+from benchmark.errors import ConfigError
+
+
+def from_dict(cls: type, data: Any, path: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, recursively; missing keys keep defaults."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section '{path or '<root>'}' must be a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = get_type_hints(cls)
+    for key in data:
+        if key not in fields:
+            where = f"{path}.{key}" if path else str(key)
+            raise ConfigError(
+                f"unknown config key '{where}'; valid keys here: {', '.join(sorted(fields))}"
+            )
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = convert(hints[name], value, f"{path}.{name}" if path else name)
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"invalid config '{path or '<root>'}': {exc}") from None
+
+
+def convert(annotation: Any, value: Any, path: str) -> Any:
+    """Check ``value`` against ``annotation`` and convert it (lists -> tuples etc.)."""
+    origin = get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if dataclasses.is_dataclass(value) and isinstance(value, annotation):
+            return value
+        return from_dict(annotation, value, path)
+    if origin in (Union, types.UnionType):
+        options = get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return convert(option, value, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"bad value for '{path}': {value!r}")
+    if origin is Literal:
+        choices = get_args(annotation)
+        if value not in choices:
+            allowed = ", ".join(repr(c) for c in choices)
+            raise ConfigError(f"bad value for '{path}': {value!r}; expected one of {allowed}")
+        return value
+    if origin in (tuple, list):
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"bad value for '{path}': expected a list, got {value!r}")
+        args = get_args(annotation)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ConfigError(
+                    f"bad value for '{path}': expected {len(args)} items, got {len(value)}"
+                )
+            items = [convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value))]
+        else:
+            item_type = args[0] if args else Any
+            items = [convert(item_type, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if annotation is Any:
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"bad value for '{path}': expected true/false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"bad value for '{path}': expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"bad value for '{path}': expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"bad value for '{path}': expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config annotation {annotation!r} at {path}")
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass -> plain YAML-friendly dict (tuples become lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def set_dotted(tree: dict, dotted_key: str, value: Any) -> None:
+    """tree['a']['b'] = value for 'a.b' (creating intermediate dicts)."""
+    parts = dotted_key.split(".")
+    if not all(parts):
+        raise ConfigError(f"bad --set key {dotted_key!r}")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set '{dotted_key}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Recursive dict merge, override wins."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+

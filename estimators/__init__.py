@@ -1,0 +1,15 @@
+"""Score-distillation gradient estimators (pure math, no I/O)."""
+
+from priors.guidance import classifier_free_guidance
+from estimators.base import EstimatorContext, GradientEstimator, GuidanceConfig
+from estimators.sds import SDS
+from estimators.weighting import timestep_weight
+
+__all__ = [
+    "SDS",
+    "EstimatorContext",
+    "GradientEstimator",
+    "GuidanceConfig",
+    "classifier_free_guidance",
+    "timestep_weight",
+]

@@ -1,0 +1,95 @@
+"""The estimator interface: an image-space descent direction G for a rendered batch.
+
+The harness applies G to the 3D parameters with the target trick
+``loss = 0.5 * ||x - (x - G).detach()||^2`` so that d loss / d x = G.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+
+from estimators.timesteps import TimestepSchedule
+from estimators.weighting import Weighting
+from priors.base import DiffusionPrior, PriorContext
+from priors.guidance import CFGMode
+
+
+@dataclass
+class EstimatorContext(PriorContext):
+    """PriorContext plus what the harness knows about this step.
+
+    Attributes:
+        render: backbone outputs for the batch (``rgb`` [B,3,H,W], ``depth`` [B,1,H,W], ...).
+        step: training step index.
+        generator: an estimator-private random stream for this step (e.g. VSD's LoRA
+            training), separate from the camera/timestep/noise streams so that every
+            method sees the same cameras, t and eps.
+    """
+
+    render: dict[str, torch.Tensor] = field(default_factory=dict)
+    step: int = 0
+    generator: torch.Generator | None = None
+
+
+@dataclass
+class GuidanceConfig:
+    """How the prior's noise prediction is formed and weighted (shared by all estimators)."""
+
+    cfg_mode: CFGMode = "diffusers"
+    guidance_scale: float = 1.0
+    weighting: Weighting = "sds"
+    t_min: float = 0.02
+    t_max: float = 0.98
+    t_max_final: float | None = None
+    anneal_steps: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.t_min <= self.t_max <= 1.0:
+            raise ValueError(f"need 0 <= t_min <= t_max <= 1, got {self.t_min}, {self.t_max}")
+        if self.t_max_final is not None and not self.t_min <= self.t_max_final <= 1.0:
+            raise ValueError(f"t_max_final must lie in [t_min, 1], got {self.t_max_final}")
+        if self.anneal_steps < 0:
+            raise ValueError("anneal_steps must be >= 0")
+
+    @property
+    def timesteps(self) -> TimestepSchedule:
+        return TimestepSchedule(self.t_min, self.t_max, self.t_max_final, self.anneal_steps)
+
+
+class GradientEstimator(ABC):
+    """A score-distillation gradient estimator. Pure math: no I/O, no global RNG."""
+
+    name: str = "base"
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """Trainable state of the estimator itself (LoRA, mu), optimised by ``update``."""
+        return []
+
+    @abstractmethod
+    def grad(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        eps: torch.Tensor,
+        prior: DiffusionPrior,
+        ctx: EstimatorContext,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Descent direction G [B, ...] (same shape as x, no graph) and scalar diagnostics.
+
+        Args:
+            x: [B, C, H, W] renders in the prior's space (may require grad; G must not).
+            t: [B] int64 timesteps.
+            eps: [B, C, H, W] standard normal noise.
+        """
+
+    def update(self, x: torch.Tensor, prior: DiffusionPrior, ctx: EstimatorContext) -> None:
+        """Optional online update after the theta step (VSD's LoRA, SSD's mu). x is detached."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        del state

@@ -1,0 +1,38 @@
+"""Score Distillation Sampling (DreamFusion): G = w(t) (eps_hat(x_t, t, y) - eps)."""
+
+from __future__ import annotations
+
+import torch
+
+from estimators.base import EstimatorContext, GradientEstimator, GuidanceConfig
+from estimators.weighting import timestep_weight
+from priors.base import DiffusionPrior
+from priors.schedule import add_noise
+
+
+def guided_residual_terms(
+    x: torch.Tensor,
+    t: torch.Tensor,
+    eps: torch.Tensor,
+    prior: DiffusionPrior,
+    ctx: EstimatorContext,
+    guidance: GuidanceConfig,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Shared first half of every estimator: x_t, eps_hat(x_t, t, y) and w(t) shaped [B,1,...]."""
+    with torch.no_grad():
+        x_t = add_noise(x.detach(), t, eps, prior.alphas_cumprod)
+        eps_hat = prior.predict_noise(x_t, t, ctx, guidance.guidance_scale, guidance.cfg_mode)
+    w = timestep_weight(t, prior.alphas_cumprod, guidance.weighting)
+    return x_t, eps_hat, w.view((-1,) + (1,) * (x.dim() - 1)).to(x.dtype)
+
+
+class SDS(GradientEstimator):
+    name = "sds"
+
+    def __init__(self, guidance: GuidanceConfig) -> None:
+        self.guidance = guidance
+
+    def grad(self, x, t, eps, prior, ctx):
+        _, eps_hat, w = guided_residual_terms(x, t, eps, prior, ctx, self.guidance)
+        g = w * (eps_hat - eps)
+        return g, {"grad_norm": float(g.flatten(1).norm(dim=1).mean())}

@@ -1,0 +1,1 @@
+"""Diffusion priors: the shared interface, the noise schedule, CFG, and real-model adapters."""

@@ -1,0 +1,69 @@
+"""The one interface every diffusion prior implements (world analytic prior, Stable Diffusion).
+
+A prior maps rendered RGB into its own space (``encode``), predicts noise for a batch with a
+named CFG mode (``predict_noise``) and counts its own network evaluations (``n_evals``: one
+per image per branch that went through the network).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from priors.guidance import CFGMode, classifier_free_guidance, needs_unconditional
+
+
+@dataclass
+class PriorContext:
+    """What a prior may condition on: the prompt and the B cameras of the batch."""
+
+    prompt: str
+    cameras: Any  # world.cameras.Cameras (kept untyped: priors/ must not depend on world/)
+
+
+class DiffusionPrior(ABC):
+    """Base class: subclasses provide ``alphas_cumprod``, ``encode`` and ``_predict_branch``."""
+
+    alphas_cumprod: torch.Tensor  # [T]
+
+    def __init__(self) -> None:
+        self.n_evals = 0
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.alphas_cumprod.shape[0])
+
+    @abstractmethod
+    def encode(self, rgb: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] RGB in [0, 1] -> x in the prior's space (differentiable)."""
+
+    @abstractmethod
+    def _predict_branch(
+        self, x_t: torch.Tensor, t: torch.Tensor, ctx: PriorContext, conditional: bool
+    ) -> torch.Tensor:
+        """One branch of the noise prediction, eps(x_t, t, y) or eps(x_t, t, empty)."""
+
+    def predict_branch(
+        self, x_t: torch.Tensor, t: torch.Tensor, ctx: PriorContext, conditional: bool
+    ) -> torch.Tensor:
+        """Counted single-branch noise prediction, [B, ...] -> [B, ...]."""
+        self.n_evals += x_t.shape[0]
+        return self._predict_branch(x_t, t, ctx, conditional)
+
+    def predict_noise(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        ctx: PriorContext,
+        guidance_scale: float,
+        cfg_mode: CFGMode,
+    ) -> torch.Tensor:
+        """Guided noise prediction eps_hat(x_t, t, y) (see priors.guidance), [B, ...]."""
+        eps_cond = self.predict_branch(x_t, t, ctx, conditional=True)
+        if not needs_unconditional(guidance_scale, cfg_mode):
+            return eps_cond
+        eps_uncond = self.predict_branch(x_t, t, ctx, conditional=False)
+        return classifier_free_guidance(eps_cond, eps_uncond, guidance_scale, cfg_mode)

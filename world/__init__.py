@@ -1,0 +1,1 @@
+"""The ground-truth world: procedural objects, cameras, exact renderer, analytic prior."""

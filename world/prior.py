@@ -1,0 +1,176 @@
+"""The analytic diffusion prior of the ground-truth world (DESIGN.md section 3).
+
+The data distribution for prompt y is a mixture over reference renders {x_i} (i = 1..N) of
+its object from fixed cameras, each optionally smoothed: x_0 ~ sum_i pi_i N(x_i, tau^2 I).
+Under x_t = alpha x_0 + sigma eps the marginal is a Gaussian mixture with component
+variance s^2 = sigma^2 + alpha^2 tau^2, and the optimal noise prediction is closed form:
+
+    r_i(x_t)      = softmax_i( log pi_i - ||x_t - alpha x_i||^2 / (2 s^2) )
+    E[x_0 | x_t]  = sum_i r_i (x_i + (alpha tau^2 / s^2) (x_t - alpha x_i))
+    eps*(x_t)     = (x_t - alpha E[x_0 | x_t]) / sigma
+
+Conditional = the prompt's references; unconditional = the references of every object in
+the world (uniform over objects), so classifier-free guidance is exact. In view-aware mode
+the mixture weights depend on the camera c: pi_i(c) ~ exp(cos(c, c_i) / temperature), the
+analogue of view-dependent prompting; in view-agnostic mode pi_i is uniform (all views
+mixed), which invites multi-face (Janus) solutions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from priors.base import DiffusionPrior, PriorContext
+from priors.schedule import alpha_sigma, ddpm_alphas_cumprod
+from world.cameras import Cameras, orbit_cameras
+from world.objects import get_object, known_prompts
+from world.renderer import render_object
+
+
+@dataclass
+class WorldPriorConfig:
+    """Reference set and mixture options of the analytic prior."""
+
+    n_azimuth: int = 24
+    elevations: tuple[float, ...] = (-10.0, 10.0, 30.0, 50.0)
+    view_aware: bool = True
+    view_temperature: float = 0.05
+    tau: float = 0.0
+    chunk_size: int = 1024
+    supersample: int = 2
+
+
+@dataclass
+class ReferenceSet:
+    """Flattened references of one or more objects.
+
+    Attributes:
+        images: [N, D] references in the prior's space ([-1, 1]).
+        directions: [N, 3] unit view directions of their cameras.
+    """
+
+    images: torch.Tensor
+    directions: torch.Tensor
+
+
+def mixture_posterior_mean(
+    x_t: torch.Tensor,
+    alpha: torch.Tensor,
+    sigma: torch.Tensor,
+    refs: torch.Tensor,
+    log_prior: torch.Tensor,
+    tau: float = 0.0,
+    chunk_size: int = 1024,
+) -> torch.Tensor:
+    """E[x_0 | x_t] under the smoothed reference mixture, streamed over reference chunks.
+
+    Args:
+        x_t: [B, D]; alpha, sigma: [B]; refs: [N, D]; log_prior: [B, N] (log pi_i, any
+        normalisation). Memory O(B * chunk_size + B * D), time linear in N.
+    Returns:
+        [B, D].
+    """
+    s2 = sigma**2 + alpha**2 * tau**2  # [B]
+    x_sq = (x_t**2).sum(dim=1, keepdim=True)  # [B, 1]
+    running_max = torch.full_like(s2, -torch.inf)[:, None]
+    running_sum = torch.zeros_like(running_max)
+    running_mean = torch.zeros_like(x_t)
+    for start in range(0, refs.shape[0], chunk_size):
+        chunk = refs[start : start + chunk_size]  # [n, D]
+        dist2 = (
+            x_sq - 2.0 * alpha[:, None] * (x_t @ chunk.T) + alpha[:, None] ** 2 * (chunk**2).sum(1)
+        ).clamp_min(0.0)
+        logits = log_prior[:, start : start + chunk_size] - dist2 / (2.0 * s2[:, None])
+        new_max = torch.maximum(running_max, logits.amax(dim=1, keepdim=True))
+        rescale = torch.exp(running_max - new_max)
+        weights = torch.exp(logits - new_max)  # [B, n]
+        running_sum = running_sum * rescale + weights.sum(dim=1, keepdim=True)
+        running_mean = running_mean * rescale + weights @ chunk
+        running_max = new_max
+    mean_ref = running_mean / running_sum  # sum_i r_i x_i
+    shrink = (alpha * tau**2 / s2)[:, None]
+    return mean_ref + shrink * (x_t - alpha[:, None] * mean_ref)
+
+
+class WorldPrior(DiffusionPrior):
+    """Exact optimal denoiser of the world's reference mixtures (pixel space, [-1, 1])."""
+
+    def __init__(
+        self,
+        prompts: list[str],
+        height: int,
+        width: int,
+        distance: float,
+        fovy: float,
+        config: WorldPriorConfig | None = None,
+        device: torch.device | str = "cpu",
+        alphas_cumprod: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config or WorldPriorConfig()
+        self.device = torch.device(device)
+        self.alphas_cumprod = (
+            ddpm_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod
+        ).to(self.device)
+        self.shape = (3, height, width)
+        cameras = orbit_cameras(
+            self.config.n_azimuth, self.config.elevations, distance, fovy
+        ).to(self.device)
+        self.reference_cameras = cameras
+        # The unconditional branch mixes every object the world knows.
+        all_prompts = list(dict.fromkeys(list(prompts) + known_prompts()))
+        self.references = {p: self._render_references(p, cameras) for p in all_prompts}
+        self.unconditional = ReferenceSet(
+            torch.cat([r.images for r in self.references.values()]),
+            torch.cat([r.directions for r in self.references.values()]),
+        )
+
+    def _render_references(self, prompt: str, cameras: Cameras) -> ReferenceSet:
+        rgb = render_object(
+            get_object(prompt),
+            cameras,
+            self.shape[1],
+            self.shape[2],
+            supersample=self.config.supersample,
+        )["rgb"]
+        return ReferenceSet(self.encode(rgb).flatten(1), cameras.view_direction)
+
+    def encode(self, rgb: torch.Tensor) -> torch.Tensor:
+        """[0, 1] RGB -> [-1, 1] pixels (the world prior lives in pixel space)."""
+        return rgb * 2.0 - 1.0
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        return (x + 1.0) * 0.5
+
+    def log_mixture_weights(self, refs: ReferenceSet, cameras: Cameras) -> torch.Tensor:
+        """log pi_i(c) up to a constant, [B, N]."""
+        n = refs.images.shape[0]
+        if not self.config.view_aware:
+            return torch.zeros(len(cameras), n, device=refs.images.device)
+        cos = cameras.view_direction.to(refs.directions) @ refs.directions.T
+        return cos / self.config.view_temperature
+
+    def posterior_mean(
+        self, x_t: torch.Tensor, t: torch.Tensor, ctx: PriorContext, conditional: bool
+    ) -> torch.Tensor:
+        """E[x_0 | x_t, y] (or unconditional), [B, 3, H, W]."""
+        refs = self.references[ctx.prompt] if conditional else self.unconditional
+        alpha, sigma = alpha_sigma(self.alphas_cumprod, t)
+        mean = mixture_posterior_mean(
+            x_t.flatten(1),
+            alpha.to(x_t.dtype),
+            sigma.to(x_t.dtype),
+            refs.images,
+            self.log_mixture_weights(refs, ctx.cameras),
+            self.config.tau,
+            self.config.chunk_size,
+        )
+        return mean.view_as(x_t)
+
+    def _predict_branch(self, x_t, t, ctx, conditional):
+        alpha, sigma = alpha_sigma(self.alphas_cumprod, t)
+        shape = (-1,) + (1,) * (x_t.dim() - 1)
+        x0 = self.posterior_mean(x_t, t, ctx, conditional)
+        return (x_t - alpha.view(shape) * x0) / sigma.view(shape)
