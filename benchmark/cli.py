@@ -19,7 +19,9 @@ def _seeds(text: str) -> list[int]:
     try:
         return [int(item) for item in _csv(text)]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"seeds must be integers like 0,1,2; got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"seeds must be integers like 0,1,2; got {text!r}"
+        ) from None
 
 
 class _Parser(argparse.ArgumentParser):

@@ -20,6 +20,8 @@ def read_prompts(path: str | Path, warn=None) -> list[str]:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise UserError(f"prompts file {path} is not valid UTF-8 ({exc.reason})") from None
+    except OSError as exc:
+        raise UserError(f"cannot read prompts file {path}: {exc.strerror}") from None
     prompts: list[str] = []
     duplicates: list[str] = []
     for line in text.splitlines():

@@ -51,7 +51,9 @@ def build_backbone(config: RunConfig, device: torch.device) -> Backbone:
 
 def build_optimizer(backbone: Backbone, config: RunConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(
-        backbone.param_groups(), betas=(config.optim.beta1, config.optim.beta2), eps=config.optim.eps
+        backbone.param_groups(),
+        betas=(config.optim.beta1, config.optim.beta2),
+        eps=config.optim.eps,
     )
 
 

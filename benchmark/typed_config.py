@@ -71,7 +71,10 @@ def convert(annotation: Any, value: Any, path: str) -> Any:
                 raise ConfigError(
                     f"bad value for '{path}': expected {len(args)} items, got {len(value)}"
                 )
-            items = [convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value))]
+            items = [
+                convert(a, v, f"{path}[{i}]")
+                for i, (a, v) in enumerate(zip(args, value, strict=True))
+            ]
         else:
             item_type = args[0] if args else Any
             items = [convert(item_type, v, f"{path}[{i}]") for i, v in enumerate(value)]
@@ -129,4 +132,3 @@ def deep_merge(base: dict, override: dict) -> dict:
         else:
             out[key] = value
     return out
-

@@ -167,4 +167,3 @@ def ray_box_intersect(
     t_near = torch.minimum(t0, t1).amax(dim=-1).clamp_min(0.0)
     t_far = torch.maximum(t0, t1).amin(dim=-1)
     return t_near, t_far, t_far > t_near
-

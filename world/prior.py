@@ -115,9 +115,9 @@ class WorldPrior(DiffusionPrior):
             ddpm_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod
         ).to(self.device)
         self.shape = (3, height, width)
-        cameras = orbit_cameras(
-            self.config.n_azimuth, self.config.elevations, distance, fovy
-        ).to(self.device)
+        cameras = orbit_cameras(self.config.n_azimuth, self.config.elevations, distance, fovy).to(
+            self.device
+        )
         self.reference_cameras = cameras
         # The unconditional branch mixes every object the world knows.
         all_prompts = list(dict.fromkeys(list(prompts) + known_prompts()))

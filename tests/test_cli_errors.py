@@ -1,0 +1,218 @@
+"""Bad input to ``python -m benchmark run``: one ``error:`` line on stderr, exit code 2, no
+traceback, and nothing written under ``--out``.
+
+Every case runs the real CLI in a subprocess (about 1-2 s of imports each).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmark.methods import BUILDERS, KNOWN_METHODS
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+UNIMPLEMENTED = [name for name in KNOWN_METHODS if name not in BUILDERS]
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run(
+        [sys.executable, "-m", "benchmark", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def write_text(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+# Each case: (CLI args after the common "run --out <tmp> [--steps 2]", given the inputs folder;
+# substrings the error line must contain, "<inputs>" standing for that folder). "--steps 2" is
+# added unless the case sets steps itself; later flags win over earlier ones in argparse.
+CASES = [
+    pytest.param(
+        lambda d: ["--methods", "sds,foo"],
+        ["unknown method", "'foo'", "sds"],
+        id="unknown-method",
+    ),
+    pytest.param(
+        lambda d: ["--prompts", str(write_text(d / "p.txt", "a red sphere\na purple elephant\n"))],
+        ["unknown prompt", "'a purple elephant'", "'a red sphere'", "'a blue cube'"],
+        id="unknown-prompt",
+    ),
+    pytest.param(
+        lambda d: ["--prompts", str(d / "no_such_prompts.txt")],
+        ["not found", "no_such_prompts.txt"],
+        id="prompts-missing",
+    ),
+    pytest.param(
+        lambda d: ["--prompts", str(d)],
+        ["not a file", "<inputs>"],
+        id="prompts-is-directory",
+    ),
+    pytest.param(
+        lambda d: ["--prompts", str(write_text(d / "empty.txt", ""))],
+        ["no prompts", "empty.txt"],
+        id="prompts-empty",
+    ),
+    pytest.param(
+        lambda d: [
+            "--prompts",
+            str(write_text(d / "comments.txt", "# only comments\n\n   \n  # indented\n\n")),
+        ],
+        ["no prompts", "comments.txt"],
+        id="prompts-only-comments",
+    ),
+    pytest.param(
+        lambda d: ["--prompts", str(write_bytes(d / "latin.txt", b"\xff\xfe\xfa"))],
+        ["UTF-8", "latin.txt"],
+        id="prompts-not-utf8",
+    ),
+    pytest.param(
+        lambda d: ["--set", "foo.bar=1"],
+        ["unknown config key", "'foo'", "valid keys", "steps", "sds"],
+        id="set-unknown-key",
+    ),
+    pytest.param(
+        lambda d: ["--config", str(write_text(d / "typo.yaml", "sds:\n  guidance_scle: 7.5\n"))],
+        ["unknown config key", "'sds.guidance_scle'", "valid keys", "guidance_scale", "cfg_mode"],
+        id="yaml-unknown-key",
+    ),
+    # No "--steps 2" here: an explicit --steps beats --set, so steps=abc would never be checked.
+    pytest.param(
+        lambda d: ["--set", "steps=abc"],
+        ["'steps'", "'abc'", "integer"],
+        id="set-bad-type",
+    ),
+    pytest.param(
+        lambda d: ["--set", "sds.guidance_scale=high"],
+        ["'sds.guidance_scale'", "'high'", "number"],
+        id="set-bad-nested-type",
+    ),
+    pytest.param(lambda d: ["--steps", "-1"], ["steps", "-1"], id="steps-negative"),
+    pytest.param(lambda d: ["--steps", "0"], ["steps", "0"], id="steps-zero"),
+    pytest.param(
+        lambda d: ["--backbone", "nope"],
+        ["'backbone'", "'nope'", "'voxel'"],
+        id="unknown-backbone",
+    ),
+    pytest.param(
+        lambda d: ["--prior", "nope"],
+        ["'prior'", "'nope'", "'world'"],
+        id="unknown-prior",
+    ),
+    pytest.param(
+        lambda d: ["--device", "tpu"],
+        ["'device'", "'tpu'", "'cpu'", "'cuda'"],
+        id="bad-device",
+    ),
+    pytest.param(lambda d: ["--seeds", "0,x"], ["--seeds", "0,x"], id="bad-seeds"),
+    pytest.param(
+        lambda d: ["--config", str(d / "missing.yaml")],
+        ["not found", "missing.yaml"],
+        id="config-missing",
+    ),
+    pytest.param(
+        lambda d: ["--config", str(write_text(d / "bad.yaml", "steps: [1,\n  foo: {\n"))],
+        ["not valid YAML", "bad.yaml"],
+        id="config-malformed-yaml",
+    ),
+    pytest.param(
+        lambda d: ["--config", str(write_bytes(d / "latin.yaml", b"steps: \xff\xfe\xfa\n"))],
+        ["UTF-8", "latin.yaml"],
+        id="config-not-utf8",
+    ),
+    pytest.param(
+        lambda d: ["--config", str(write_text(d / "list.yaml", "- steps\n- 3\n"))],
+        ["mapping", "list.yaml"],
+        id="config-not-a-mapping",
+    ),
+    pytest.param(
+        lambda d: ["--set", "steps"], ["--set", "key=value", "'steps'"], id="set-no-equals"
+    ),
+]
+
+
+def assert_clean_usage_error(proc: subprocess.CompletedProcess, out: Path) -> str:
+    """Exit 2, a single 'error:' line on stderr, no traceback, nothing under ``out``."""
+    both = proc.stdout + proc.stderr
+    assert "Traceback" not in both, both
+    assert proc.returncode == 2, both
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, f"expected one stderr line, got {len(lines)}:\n{proc.stderr}"
+    line = lines[0]
+    assert line.startswith("error:"), line
+    assert line[len("error:") :].strip(), "empty error message"
+    assert not out.exists() or not any(out.iterdir()), sorted(out.rglob("*"))
+    return line
+
+
+@pytest.mark.parametrize(("make_args", "expected"), CASES)
+def test_bad_input_is_one_line_usage_error(tmp_path, make_args, expected):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    out = tmp_path / "out"
+    args = make_args(inputs)
+    sets_steps = any(a == "--steps" or a.startswith("steps=") for a in args)
+    common = ["--out", str(out)] if sets_steps else ["--steps", "2", "--out", str(out)]
+    proc = run_cli("run", *common, *args)
+    line = assert_clean_usage_error(proc, out)
+    for text in expected:
+        text = text.replace("<inputs>", str(inputs))
+        assert text in line, f"{text!r} not in {line!r}"
+
+
+@pytest.mark.skipif(not UNIMPLEMENTED, reason="every known method is implemented")
+def test_known_but_unimplemented_method(tmp_path):
+    name = UNIMPLEMENTED[0]
+    out = tmp_path / "out"
+    proc = run_cli("run", "--steps", "2", "--out", str(out), "--methods", f"sds,{name}")
+    line = assert_clean_usage_error(proc, out)
+    assert f"'{name}'" in line, line
+    assert "not implemented" in line, line
+
+
+def test_top_level_help():
+    proc = run_cli("--help")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage:"), proc.stdout
+    assert "run" in proc.stdout and "prompts" in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+def test_run_help():
+    proc = run_cli("run", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage:"), proc.stdout
+    for flag in ("--methods", "--prompts", "--steps", "--seeds", "--out", "--config", "--set"):
+        assert flag in proc.stdout, flag
+    assert "Traceback" not in proc.stderr
+
+
+def test_parser_does_not_import_torch():
+    code = "import sys, benchmark.cli as c; c.build_parser(); print('torch' in sys.modules)"
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False", proc.stdout
