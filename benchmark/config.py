@@ -80,6 +80,22 @@ class SDSConfig(GuidanceConfig):
 
 
 @dataclass
+class MeasureConfig:
+    """Gradient-variance probe (DESIGN.md section 4): every ``every`` steps (0 = off), K =
+    ``samples`` draws of (camera, t, eps) from the ``measure`` stream, theta frozen."""
+
+    every: int = 50
+    samples: int = 16
+    variants: tuple[str, ...] = ("all", "fixed_camera", "fixed_camera_t")
+    reference_samples: int = 0
+    bootstrap: int = 200
+
+    def __post_init__(self) -> None:
+        if self.every < 0 or self.samples < 2 or self.reference_samples < 0:
+            raise ValueError("need every >= 0, samples >= 2, reference_samples >= 0")
+
+
+@dataclass
 class RunConfig:
     methods: list[str] = field(default_factory=lambda: ["sds"])
     prompts_file: str = "prompts/objects.txt"
@@ -96,6 +112,7 @@ class RunConfig:
     render: RenderConfig = field(default_factory=RenderConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
     sds: SDSConfig = field(default_factory=SDSConfig)
 
     def __post_init__(self) -> None:

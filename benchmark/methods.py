@@ -9,7 +9,7 @@ from benchmark.errors import UserError
 KNOWN_METHODS = ("sds", "vsd", "ssd")
 
 
-def _build_sds(config):
+def _build_sds(config, prior, generator, device):
     from estimators.sds import SDS
 
     return SDS(config.sds)
@@ -35,5 +35,7 @@ def validate_methods(methods: list[str]) -> list[str]:
     return seen
 
 
-def build_estimator(name: str, config):
-    return BUILDERS[name](config)
+def build_estimator(name: str, config, prior, generator, device):
+    """The estimator of method ``name`` for ``prior``; ``generator`` (the cell's ``init``
+    stream) seeds any trainable state it owns (VSD's eps_phi, SSD's mu)."""
+    return BUILDERS[name](config, prior, generator, device)

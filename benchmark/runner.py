@@ -16,7 +16,6 @@ import torch
 from benchmark.config import RunConfig, config_to_yaml
 from benchmark.errors import UserError
 from benchmark.evaluation import HeldOutEvaluator, image_row, slug
-from benchmark.methods import build_estimator
 from benchmark.results import RunStore
 from benchmark.trainer import CellResult, CellTrainer, configure_torch, run_cell
 
@@ -175,9 +174,7 @@ def run_benchmark(
         for method in methods:
             for prompt in prompts:
                 for seed in config.seeds:
-                    trainer = CellTrainer(
-                        config, method, prompt, seed, prior, build_estimator(method, config), device
-                    )
+                    trainer = CellTrainer(config, method, prompt, seed, prior, device)
                     name = f"{method}_{slug(prompt)}_s{seed}"
 
                     def evaluate(backbone, step, _ev=evaluators[prompt], _name=name):

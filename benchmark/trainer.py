@@ -19,6 +19,7 @@ import torch
 
 from backbones.base import Backbone
 from benchmark.config import RunConfig
+from benchmark.methods import build_estimator
 from benchmark.streams import RandomStreams
 from estimators.base import EstimatorContext, GradientEstimator
 from priors.base import DiffusionPrior
@@ -74,7 +75,6 @@ class CellTrainer:
         prompt: str,
         seed: int,
         prior: DiffusionPrior,
-        estimator: GradientEstimator,
         device: torch.device,
     ) -> None:
         self.config = config
@@ -82,10 +82,12 @@ class CellTrainer:
         self.prompt = prompt
         self.seed = seed
         self.prior = prior
-        self.estimator = estimator
         self.device = device
         self.streams = RandomStreams(seed, prompt)
         self.backbone = build_backbone(config, device)
+        self.estimator: GradientEstimator = build_estimator(
+            method, config, prior, self.streams.generator("init", 1), device
+        )
         self.optimizer = build_optimizer(self.backbone, config)
         self.guidance = getattr(config, method)
 

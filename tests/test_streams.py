@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from benchmark.config import load_config
-from benchmark.methods import build_estimator
 from benchmark.streams import RandomStreams, stream_seed
 from benchmark.trainer import CellTrainer
 
@@ -38,12 +37,8 @@ def test_two_methods_see_same_cameras_t_and_noise(world_prior_small):
     config = load_config(None, ["render.height=16", "render.width=16"])
     other = load_config(None, ["render.height=16", "render.width=16", "sds.guidance_scale=3.0"])
     device = torch.device("cpu")
-    t1 = CellTrainer(
-        config, "sds", "a snowman", 7, world_prior_small, build_estimator("sds", config), device
-    )
-    t2 = CellTrainer(
-        other, "sds", "a snowman", 7, world_prior_small, build_estimator("sds", other), device
-    )
+    t1 = CellTrainer(config, "sds", "a snowman", 7, world_prior_small, device)
+    t2 = CellTrainer(other, "sds", "a snowman", 7, world_prior_small, device)
     for step in (0, 1, 57):
         c1, tt1 = t1.sample_step_inputs(step)
         c2, tt2 = t2.sample_step_inputs(step)
@@ -54,6 +49,6 @@ def test_two_methods_see_same_cameras_t_and_noise(world_prior_small):
             t2.streams.normal("noise", step, (3, 16, 16)),
         )
     c_other_seed, _ = CellTrainer(
-        config, "sds", "a snowman", 8, world_prior_small, build_estimator("sds", config), device
+        config, "sds", "a snowman", 8, world_prior_small, device
     ).sample_step_inputs(0)
     assert not torch.equal(c_other_seed.c2w, t1.sample_step_inputs(0)[0].c2w)

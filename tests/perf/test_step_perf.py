@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from benchmark.config import load_config
-from benchmark.methods import build_estimator
 from benchmark.runner import build_prior
 from benchmark.trainer import CellTrainer, configure_torch, run_cell
 
@@ -22,9 +21,7 @@ def setup():
 
 def _trainer(setup):
     config, prior = setup
-    return CellTrainer(
-        config, "sds", "a snowman", 0, prior, build_estimator("sds", config), torch.device("cpu")
-    )
+    return CellTrainer(config, "sds", "a snowman", 0, prior, torch.device("cpu"))
 
 
 def test_sds_step_voxel_world(benchmark, setup):
