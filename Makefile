@@ -26,6 +26,8 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q tests --benchmark-disable
+	$(PY) -m pytest -q --nbmake notebooks
+	$(PY) -m benchmark regress --golden tests/golden/variance.json
 
 test-fast: install
 	$(PY) -m pytest -q tests -m "not slow" --benchmark-disable

@@ -1,5 +1,37 @@
-"""Analysis of finished runs (reads results files only; never runs a model)."""
+"""Analysis of finished runs: load, summarize, plot, report (reads results files only).
 
-from analysis.load import load_results
+    from analysis import load_results, summarize, plot_variance
+    df = load_results(["runs/<run_id>"])
+    summary = summarize(df)            # Summary: .table, .paired, .wide(), .notes
+    fig = plot_variance(df, "theta")   # a matplotlib Figure
 
-__all__ = ["load_results"]
+Modules: load (results -> DataFrame), runs (manifest, config, snapshots), stats (bootstrap
+CIs), summary (``summarize``), plots (figures), report (HTML), regress (golden variance
+numbers), fixtures (tiny runs for notebooks and tests). Names are imported lazily, so
+``import analysis`` stays cheap.
+"""
+
+from importlib import import_module
+
+_EXPORTS = {
+    "load_results": "analysis.load",
+    "summarize": "analysis.summary",
+    "Summary": "analysis.summary",
+    "bootstrap_mean": "analysis.stats",
+    "paired_difference": "analysis.stats",
+    "plot_variance": "analysis.plots",
+    "plot_convergence": "analysis.plots",
+    "plot_render_grid": "analysis.plots",
+    "load_run_info": "analysis.runs",
+    "config_differences": "analysis.runs",
+    "write_report": "analysis.report",
+    "build_report_html": "analysis.report",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'analysis' has no attribute {name!r}")

@@ -13,11 +13,14 @@ class Backbone(torch.nn.Module, ABC):
     """A differentiable 3D representation.
 
     ``render`` returns at least ``rgb`` [B,3,H,W] in [0, 1], ``depth`` [B,1,H,W] (expected ray
-    distance) and ``opacity`` [B,1,H,W]. Backbones never know which prior is used.
+    distance) and ``opacity`` [B,1,H,W]; with ``normals=True`` also ``normal`` [B,3,H,W]
+    (world-space unit normals). Backbones never know which prior is used.
     """
 
     @abstractmethod
-    def render(self, cameras: Cameras, height: int, width: int) -> dict[str, torch.Tensor]: ...
+    def render(
+        self, cameras: Cameras, height: int, width: int, normals: bool = False
+    ) -> dict[str, torch.Tensor]: ...
 
     @abstractmethod
     def param_groups(self) -> list[dict]:

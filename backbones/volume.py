@@ -41,16 +41,21 @@ def composite(
     sigmas: torch.Tensor,
     colors: torch.Tensor,
     background: torch.Tensor,
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Alpha-composite dense samples: sigmas [R, S], colors [R, S, 3], background [3].
+    """Alpha-composite dense samples: sigmas [R, S], colors [R, S, 3], background [3];
+    ``extra`` per-sample values [R, S, C] are accumulated as sum_i w_i v_i too.
 
-    Returns rgb [R, 3], depth [R, 1], opacity [R, 1].
+    Returns rgb [R, 3], depth [R, 1], opacity [R, 1] and the extra keys [R, C].
     """
     weights, _, _ = nerfacc.render_weight_from_density(t_starts, t_ends, sigmas)
     opacity = nerfacc.accumulate_along_rays(weights, None)
     rgb = nerfacc.accumulate_along_rays(weights, colors) + (1.0 - opacity) * background
     depth = nerfacc.accumulate_along_rays(weights, (0.5 * (t_starts + t_ends))[..., None])
-    return {"rgb": rgb, "depth": depth, "opacity": opacity}
+    out = {"rgb": rgb, "depth": depth, "opacity": opacity}
+    for name, values in (extra or {}).items():
+        out[name] = nerfacc.accumulate_along_rays(weights, values)
+    return out
 
 
 def to_images(rays: dict[str, torch.Tensor], batch: int, height: int, width: int) -> dict:

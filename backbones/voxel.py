@@ -45,22 +45,39 @@ class VoxelGrid(Backbone):
             {"name": "color", "params": [self.color], "lr": self.config.lr_color},
         ]
 
+    def _sample(self, grid_values: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """Trilinear lookup of [1, C, R, R, R] at points [..., 3] -> [..., C]."""
+        grid = (points / self.config.half_extent).reshape(1, -1, 1, 1, 3)
+        feats = F.grid_sample(grid_values, grid, mode="bilinear", align_corners=True)
+        return feats.reshape(grid_values.shape[1], -1).T.reshape(*points.shape[:-1], -1)
+
+    def density_at(self, points: torch.Tensor) -> torch.Tensor:
+        """sigma(p) = softplus(d(p) + blob(p)), points [..., 3] -> [...]."""
+        blob = self.config.blob_scale * (1.0 - points.norm(dim=-1) / self.config.blob_std)
+        return F.softplus(self._sample(self.density, points)[..., 0] + blob)
+
     def query(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """points [..., 3] -> sigma [...], colour [..., 3]."""
-        shape = points.shape[:-1]
-        grid = (points / self.config.half_extent).reshape(1, -1, 1, 1, 3)
-        raw = torch.cat([self.density, self.color], dim=1)
-        feats = F.grid_sample(raw, grid, mode="bilinear", align_corners=True)  # [1,4,N,1,1]
-        feats = feats.reshape(4, -1).T.reshape(*shape, 4)
-        radius = points.norm(dim=-1)
-        blob = self.config.blob_scale * (1.0 - radius / self.config.blob_std)
-        sigma = F.softplus(feats[..., 0] + blob)
-        return sigma, torch.sigmoid(feats[..., 1:])
+        return self.density_at(points), torch.sigmoid(self._sample(self.color, points))
 
-    def render(self, cameras: Cameras, height: int, width: int) -> dict[str, torch.Tensor]:
+    def normals_at(self, points: torch.Tensor) -> torch.Tensor:
+        """Unit normals -grad sigma / |grad sigma| by central differences (half a voxel)."""
+        h = self.config.half_extent / self.config.resolution
+        offsets = torch.eye(3, device=points.device, dtype=points.dtype) * h
+        grad = torch.stack(
+            [self.density_at(points + o) - self.density_at(points - o) for o in offsets], dim=-1
+        )
+        return -F.normalize(grad, dim=-1, eps=1e-8)
+
+    def render(
+        self, cameras: Cameras, height: int, width: int, normals: bool = False
+    ) -> dict[str, torch.Tensor]:
         points, t_starts, t_ends, _ = stratified_samples(
             cameras, height, width, self.config.n_samples, self.config.half_extent
         )
         sigma, color = self.query(points)
-        rays = composite(t_starts, t_ends, sigma, color, self.background)
+        extra = {"normal": self.normals_at(points)} if normals else {}
+        rays = composite(t_starts, t_ends, sigma, color, self.background, extra)
+        if normals:
+            rays["normal"] = F.normalize(rays["normal"], dim=-1, eps=1e-8)
         return to_images(rays, len(cameras), height, width)

@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--methods", type=_csv, default=None, help="comma list: sds[,vsd,ssd]")
     run.add_argument("--prompts", default=None, help="prompts file (default prompts/objects.txt)")
-    run.add_argument("--backbone", default=None, help="3D representation (default voxel)")
+    run.add_argument("--backbone", default=None, help="voxel (3D, default) or image (the 2D world)")
     run.add_argument("--prior", default=None, help="diffusion prior (default world)")
     run.add_argument("--steps", type=int, default=None, help="optimisation steps per cell")
     run.add_argument("--seeds", type=_seeds, default=None, help="comma list of seeds, e.g. 0,1,2")
@@ -65,8 +65,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--device", default=None, help="cpu or cuda")
     run.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
+    run.add_argument(
+        "--no-report", action="store_true", help="do not write report.html into the run dir"
+    )
 
-    commands.add_parser("prompts", help="list the prompts the ground-truth world knows")
+    prompts = commands.add_parser(
+        "prompts",
+        help="list the prompts the ground-truth world knows (and write a thumbnail grid)",
+        description="Print the world's prompts, one a line, and write a PNG grid of every "
+        "object seen from 4 azimuths (0 = front, 90, 180, 270; elevation 20).",
+    )
+    prompts.add_argument(
+        "--grid", default="prompts_grid.png", help="PNG path (default prompts_grid.png)"
+    )
+    prompts.add_argument("--no-grid", action="store_true", help="only list the prompts")
+    prompts.add_argument("--size", type=int, default=64, help="thumbnail side in pixels")
+
+    report = commands.add_parser(
+        "report",
+        help="one self-contained HTML report of one or more runs",
+        description="Turn run dirs into one self-contained HTML file (figures embedded, no "
+        "network): manifest and config differences, summary tables with bootstrap CIs, paired "
+        "differences vs SDS, gradient-variance and convergence figures, render grids. "
+        "Exit code 0: written; 2: bad input.",
+    )
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="runs/<run_id> folders")
+    report.add_argument("--out", default="report.html", help="output file (default report.html)")
+    report.add_argument("--title", default="steinbench report", help="page title")
+    report.add_argument(
+        "--psnr-threshold",
+        type=float,
+        default=None,
+        help="PSNR (dB) for steps/calls/seconds to threshold (default: per prompt, 75%% of "
+        "the best method's gain)",
+    )
+
+    regress = commands.add_parser(
+        "regress",
+        help="check variance numbers of a small fixed-seed run against a golden file",
+        description="Run the golden file's small fixed-seed configuration and compare log "
+        "variance, NSR and final PSNR within the file's tolerances. Exit code 0: within "
+        "tolerance; 1: regression; 2: bad input. --update --reason '...' rewrites the file.",
+    )
+    regress.add_argument(
+        "--golden", default="tests/golden/variance.json", help="golden file (JSON)"
+    )
+    regress.add_argument("--update", action="store_true", help="rerun and rewrite the golden file")
+    regress.add_argument("--reason", default=None, help="why the golden numbers change")
     return parser
 
 
@@ -94,7 +139,9 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     validate_prompts(prompts, known_prompts())
     from benchmark.runner import run_benchmark
 
-    _, results = run_benchmark(config, methods, prompts, argv=argv, quiet=args.quiet)
+    _, results = run_benchmark(
+        config, methods, prompts, argv=argv, quiet=args.quiet, report=not args.no_report
+    )
     return EXIT_CELLS_FAILED if any(r.status != "ok" for r in results) else EXIT_OK
 
 
@@ -103,10 +150,95 @@ def cmd_prompts(args: argparse.Namespace, argv: list[str]) -> int:
 
     for prompt in known_prompts():
         print(prompt)
+    if not args.no_grid:
+        if not 8 <= args.size <= 512:
+            raise UserError(f"--size must lie in [8, 512], got {args.size}")
+        sys.stdout.flush()
+        path = write_prompt_grid(args.grid, args.size)
+        print(f"thumbnail grid: {path}", file=sys.stderr)
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "prompts": cmd_prompts}
+def write_prompt_grid(path: str, size: int = 64, azimuths=(0.0, 90.0, 180.0, 270.0)) -> str:
+    """PNG grid: one row per world object (prompt on the left), one column per azimuth."""
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+    from PIL import Image, ImageDraw
+
+    from world.cameras import look_at_origin
+    from world.objects import get_object, known_prompts
+    from world.renderer import render_object
+
+    prompts = known_prompts()
+    n = len(azimuths)
+    ones = torch.ones(n)
+    cameras = look_at_origin(ones * 20.0, torch.tensor(azimuths), ones * 2.5, ones * 40.0)
+    label_width, pad = 6 * max(len(p) for p in prompts) + 12, 2
+    canvas = Image.new(
+        "RGB", (label_width + n * (size + pad), len(prompts) * (size + pad) + 16), "white"
+    )
+    draw = ImageDraw.Draw(canvas)
+    for j, azimuth in enumerate(azimuths):
+        draw.text((label_width + j * (size + pad) + 4, 2), f"az {azimuth:g}", fill="black")
+    for i, prompt in enumerate(prompts):
+        rgb = render_object(get_object(prompt), cameras, size, size, supersample=1)["rgb"]
+        tiles = (rgb.permute(0, 2, 3, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
+        top = 16 + i * (size + pad)
+        draw.text((4, top + size // 2 - 5), prompt, fill="black")
+        for j, tile in enumerate(tiles):
+            canvas.paste(Image.fromarray(tile), (label_width + j * (size + pad), top))
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        canvas.save(target, format="PNG")
+    except OSError as exc:
+        raise UserError(f"cannot write the prompt grid {path}: {exc.strerror}") from None
+    return str(target)
+
+
+def cmd_report(args: argparse.Namespace, argv: list[str]) -> int:
+    from analysis.runs import check_run_dir
+
+    for path in args.run_dirs:
+        try:
+            check_run_dir(path)
+        except FileNotFoundError as exc:
+            raise UserError(str(exc)) from None
+    from analysis.report import write_report
+
+    try:
+        out = write_report(
+            args.run_dirs, args.out, title=args.title, psnr_threshold=args.psnr_threshold
+        )
+    except OSError as exc:
+        raise UserError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    print(f"report: {out}")
+    return EXIT_OK
+
+
+def cmd_regress(args: argparse.Namespace, argv: list[str]) -> int:
+    from analysis.regress import GoldenError, check, update
+
+    if args.reason is not None and not args.update:
+        raise UserError("--reason is only used with --update")
+    try:
+        if args.update:
+            update(args.golden, args.reason or "")
+            return EXIT_OK
+        code, _ = check(args.golden)
+    except GoldenError as exc:
+        raise UserError(str(exc)) from None
+    return code
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "prompts": cmd_prompts,
+    "report": cmd_report,
+    "regress": cmd_regress,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,13 +8,16 @@ from typing import Literal
 
 import yaml
 
+from backbones.image import ImageConfig
 from backbones.voxel import VoxelConfig
 from benchmark.errors import ConfigError
 from benchmark.typed_config import deep_merge, from_dict, set_dotted, to_dict
 from estimators.base import GuidanceConfig
+from estimators.ssd import SSDConfig
+from estimators.vsd import VSDConfig
 from world.prior import WorldPriorConfig
 
-BackboneName = Literal["voxel"]
+BackboneName = Literal["voxel", "image"]
 PriorName = Literal["world"]
 DeviceName = Literal["cpu", "cuda"]
 
@@ -81,18 +84,34 @@ class SDSConfig(GuidanceConfig):
 
 @dataclass
 class MeasureConfig:
-    """Gradient-variance probe (DESIGN.md section 4): every ``every`` steps (0 = off), K =
-    ``samples`` draws of (camera, t, eps) from the ``measure`` stream, theta frozen."""
+    """Gradient-variance probe (DESIGN.md section 4, benchmark/measure.py): every ``every``
+    steps (0 = off) and at step 0 and the last step, K = ``samples`` draws of (camera, t, eps)
+    from the ``measure`` stream, theta frozen. ``chunk`` samples are vectorised at once
+    (memory O(chunk x parameters)); ``engine`` picks torch.func or plain autograd ("auto":
+    func, autograd if the backbone cannot be vmapped); ``bootstrap`` resamples give the 95% CI
+    of log_var from a K x K Gram matrix, exact up to ``sketch_dim`` parameters, count-sketched
+    beyond; ``reference_samples`` > 0 adds the bias check against a large-sample mean."""
 
     every: int = 50
     samples: int = 16
-    variants: tuple[str, ...] = ("all", "fixed_camera", "fixed_camera_t")
+    variants: tuple[Literal["all", "fixed_camera", "fixed_camera_t"], ...] = (
+        "all",
+        "fixed_camera",
+        "fixed_camera_t",
+    )
     reference_samples: int = 0
     bootstrap: int = 200
+    chunk: int = 16
+    engine: Literal["auto", "func", "autograd"] = "auto"
+    sketch_dim: int = 131072
 
     def __post_init__(self) -> None:
         if self.every < 0 or self.samples < 2 or self.reference_samples < 0:
             raise ValueError("need every >= 0, samples >= 2, reference_samples >= 0")
+        if self.bootstrap < 0 or self.chunk < 1 or self.sketch_dim < 1:
+            raise ValueError("need bootstrap >= 0, chunk >= 1, sketch_dim >= 1")
+        if len(set(self.variants)) != len(self.variants):
+            raise ValueError(f"duplicate measurement variants in {self.variants}")
 
 
 @dataclass
@@ -107,6 +126,7 @@ class RunConfig:
     backbone: BackboneName = "voxel"
     prior: PriorName = "world"
     voxel: VoxelConfig = field(default_factory=VoxelConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
     world: WorldPriorConfig = field(default_factory=WorldPriorConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
@@ -114,6 +134,8 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     sds: SDSConfig = field(default_factory=SDSConfig)
+    vsd: VSDConfig = field(default_factory=VSDConfig)
+    ssd: SSDConfig = field(default_factory=SSDConfig)
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -122,6 +144,24 @@ class RunConfig:
             raise ValueError("seeds must not be empty")
         if self.threads < 1:
             raise ValueError("threads must be >= 1")
+        if self.backbone == "image":
+            self.camera = fixed_image_camera(self.camera, self.image)
+
+
+def fixed_image_camera(camera: CameraConfig, image: ImageConfig) -> CameraConfig:
+    """The 2D world's camera distribution: the single camera the image represents
+    (``image.elevation``, ``image.azimuth``; distance and fovy at the middle of their ranges).
+    With ``backbone: image`` the run's ``camera`` ranges are replaced by it, so training, the
+    gradient-variance probe and the view-aware prior all see that camera."""
+    distance = 0.5 * (camera.distance_range[0] + camera.distance_range[1])
+    fovy = 0.5 * (camera.fovy_range[0] + camera.fovy_range[1])
+    return CameraConfig(
+        elevation_range=(image.elevation, image.elevation),
+        azimuth_range=(image.azimuth, image.azimuth),
+        distance_range=(distance, distance),
+        fovy_range=(fovy, fovy),
+        batch_size=camera.batch_size,
+    )
 
 
 def parse_set_value(text: str):

@@ -8,8 +8,8 @@ import torch
 
 from backbones.base import Backbone
 from benchmark.config import RunConfig
-from world.cameras import Cameras, orbit_cameras
-from world.metrics import psnr
+from world.cameras import Cameras, look_at_origin, orbit_cameras
+from world.metrics import angular_distance, depth_l1, janus_score, mask_iou, psnr, ssim
 from world.objects import get_object
 from world.renderer import render_object
 
@@ -20,15 +20,45 @@ def slug(text: str) -> str:
 
 
 def held_out_cameras(config: RunConfig) -> Cameras:
-    """A ring of eval cameras at an elevation and azimuth offset no reference camera uses."""
+    """A ring of eval cameras at an elevation and azimuth offset no reference camera uses;
+    for the image backbone, the single camera its image represents."""
     cam = config.camera
+    distance = 0.5 * (cam.distance_range[0] + cam.distance_range[1])
+    fovy = 0.5 * (cam.fovy_range[0] + cam.fovy_range[1])
+    if config.backbone == "image":
+        one = torch.ones(1)
+        return look_at_origin(
+            one * config.image.elevation, one * config.image.azimuth, one * distance, one * fovy
+        )
     return orbit_cameras(
         config.eval.n_views,
+        (config.eval.elevation,),
+        distance,
+        fovy,
+        azimuth_offset=config.eval.azimuth_offset,
+    )
+
+
+#: azimuth grid of the Janus score's true renders (15 degree steps at the eval elevation)
+JANUS_AZIMUTHS = 24
+#: back views: grid azimuths within this many degrees of 180 (the back of every object)
+JANUS_BACK_WITHIN = 60.0
+
+
+def janus_cameras(config: RunConfig) -> tuple[Cameras, torch.Tensor]:
+    """The Janus score's candidate cameras (``JANUS_AZIMUTHS`` azimuths at the eval elevation,
+    offset like the held-out ring) and the indices of its back views (within 60 degrees of
+    azimuth 180, the back of every library object)."""
+    cam = config.camera
+    cameras = orbit_cameras(
+        JANUS_AZIMUTHS,
         (config.eval.elevation,),
         0.5 * (cam.distance_range[0] + cam.distance_range[1]),
         0.5 * (cam.fovy_range[0] + cam.fovy_range[1]),
         azimuth_offset=config.eval.azimuth_offset,
     )
+    back = (angular_distance(cameras.azimuth, 180.0) < JANUS_BACK_WITHIN).nonzero().squeeze(-1)
+    return cameras, back
 
 
 def image_row(images: torch.Tensor) -> torch.Tensor:
@@ -37,23 +67,70 @@ def image_row(images: torch.Tensor) -> torch.Tensor:
 
 
 class HeldOutEvaluator:
-    """GT renders of one prompt at the held-out cameras, and metrics of a backbone there."""
+    """GT renders of one prompt at the held-out cameras, and metrics of a backbone there.
+
+    Metrics (means over the held-out views; world/metrics.py defines each):
+        psnr, ssim          of the clamped RGB against the true renders;
+        depth_l1, mask_iou  scale-aligned L1 depth on the true mask and IoU of opacity > 0.5
+                            with the true mask > 0.5 (3D backbones only: an image has no
+                            geometry);
+        janus, janus_front  for objects with a distinct front and back, 3D backbones only:
+                            ``janus_score`` of the backbone's renders at the back views of the
+                            ``janus_cameras`` grid against the true renders at every grid
+                            azimuth (8 extra renders per evaluation); janus_deg = 180 janus,
+                            the mean nearest-azimuth error in degrees.
+    With the image backbone there is one view, the image's fixed camera.
+    """
 
     def __init__(self, prompt: str, config: RunConfig, device: torch.device) -> None:
         self.config = config
+        self.geometry = config.backbone != "image"
         self.cameras = held_out_cameras(config).to(device)
-        self.truth = render_object(
-            get_object(prompt),
-            self.cameras,
-            config.render.height,
-            config.render.width,
-            supersample=config.world.supersample,
-            background=config.voxel.background,
+        obj = get_object(prompt)
+        self.truth = self._render_truth(obj, self.cameras)
+        self.janus = None
+        if self.geometry and obj.has_distinct_front_back:
+            cameras, back = janus_cameras(config)
+            cameras = cameras.to(device)
+            truth = self._render_truth(obj, cameras)["rgb"]
+            self.janus = (cameras[back], truth, cameras.azimuth)
+
+    def _render_truth(self, obj, cameras: Cameras) -> dict[str, torch.Tensor]:
+        return render_object(
+            obj,
+            cameras,
+            self.config.render.height,
+            self.config.render.width,
+            supersample=self.config.world.supersample,
+            background=self.config.voxel.background,
         )
 
     @torch.no_grad()
     def __call__(self, backbone: Backbone) -> tuple[dict[str, float], torch.Tensor]:
-        """Metrics {psnr} (mean over views) and the renders [B, 3, H, W]."""
-        out = backbone.render(self.cameras, self.config.render.height, self.config.render.width)
+        """Metrics (see the class docstring) and the renders [B, 3, H, W]."""
+        height, width = self.config.render.height, self.config.render.width
+        out = backbone.render(self.cameras, height, width)
         rgb = out["rgb"].clamp(0.0, 1.0)
-        return {"psnr": float(psnr(rgb, self.truth["rgb"]).mean())}, rgb
+        truth = self.truth
+        metrics = {
+            "psnr": float(psnr(rgb, truth["rgb"]).mean()),
+            "ssim": float(ssim(rgb, truth["rgb"]).mean()),
+        }
+        if self.geometry:
+            metrics["depth_l1"] = float(
+                depth_l1(out["depth"], truth["depth"], truth["mask"]).mean()
+            )
+            metrics["mask_iou"] = float(mask_iou(out["opacity"], truth["mask"]).mean())
+        if self.janus is not None:
+            back_cameras, candidates, candidate_azimuths = self.janus
+            back = backbone.render(back_cameras, height, width)["rgb"].clamp(0.0, 1.0)
+            janus, front = janus_score(
+                back,
+                back_cameras.azimuth,
+                candidates,
+                candidate_azimuths,
+                back_within=JANUS_BACK_WITHIN,
+            )
+            metrics["janus"], metrics["janus_front"] = float(janus), float(front)
+            metrics["janus_deg"] = 180.0 * float(janus)
+        return metrics, rgb

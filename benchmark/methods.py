@@ -15,7 +15,33 @@ def _build_sds(config, prior, generator, device):
     return SDS(config.sds)
 
 
-BUILDERS: dict[str, Callable] = {"sds": _build_sds}
+def _build_vsd(config, prior, generator, device):
+    """VSD with the pixel-space residual eps_phi, initialised from the cell's init stream."""
+    from estimators.vsd import VSD, build_residual_eps_phi
+
+    shape = getattr(prior, "shape", (3, config.render.height, config.render.width))
+    return VSD(config.vsd, build_residual_eps_phi(config.vsd, shape, generator, device))
+
+
+def geometry_estimator(prior):
+    """The depth/normal estimator SSD's baseline uses with this prior."""
+    from world.prior import WorldPrior
+
+    if isinstance(prior, WorldPrior):
+        from world.geometry import WorldBayesGeometry
+
+        return WorldBayesGeometry(prior)
+    raise UserError(f"no depth/normal estimator is available for prior {type(prior).__name__}")
+
+
+def _build_ssd(config, prior, generator, device):
+    from estimators.ssd import SSD
+
+    geometry = None if config.ssd.baseline == "constant" else geometry_estimator(prior)
+    return SSD(config.ssd, geometry, device)
+
+
+BUILDERS: dict[str, Callable] = {"sds": _build_sds, "vsd": _build_vsd, "ssd": _build_ssd}
 
 
 def validate_methods(methods: list[str]) -> list[str]:

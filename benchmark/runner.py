@@ -140,8 +140,10 @@ def run_benchmark(
     prompts: list[str],
     argv: list[str] | None = None,
     quiet: bool = False,
+    report: bool = True,
 ) -> tuple[Path, list[CellResult]]:
-    """Run every (method, prompt, seed) cell; returns the run directory and cell results."""
+    """Run every (method, prompt, seed) cell; returns the run directory and cell results.
+    With ``report`` the run dir also gets report.html (analysis.report) at the end."""
     device = resolve_device(config.device)
     configure_torch(config.threads)
     prior = build_prior(config, prompts, device)
@@ -170,30 +172,40 @@ def run_benchmark(
             store.save_image(f"truth_{slug(prompt)}.png", image_row(evaluator.truth["rgb"]))
 
     results: list[CellResult] = []
-    with Reporter(quiet) as reporter:
-        for method in methods:
-            for prompt in prompts:
-                for seed in config.seeds:
-                    trainer = CellTrainer(config, method, prompt, seed, prior, device)
-                    name = f"{method}_{slug(prompt)}_s{seed}"
+    status = "interrupted"
+    try:
+        with Reporter(quiet) as reporter:
+            for method in methods:
+                for prompt in prompts:
+                    for seed in config.seeds:
+                        trainer = CellTrainer(config, method, prompt, seed, prior, device)
+                        name = f"{method}_{slug(prompt)}_s{seed}"
 
-                    def evaluate(backbone, step, _ev=evaluators[prompt], _name=name):
-                        metrics, renders = _ev(backbone)
-                        if config.eval.snapshots:
-                            store.save_image(f"{_name}_step{step:05d}.png", image_row(renders))
-                        return metrics
+                        def evaluate(backbone, step, _ev=evaluators[prompt], _name=name):
+                            metrics, renders = _ev(backbone)
+                            if config.eval.snapshots:
+                                store.save_image(f"{_name}_step{step:05d}.png", image_row(renders))
+                            return metrics
 
-                    def log(step, metrics, _m=method, _p=prompt, _s=seed):
-                        store.log(_m, _p, _s, step, metrics)
+                        def log(step, metrics, _m=method, _p=prompt, _s=seed):
+                            store.log(_m, _p, _s, step, metrics)
 
-                    on_step = reporter.cell(method, prompt, seed, config.steps)
-                    results.append(run_cell(trainer, evaluate, log, on_step))
-                    store.flush_metrics()
+                        on_step = reporter.cell(method, prompt, seed, config.steps)
+                        results.append(run_cell(trainer, evaluate, log, on_step))
+                        store.flush_metrics()
+        status = "finished"
+    finally:
+        # Ctrl-C or a crash: keep every completed cell's rows and say how the run ended.
+        store.flush_metrics()
         manifest.update(
-            status="finished",
+            status=status,
             finished=datetime.now(UTC).isoformat(),
             cells=[asdict(r) for r in results],
         )
         store.write_json("manifest.json", manifest)
     reporter.summary(results, store.path)
+    if report:
+        from analysis.report import write_run_report
+
+        write_run_report(store.path, reporter.console)
     return store.path, results

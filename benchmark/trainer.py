@@ -19,6 +19,7 @@ import torch
 
 from backbones.base import Backbone
 from benchmark.config import RunConfig
+from benchmark.measure import measure_gradient_variance
 from benchmark.methods import build_estimator
 from benchmark.streams import RandomStreams
 from estimators.base import EstimatorContext, GradientEstimator
@@ -47,6 +48,10 @@ def build_backbone(config: RunConfig, device: torch.device) -> Backbone:
         from backbones.voxel import VoxelGrid
 
         return VoxelGrid(config.voxel, device=device)
+    if config.backbone == "image":
+        from backbones.image import ImageBackbone
+
+        return ImageBackbone(config.image, config.render.height, config.render.width, device)
     raise ValueError(f"unknown backbone {config.backbone!r}")
 
 
@@ -113,7 +118,12 @@ class CellTrainer:
     def step(self, step: int) -> StepOutput:
         """One optimisation step of theta (and the estimator's own update)."""
         cameras, t = self.sample_step_inputs(step)
-        render = self.backbone.render(cameras, self.config.render.height, self.config.render.width)
+        render = self.backbone.render(
+            cameras,
+            self.config.render.height,
+            self.config.render.width,
+            normals="normal" in self.estimator.render_outputs,
+        )
         x = self.prior.encode(render["rgb"])
         eps = self.streams.normal("noise", step, tuple(x.shape), self.device)
         ctx = EstimatorContext(
@@ -164,13 +174,18 @@ def run_cell(
     Metrics logged with ``step`` = number of optimiser steps done: per step ``t``,
     ``grad_norm`` (and estimator diagnostics), cumulative ``n_evals`` (prior network
     evaluations) and ``train_seconds`` (wall-clock excluding evaluation); at checkpoints
-    (0, every, 2 every, ..., steps) the evaluation metrics.
+    (0, every, 2 every, ..., steps) the evaluation metrics; with ``measure.every`` > 0 the
+    gradient-variance probe (benchmark/measure.py, ``var/...``) at 0, every measure.every
+    steps and the last step, excluded from ``train_seconds`` like the evaluation.
     """
     config = trainer.config
     result = CellResult(trainer.method, trainer.prompt, trainer.seed)
     evals_start = trainer.prior.n_evals
     result.initial = evaluate(trainer.backbone, 0)
     log(0, result.initial)
+    probe = config.measure
+    if probe.every > 0:
+        log(0, measure_gradient_variance(trainer, 0, probe))
     elapsed = 0.0
     for step in range(config.steps):
         start = time.perf_counter()
@@ -195,6 +210,8 @@ def run_cell(
         if done % config.eval.every == 0 or done == config.steps:
             result.final = evaluate(trainer.backbone, done)
             log(done, result.final)
+        if probe.every > 0 and (done % probe.every == 0 or done == config.steps):
+            log(done, measure_gradient_variance(trainer, done, probe))
         result.steps_done = done
         if on_step is not None:
             on_step(done)

@@ -63,6 +63,8 @@ class GradientEstimator(ABC):
     """A score-distillation gradient estimator. Pure math: no I/O, no global RNG."""
 
     name: str = "base"
+    #: extra render outputs the estimator reads from ctx.render (e.g. ("normal",))
+    render_outputs: tuple[str, ...] = ()
 
     def parameters(self) -> list[torch.nn.Parameter]:
         """Trainable state of the estimator itself (LoRA, mu), optimised by ``update``."""

@@ -67,3 +67,19 @@ class DiffusionPrior(ABC):
             return eps_cond
         eps_uncond = self.predict_branch(x_t, t, ctx, conditional=False)
         return classifier_free_guidance(eps_cond, eps_uncond, guidance_scale, cfg_mode)
+
+
+class GeometryEstimator(ABC):
+    """Monocular geometry from a (noisy) image: the D of SSD's baseline function.
+
+    Implementations: the world's Bayes estimator (world/geometry.py); a frozen DPT on real
+    priors. Both must be differentiable w.r.t. x_t and must not train.
+    """
+
+    @abstractmethod
+    def depth(self, x_t: torch.Tensor, t: torch.Tensor, ctx: PriorContext) -> torch.Tensor:
+        """[B, C, H, W] noisy images -> [B, 1, H, W] depth (any affine scale)."""
+
+    @abstractmethod
+    def normal(self, x_t: torch.Tensor, t: torch.Tensor, ctx: PriorContext) -> torch.Tensor:
+        """[B, C, H, W] noisy images -> [B, 3, H, W] unit normals (world frame)."""

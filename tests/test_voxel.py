@@ -35,3 +35,15 @@ def test_rays_missing_the_box_show_background():
     out = grid.render(cams, 16, 16)
     torch.testing.assert_close(out["rgb"][0, :, 0, 0], torch.tensor([0.2, 0.3, 0.4]))
     assert float(out["opacity"][0, 0, 0, 0]) == 0.0
+
+
+def test_normals_of_the_blob_point_outward():
+    """The init blob is radially symmetric: its rendered normal at the image centre faces
+    the camera, and normals are unit length where the ray hits."""
+    grid = VoxelGrid(VoxelConfig(resolution=24, n_samples=64))
+    cams = orbit_cameras(2, (30.0,), 2.5, 40.0)
+    out = grid.render(cams, 9, 9, normals=True)
+    n = out["normal"][:, :, 4, 4]  # [B, 3]
+    torch.testing.assert_close(n.norm(dim=1), torch.ones(2), atol=1e-3, rtol=0)
+    cos = (n * cams.view_direction).sum(dim=1)
+    assert bool((cos > 0.95).all()), cos

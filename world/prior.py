@@ -49,10 +49,55 @@ class ReferenceSet:
     Attributes:
         images: [N, D] references in the prior's space ([-1, 1]).
         directions: [N, 3] unit view directions of their cameras.
+        depth: [N, H*W] ray distance to the surface (0 on background), or None.
+        normal: [N, 3*H*W] world-space unit normals (0 on background), or None.
     """
 
     images: torch.Tensor
     directions: torch.Tensor
+    depth: torch.Tensor | None = None
+    normal: torch.Tensor | None = None
+
+
+def mixture_expectation(
+    x_t: torch.Tensor,
+    alpha: torch.Tensor,
+    sigma: torch.Tensor,
+    refs: torch.Tensor,
+    log_prior: torch.Tensor,
+    values: torch.Tensor | None = None,
+    tau: float = 0.0,
+    chunk_size: int = 1024,
+) -> torch.Tensor:
+    """sum_i r_i(x_t) v_i: the posterior expectation of per-reference values, streamed over
+    reference chunks (memory O(B * chunk_size + B * D), time linear in N). Differentiable
+    w.r.t. x_t.
+
+    Args:
+        x_t: [B, D]; alpha, sigma: [B]; refs: [N, D]; log_prior: [B, N] (log pi_i, any
+        normalisation); values: [N, Dv] (default: refs, i.e. sum_i r_i x_i).
+    Returns:
+        [B, Dv].
+    """
+    values = refs if values is None else values
+    s2 = sigma**2 + alpha**2 * tau**2  # [B]
+    x_sq = (x_t**2).sum(dim=1, keepdim=True)  # [B, 1]
+    running_max = torch.full_like(s2, -torch.inf)[:, None]
+    running_sum = torch.zeros_like(running_max)
+    running_mean = torch.zeros(x_t.shape[0], values.shape[1], dtype=x_t.dtype, device=x_t.device)
+    for start in range(0, refs.shape[0], chunk_size):
+        chunk = refs[start : start + chunk_size]  # [n, D]
+        dist2 = (
+            x_sq - 2.0 * alpha[:, None] * (x_t @ chunk.T) + alpha[:, None] ** 2 * (chunk**2).sum(1)
+        ).clamp_min(0.0)
+        logits = log_prior[:, start : start + chunk_size] - dist2 / (2.0 * s2[:, None])
+        new_max = torch.maximum(running_max, logits.amax(dim=1, keepdim=True)).detach()
+        rescale = torch.exp(running_max - new_max)
+        weights = torch.exp(logits - new_max)  # [B, n]
+        running_sum = running_sum * rescale + weights.sum(dim=1, keepdim=True)
+        running_mean = running_mean * rescale + weights @ values[start : start + chunk_size]
+        running_max = new_max
+    return running_mean / running_sum
 
 
 def mixture_posterior_mean(
@@ -64,32 +109,9 @@ def mixture_posterior_mean(
     tau: float = 0.0,
     chunk_size: int = 1024,
 ) -> torch.Tensor:
-    """E[x_0 | x_t] under the smoothed reference mixture, streamed over reference chunks.
-
-    Args:
-        x_t: [B, D]; alpha, sigma: [B]; refs: [N, D]; log_prior: [B, N] (log pi_i, any
-        normalisation). Memory O(B * chunk_size + B * D), time linear in N.
-    Returns:
-        [B, D].
-    """
-    s2 = sigma**2 + alpha**2 * tau**2  # [B]
-    x_sq = (x_t**2).sum(dim=1, keepdim=True)  # [B, 1]
-    running_max = torch.full_like(s2, -torch.inf)[:, None]
-    running_sum = torch.zeros_like(running_max)
-    running_mean = torch.zeros_like(x_t)
-    for start in range(0, refs.shape[0], chunk_size):
-        chunk = refs[start : start + chunk_size]  # [n, D]
-        dist2 = (
-            x_sq - 2.0 * alpha[:, None] * (x_t @ chunk.T) + alpha[:, None] ** 2 * (chunk**2).sum(1)
-        ).clamp_min(0.0)
-        logits = log_prior[:, start : start + chunk_size] - dist2 / (2.0 * s2[:, None])
-        new_max = torch.maximum(running_max, logits.amax(dim=1, keepdim=True))
-        rescale = torch.exp(running_max - new_max)
-        weights = torch.exp(logits - new_max)  # [B, n]
-        running_sum = running_sum * rescale + weights.sum(dim=1, keepdim=True)
-        running_mean = running_mean * rescale + weights @ chunk
-        running_max = new_max
-    mean_ref = running_mean / running_sum  # sum_i r_i x_i
+    """E[x_0 | x_t] under the smoothed reference mixture, [B, D] (see module docstring)."""
+    mean_ref = mixture_expectation(x_t, alpha, sigma, refs, log_prior, None, tau, chunk_size)
+    s2 = sigma**2 + alpha**2 * tau**2
     shrink = (alpha * tau**2 / s2)[:, None]
     return mean_ref + shrink * (x_t - alpha[:, None] * mean_ref)
 
@@ -125,17 +147,22 @@ class WorldPrior(DiffusionPrior):
         self.unconditional = ReferenceSet(
             torch.cat([r.images for r in self.references.values()]),
             torch.cat([r.directions for r in self.references.values()]),
-        )
+        )  # depth/normal are only needed for the conditional Bayes estimators
 
     def _render_references(self, prompt: str, cameras: Cameras) -> ReferenceSet:
-        rgb = render_object(
+        out = render_object(
             get_object(prompt),
             cameras,
             self.shape[1],
             self.shape[2],
             supersample=self.config.supersample,
-        )["rgb"]
-        return ReferenceSet(self.encode(rgb).flatten(1), cameras.view_direction)
+        )
+        return ReferenceSet(
+            self.encode(out["rgb"]).flatten(1),
+            cameras.view_direction,
+            out["depth"].flatten(1),
+            out["normal"].flatten(1),
+        )
 
     def encode(self, rgb: torch.Tensor) -> torch.Tensor:
         """[0, 1] RGB -> [-1, 1] pixels (the world prior lives in pixel space)."""
@@ -151,6 +178,25 @@ class WorldPrior(DiffusionPrior):
             return torch.zeros(len(cameras), n, device=refs.images.device)
         cos = cameras.view_direction.to(refs.directions) @ refs.directions.T
         return cos / self.config.view_temperature
+
+    def posterior_expectation(
+        self, x_t: torch.Tensor, t: torch.Tensor, ctx: PriorContext, field: str
+    ) -> torch.Tensor:
+        """E[v_i | x_t, y] of the prompt's reference ``field`` ('depth' or 'normal') under the
+        conditional mixture weights: the world's Bayes estimator, differentiable in x_t.
+        Returns [B, Dv]."""
+        refs = self.references[ctx.prompt]
+        alpha, sigma = alpha_sigma(self.alphas_cumprod, t)
+        return mixture_expectation(
+            x_t.flatten(1),
+            alpha.to(x_t.dtype),
+            sigma.to(x_t.dtype),
+            refs.images,
+            self.log_mixture_weights(refs, ctx.cameras),
+            getattr(refs, field),
+            self.config.tau,
+            self.config.chunk_size,
+        )
 
     def posterior_mean(
         self, x_t: torch.Tensor, t: torch.Tensor, ctx: PriorContext, conditional: bool

@@ -1,0 +1,114 @@
+"""Run metadata: manifest, resolved config, failed cells and snapshot files of run dirs.
+
+A run dir is what ``benchmark.runner.run_benchmark`` writes: ``config.yaml``,
+``manifest.json``, ``metrics.parquet`` and ``snapshots/`` with
+``{method}_{slug}_s{seed}_step{step:05d}.png`` and ``truth_{slug}.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_SNAPSHOT = re.compile(r"^(?P<method>[^_]+)_(?P<slug>.+)_s(?P<seed>\d+)_step(?P<step>\d+)\.png$")
+
+
+def slug(text: str) -> str:
+    """File-name form of a prompt; the same rule as ``benchmark.evaluation.slug``."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "prompt"
+
+
+@dataclass
+class RunInfo:
+    """What one run dir says about itself (everything optional but the path)."""
+
+    path: Path
+    run_id: str
+    manifest: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+
+    @property
+    def failed_cells(self) -> list[dict]:
+        return [c for c in self.manifest.get("cells", []) if c.get("status", "ok") != "ok"]
+
+    @property
+    def finished(self) -> bool:
+        return self.manifest.get("status") == "finished"
+
+    def snapshot(self, method: str, prompt: str, seed: int, step: int) -> Path | None:
+        path = self.path / "snapshots" / f"{method}_{slug(prompt)}_s{seed}_step{step:05d}.png"
+        return path if path.is_file() else None
+
+    def truth(self, prompt: str) -> Path | None:
+        path = self.path / "snapshots" / f"truth_{slug(prompt)}.png"
+        return path if path.is_file() else None
+
+    def snapshot_steps(self, method: str, prompt: str, seed: int) -> list[int]:
+        """Checkpoint steps with a snapshot of this cell, ascending."""
+        folder = self.path / "snapshots"
+        if not folder.is_dir():
+            return []
+        prefix = f"{method}_{slug(prompt)}_s{seed}_step"
+        steps = []
+        for file in folder.glob(f"{prefix}*.png"):
+            match = _SNAPSHOT.match(file.name)
+            if match and file.name.startswith(prefix):
+                steps.append(int(match["step"]))
+        return sorted(steps)
+
+
+def check_run_dir(path: str | Path) -> Path:
+    """The run dir as a Path; ``FileNotFoundError`` (one line) if it is not a run dir."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"not a directory: {path}")
+    if not (path / "metrics.parquet").is_file():
+        runs = sorted(p.name for p in path.iterdir() if (p / "metrics.parquet").is_file())
+        hint = f"; it holds run dirs, e.g. {path / runs[-1]}" if runs else ""
+        raise FileNotFoundError(f"not a run directory (no metrics.parquet): {path}{hint}")
+    return path
+
+
+def load_run_info(path: str | Path) -> RunInfo:
+    """Manifest and config of one run dir (missing or unreadable files give empty dicts)."""
+    import yaml
+
+    path = check_run_dir(path)
+    manifest, config = {}, {}
+    try:
+        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass
+    try:
+        config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        pass
+    return RunInfo(path, str(manifest.get("run_id", path.name)), manifest, config)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists and scalars are leaves."""
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def config_differences(infos: list[RunInfo]) -> dict[str, list[object]]:
+    """Dotted config keys whose values differ between runs -> the value of each run
+    (None where a run lacks the key). Empty for a single run."""
+    if len(infos) < 2:
+        return {}
+    flat = [flatten(info.config) for info in infos]
+    keys = sorted(set().union(*flat))
+    return {
+        key: [f.get(key) for f in flat]
+        for key in keys
+        if any(f.get(key) != flat[0].get(key) for f in flat[1:])
+    }

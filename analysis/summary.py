@@ -1,0 +1,350 @@
+"""``summarize(df)``: per method x prompt numbers with bootstrap CIs over seeds, and paired
+differences against SDS on matching seeds.
+
+Per cell (run, method, prompt, seed) it computes, from the long-format results:
+
+    final <metric>         the eval metric (psnr, ssim, depth_l1, mask_iou, janus, clip*)
+                           at the cell's last checkpoint (failed cells are left out)
+    log_var@<step>         var/all/log_var (theta space) at fixed measured steps,
+    img_log_var@<step>     var/all/img_log_var (image space), and nsr / img_nsr
+    steps to psnr>=thr     first eval checkpoint with PSNR >= thr (NaN if never reached),
+    calls to psnr>=thr     cumulative prior evaluations (n_evals) at that step and
+    seconds to psnr>=thr   training wall-clock (train_seconds) at that step
+    steps/s, calls/step    over the whole cell (last step / train_seconds, n_evals / steps)
+    peak memory            any metric named peak_* or mem* (last value), if logged
+
+then the mean over seeds with a 95% percentile bootstrap CI (``analysis.stats``), and for
+every method other than SDS the paired difference (method - SDS) over the seeds both have,
+with a bootstrap CI over those pairs. Pairing is within a run (same streams, same config);
+a run without SDS is paired with the only SDS in the data, if there is exactly one.
+
+The PSNR threshold is ``psnr_threshold`` (dB) when given; by default it is per prompt:
+the mean initial PSNR plus 75% of the gain of the best method's mean final PSNR, i.e. "time
+to 75% of the best improvement", recorded in ``Summary.thresholds``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from analysis.stats import DEFAULT_N_BOOT, DEFAULT_SEED, bootstrap_mean, format_estimate
+from analysis.stats import paired_difference as paired_estimate
+
+EVAL_METRICS = ("psnr", "ssim", "depth_l1", "mask_iou", "janus", "janus_deg", "clip")
+METHOD_ORDER = ("sds", "vsd", "ssd")
+REFERENCE = "sds"
+CELL = ["run_id", "method", "prompt", "seed"]
+AUTO_FRACTION = 0.75
+
+
+def eval_metrics(df: pd.DataFrame) -> list[str]:
+    """Eval metrics present in ``df`` (known names and anything starting with clip)."""
+    present = set(df["metric"].unique())
+    names = [m for m in EVAL_METRICS if m in present]
+    names += sorted(m for m in present if m.startswith("clip") and m not in names)
+    return names
+
+
+def memory_metrics(df: pd.DataFrame) -> list[str]:
+    return sorted(m for m in df["metric"].unique() if m.startswith(("peak", "mem")))
+
+
+def method_key(method: str) -> tuple[int, str]:
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+
+
+def add_labels(df: pd.DataFrame) -> pd.DataFrame:
+    """Copy of ``df`` with a ``label`` column: the method name, or ``method [run_id]`` when
+    the same method appears in more than one run."""
+    out = df.copy()
+    runs_per_method = out.groupby("method")["run_id"].nunique()
+    multi = set(runs_per_method[runs_per_method > 1].index)
+    out["label"] = [
+        f"{m} [{r}]" if m in multi else m for m, r in zip(out["method"], out["run_id"], strict=True)
+    ]
+    return out
+
+
+def sort_labels(labels) -> list[str]:
+    return sorted(set(labels), key=lambda label: (*method_key(label.split(" [")[0]), label))
+
+
+def measured_steps(df: pd.DataFrame, metric: str = "var/all/log_var") -> list[int]:
+    return sorted(int(s) for s in df.loc[df["metric"] == metric, "step"].unique())
+
+
+def default_var_steps(df: pd.DataFrame) -> list[int]:
+    """First, middle and last measured step (all of them if three or fewer)."""
+    steps = measured_steps(df)
+    if len(steps) <= 3:
+        return steps
+    return [steps[0], steps[len(steps) // 2], steps[-1]]
+
+
+def _last(values: pd.DataFrame) -> pd.Series:
+    """Value at the largest step per cell (values: CELL + step + value)."""
+    ordered = values.sort_values("step")
+    return ordered.groupby(CELL)["value"].last()
+
+
+def psnr_thresholds(df: pd.DataFrame, threshold: float | None = None) -> dict[str, float]:
+    """Per prompt PSNR threshold (see module docstring)."""
+    psnr = df[df["metric"] == "psnr"]
+    prompts = list(dict.fromkeys(df["prompt"]))
+    if threshold is not None:
+        return {p: float(threshold) for p in prompts}
+    out = {}
+    for prompt, rows in psnr.groupby("prompt", sort=False):
+        initial = rows.loc[rows["step"] == rows["step"].min(), "value"].mean()
+        final = _last(rows[CELL + ["step", "value"]]).groupby(["run_id", "method"]).mean()
+        best = float(final.max()) if len(final) else float("nan")
+        out[prompt] = float(initial + AUTO_FRACTION * max(best - initial, 0.0))
+    return out
+
+
+def _to_threshold(cell_rows: pd.DataFrame, threshold: float) -> dict[str, float]:
+    """Steps, calls and seconds until the cell's PSNR first reaches ``threshold``."""
+    psnr = cell_rows[cell_rows["metric"] == "psnr"].sort_values("step")
+    hit = psnr[psnr["value"] >= threshold]
+    if hit.empty or not np.isfinite(threshold):
+        return {"steps": np.nan, "calls": np.nan, "seconds": np.nan}
+    step = int(hit["step"].iloc[0])
+
+    def at(metric: str) -> float:
+        if step == 0:
+            return 0.0
+        values = cell_rows[(cell_rows["metric"] == metric) & (cell_rows["step"] == step)]
+        return float(values["value"].iloc[-1]) if len(values) else np.nan
+
+    return {"steps": float(step), "calls": at("n_evals"), "seconds": at("train_seconds")}
+
+
+def cell_table(
+    df: pd.DataFrame,
+    psnr_threshold: float | None = None,
+    var_steps: list[int] | None = None,
+) -> tuple[pd.DataFrame, dict[str, float], list[str]]:
+    """One row per cell (CELL + label + failed) and one column per quantity.
+
+    Returns (cells, thresholds, quantity names in display order).
+    """
+    df = df if "label" in df.columns else add_labels(df)
+    labels = df.groupby(CELL)["label"].first()
+    cells = pd.DataFrame(index=labels.index)
+    cells["label"] = labels
+    failed = df[df["metric"] == "failed"].groupby(CELL).size()
+    cells["failed"] = cells.index.isin(failed.index)
+    quantities: list[str] = []
+
+    for metric in eval_metrics(df):
+        name = f"final {metric}"
+        cells[name] = _last(df.loc[df["metric"] == metric, CELL + ["step", "value"]])
+        cells.loc[cells["failed"], name] = np.nan
+        quantities.append(name)
+
+    steps = default_var_steps(df) if var_steps is None else var_steps
+    for stat in ("log_var", "img_log_var", "nsr", "img_nsr"):
+        metric = f"var/all/{stat}"
+        rows = df[df["metric"] == metric]
+        for step in steps:
+            name = f"{stat}@{step}"
+            cells[name] = rows[rows["step"] == step].groupby(CELL)["value"].last()
+            quantities.append(name)
+
+    thresholds = psnr_thresholds(df, psnr_threshold)
+    if "psnr" in set(df["metric"]):
+        hits = {
+            key: _to_threshold(rows, thresholds.get(key[2], np.nan))
+            for key, rows in df[df["metric"].isin(["psnr", "n_evals", "train_seconds"])].groupby(
+                CELL
+            )
+        }
+        for part in ("steps", "calls", "seconds"):
+            name = f"{part} to psnr thr"
+            cells[name] = pd.Series({k: v[part] for k, v in hits.items()}, dtype=float)
+            quantities.append(name)
+
+    seconds = _last(df.loc[df["metric"] == "train_seconds", CELL + ["step", "value"]])
+    last_step = df[df["metric"] == "train_seconds"].groupby(CELL)["step"].max()
+    n_evals = _last(df.loc[df["metric"] == "n_evals", CELL + ["step", "value"]])
+    if len(seconds):
+        cells["steps/s"] = last_step / seconds.where(seconds > 0)
+        quantities.append("steps/s")
+    if len(n_evals):
+        cells["calls/step"] = n_evals / last_step.where(last_step > 0)
+        quantities.append("calls/step")
+    for metric in memory_metrics(df):
+        cells[metric] = _last(df.loc[df["metric"] == metric, CELL + ["step", "value"]])
+        quantities.append(metric)
+
+    cells = cells.reset_index()
+    for name in quantities:
+        if name not in cells:
+            cells[name] = np.nan
+    return cells, thresholds, quantities
+
+
+@dataclass
+class Summary:
+    """Output of ``summarize``.
+
+    Attributes:
+        cells: one row per cell (run_id, method, prompt, seed, label, failed, quantities).
+        table: long: label, prompt, quantity, mean, lo, hi, n (seeds with a value), n_total.
+        paired: long: label, reference, prompt, quantity, mean, lo, hi, n (pairs).
+        quantities: quantity names in display order.
+        thresholds: PSNR threshold per prompt (dB).
+        notes: what was missing or skipped, in words.
+    """
+
+    cells: pd.DataFrame
+    table: pd.DataFrame
+    paired: pd.DataFrame
+    quantities: list[str]
+    thresholds: dict[str, float]
+    notes: list[str] = field(default_factory=list)
+
+    def wide(self, quantities: list[str] | None = None, paired: bool = False) -> pd.DataFrame:
+        """Display table: rows (label, prompt), columns quantities, cells 'mean [lo, hi]'
+        (with '(n/N)' when only n of N seeds have a value)."""
+        source = self.paired if paired else self.table
+        wanted = quantities or self.quantities
+        source = source[source["quantity"].isin(wanted)]
+        if source.empty:
+            return pd.DataFrame()
+        text = source.apply(_format_row, axis=1, paired=paired)
+        frame = source.assign(text=text).pivot_table(
+            index=["label", "prompt"], columns="quantity", values="text", aggfunc="first"
+        )
+        order = sort_labels(frame.index.get_level_values(0))
+        prompts = list(dict.fromkeys(self.cells["prompt"]))
+        frame = frame.reindex(
+            pd.MultiIndex.from_tuples(
+                [(label, p) for label in order for p in prompts if (label, p) in frame.index],
+                names=["method", "prompt"],
+            )
+        )
+        return frame[[q for q in wanted if q in frame.columns]]
+
+
+def _format_row(row: pd.Series, paired: bool = False) -> str:
+    from analysis.stats import Estimate
+
+    est = Estimate(row["mean"], row["lo"], row["hi"], int(row["n"]))
+    digits = 0 if row["quantity"].startswith(("steps to", "calls to")) else 2
+    text = format_estimate(est, digits)
+    if text == "n/a" and row["quantity"].endswith("psnr thr") and row.get("n_total", 0):
+        return "n/a (no pair reached it)" if paired else f"not reached (0/{int(row['n_total'])})"
+    total = row.get("n_total")
+    if total is not None and not pd.isna(total) and 0 < row["n"] < total:
+        text += f" ({int(row['n'])}/{int(total)})"
+    return text
+
+
+def _estimate_rows(groups, quantities, n_boot, seed) -> list[dict]:
+    rows = []
+    for (label, prompt), cells in groups:
+        for q in quantities:
+            est = bootstrap_mean(cells[q].to_numpy(), n_boot=n_boot, seed=seed)
+            rows.append(
+                dict(
+                    label=label,
+                    prompt=prompt,
+                    quantity=q,
+                    mean=est.mean,
+                    lo=est.lo,
+                    hi=est.hi,
+                    n=est.n,
+                    n_total=len(cells),
+                )
+            )
+    return rows
+
+
+def _references(cells: pd.DataFrame, reference: str) -> tuple[dict[str, str], list[str]]:
+    """label -> reference label to pair it with, and notes."""
+    notes = []
+    ref_by_run = {
+        run: label
+        for run, label in cells.loc[cells["method"] == reference, ["run_id", "label"]]
+        .drop_duplicates()
+        .itertuples(index=False)
+    }
+    ref_labels = sorted(set(ref_by_run.values()))
+    out = {}
+    for run, method, label in (
+        cells[["run_id", "method", "label"]].drop_duplicates().itertuples(index=False)
+    ):
+        if method == reference:
+            continue
+        if run in ref_by_run:
+            out[label] = ref_by_run[run]
+        elif len(ref_labels) == 1:
+            out[label] = ref_labels[0]
+        else:
+            notes.append(f"no unique {reference.upper()} to pair '{label}' with")
+    return out, notes
+
+
+def summarize(
+    df: pd.DataFrame,
+    psnr_threshold: float | None = None,
+    var_steps: list[int] | None = None,
+    reference: str = REFERENCE,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = DEFAULT_SEED,
+) -> Summary:
+    """Summary tables of long-format results (see module docstring)."""
+    if df.empty:
+        raise ValueError("no results to summarize")
+    df = add_labels(df)
+    cells, thresholds, quantities = cell_table(df, psnr_threshold, var_steps)
+    notes = []
+    if not any(m.startswith("var/") for m in df["metric"].unique()):
+        notes.append(
+            "no gradient-variance metrics (var/*) in these runs: set measure.every > 0 "
+            "to measure them; variance columns and figures are left out"
+        )
+        quantities = [q for q in quantities if "log_var@" not in q and "nsr@" not in q]
+    if cells["failed"].any():
+        notes.append(
+            f"{int(cells['failed'].sum())} failed cell(s) are left out of the final metrics"
+        )
+    groups = cells.groupby(["label", "prompt"], sort=False)
+    table = pd.DataFrame(_estimate_rows(groups, quantities, n_boot, seed))
+
+    pairs, ref_notes = _references(cells, reference)
+    notes += ref_notes
+    paired_rows = []
+    for label, ref_label in pairs.items():
+        mine = cells[cells["label"] == label]
+        ref = cells[cells["label"] == ref_label]
+        merged = mine.merge(ref, on=["prompt", "seed"], suffixes=("", "_ref"))
+        for prompt, rows in merged.groupby("prompt", sort=False):
+            for q in quantities:
+                est = paired_estimate(
+                    rows[q].to_numpy(), rows[f"{q}_ref"].to_numpy(), n_boot=n_boot, seed=seed
+                )
+                paired_rows.append(
+                    dict(
+                        label=label,
+                        reference=ref_label,
+                        prompt=prompt,
+                        quantity=q,
+                        mean=est.mean,
+                        lo=est.lo,
+                        hi=est.hi,
+                        n=est.n,
+                        n_total=len(rows),
+                    )
+                )
+    paired = pd.DataFrame(
+        paired_rows,
+        columns=["label", "reference", "prompt", "quantity", "mean", "lo", "hi", "n", "n_total"],
+    )
+    if not pairs:
+        notes.append(f"no {reference.upper()} cells: paired differences are left out")
+    return Summary(cells, table, paired, quantities, thresholds, notes)

@@ -1,0 +1,103 @@
+"""Cost of the gradient-variance probe (pytest-benchmark), as ratios measured in one run.
+
+Default config (32x32 renders, 32^3 voxel grid, world prior, SDS): one probe with K = 16
+(all three variants, 200 bootstrap resamples) against 16 bare training steps, and the
+torch.func engine against plain autograd. `make perf` measures; `make test` runs them once.
+"""
+
+import statistics
+import time
+from dataclasses import replace
+
+import pytest
+import torch
+
+from benchmark.config import load_config
+from benchmark.measure import measure_gradient_variance
+from benchmark.runner import build_prior
+from benchmark.trainer import CellTrainer, configure_torch
+
+K = 16
+
+
+@pytest.fixture(scope="module")
+def setup():
+    configure_torch(2)
+    config = load_config(None, ["eval.snapshots=false", f"measure.samples={K}"])
+    prior = build_prior(config, ["a snowman"], torch.device("cpu"))
+    trainer = CellTrainer(config, "sds", "a snowman", 0, prior, torch.device("cpu"))
+    for k in range(3):  # warm-up (first-call allocations)
+        trainer.step(k)
+    measure_gradient_variance(trainer, 3, config.measure)
+    return config, trainer
+
+
+def _median_pair(first, second, repeats: int) -> tuple[float, float]:
+    """Interleaved medians, so that machine load hits both sides alike."""
+    a, b = [], []
+    for _ in range(repeats):
+        a.append(first())
+        b.append(second())
+    return statistics.median(a), statistics.median(b)
+
+
+def _repeats(benchmark) -> int:
+    return 1 if benchmark.disabled else 5  # `make test` runs these once, as a smoke test
+
+
+def test_probe_vs_training_steps(benchmark, setup):
+    """extra_info['probe_over_16_steps'] = probe(K=16) seconds / 16 bare steps seconds."""
+    config, trainer = setup
+    counter = iter(range(10, 10**9))
+    metrics = {}
+
+    def steps():
+        start = time.perf_counter()
+        for _ in range(K):
+            trainer.step(next(counter))
+        return time.perf_counter() - start
+
+    def probe():
+        start = time.perf_counter()
+        metrics.update(measure_gradient_variance(trainer, 10, config.measure))
+        return time.perf_counter() - start
+
+    t_steps, t_probe = benchmark.pedantic(
+        lambda: _median_pair(steps, probe, _repeats(benchmark)), rounds=1, iterations=1
+    )
+    info = {
+        "train_step_ms": 1000 * t_steps / K,
+        "probe_s": t_probe,
+        "probe_over_16_steps": t_probe / t_steps,
+        "probe_over_one_step": t_probe / (t_steps / K),
+        **{k: v for k, v in metrics.items() if k.endswith("/seconds")},
+    }
+    benchmark.extra_info.update(info)
+    print("\nmeasure probe cost:", {k: round(v, 3) for k, v in info.items()})
+    assert t_probe > 0 and t_steps > 0
+
+
+@pytest.mark.parametrize("variant", ["all", "fixed_camera"])
+def test_probe_engine_func_vs_autograd(benchmark, setup, variant):
+    """extra_info['func_over_autograd'] < 1 means the torch.func engine is faster."""
+    config, trainer = setup
+    base = replace(config.measure, variants=(variant,), bootstrap=0)
+
+    def run(engine):
+        def once():
+            start = time.perf_counter()
+            measure_gradient_variance(trainer, 10, replace(base, engine=engine))
+            return time.perf_counter() - start
+
+        return once
+
+    t_func, t_autograd = benchmark.pedantic(
+        lambda: _median_pair(run("func"), run("autograd"), _repeats(benchmark)),
+        rounds=1,
+        iterations=1,
+    )
+    benchmark.extra_info.update(
+        func_s=t_func, autograd_s=t_autograd, func_over_autograd=t_func / t_autograd
+    )
+    print(f"\n{variant}: func {t_func:.3f} s, autograd {t_autograd:.3f} s")
+    assert t_func > 0 and t_autograd > 0
