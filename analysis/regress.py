@@ -215,11 +215,27 @@ def load_golden(path: str | Path) -> dict:
     return data
 
 
+def _history(path: Path) -> list[dict]:
+    """Earlier updates of an existing golden file (its history plus its own last update)."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(old, dict):
+        return []
+    history = [h for h in old.get("history", []) if isinstance(h, dict)]
+    if "updated" in old:
+        history.append({k: old.get(k) for k in ("updated", "reason", "git_commit")})
+    return history
+
+
 def write_golden(path: str | Path, config: dict, values: dict[str, float], reason: str) -> Path:
-    """Write the golden file atomically (temp file in the same folder, fsync, rename)."""
+    """Write the golden file atomically (temp file in the same folder, fsync, rename); the
+    reasons of earlier updates are kept in ``history``."""
     from benchmark.runner import git_commit, package_versions
 
     path = Path(path)
+    history = _history(path)
     data = {
         "format": FORMAT,
         "reason": reason,
@@ -231,6 +247,7 @@ def write_golden(path: str | Path, config: dict, values: dict[str, float], reaso
         "tolerances": TOLERANCES,
         "config": config,
         "values": {k: _encode(v) for k, v in sorted(values.items())},
+        "history": history,
     }
     text = json.dumps(data, indent=2, sort_keys=False) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -62,7 +62,7 @@ class VSDConfig(GuidanceConfig):
     phi_timesteps: PhiTimesteps = "all"
     phi_loss_weighting: PhiLossWeighting = "x0"
     phi_parameterization: PhiParameterization = "x0"
-    phi_hidden: int = 16
+    phi_hidden: int = 32
     phi_blocks: int = 2
     phi_embed_dim: int = 64
     phi_prior_input: bool = True

@@ -66,6 +66,9 @@ def test_golden_round_trip_and_bad_files(tmp_path, monkeypatch):
     golden = load_golden(path)
     assert golden["values"]["sds/x/log_var"] == -math.inf and golden["reason"] == "test"
     json.loads(path.read_text())  # strict JSON (non-finite numbers are stored as strings)
+    write_golden(path, golden["config"], golden["values"], "second")
+    again = load_golden(path)
+    assert again["reason"] == "second" and [h["reason"] for h in again["history"]] == ["test"]
 
     (tmp_path / "broken.json").write_text("{not json")
     with pytest.raises(GoldenError):

@@ -1,11 +1,11 @@
 """VSD: definition at init, eps_phi training, camera dropout rate, determinism, oracle == SDS."""
 
-import dataclasses
 import math
 
 import pytest
 import torch
 
+from backbones.voxel import VoxelConfig, VoxelGrid
 from estimators import SDS, EstimatorContext, GuidanceConfig, classifier_free_guidance
 from estimators.eps_phi import VariationalScoreModel
 from estimators.vsd import VSD, VSDConfig, build_residual_eps_phi
@@ -92,17 +92,21 @@ def _reference_render(prior, prompt: str, index: int):
 
 
 def test_eps_phi_loss_decreases_on_a_fixed_render(world_prior_small):
-    """200 updates on one fixed render and camera: mean loss of the last 20 updates is below
-    0.5 x the mean of the first 20 (measured ratio ~0.1-0.2; margin stated here: 2x)."""
+    """200 updates on one fixed render (the voxel grid's initial blob, which no reference
+    resembles) at one camera: the mean loss of the last 20 updates is below 0.1 x the mean of
+    the first 20 (measured: 0.012 for seed 0, 0.015 for seed 1)."""
     prior = world_prior_small
-    x, cameras = _reference_render(prior, "a red sphere", 3)
+    _, cameras = _reference_render(prior, "a snowman", 5)
+    with torch.no_grad():
+        blob = VoxelGrid(VoxelConfig(resolution=16)).render(cameras, 16, 16)["rgb"]
+    x = prior.encode(blob)
     vsd = _vsd(VSDConfig(), shape=prior.shape)
     losses = []
     for step in range(200):
         vsd.update(x, prior, _ctx("a red sphere", cameras, step, seed=1000 + step))
         losses.append(vsd.last_loss)
     first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
-    assert last < 0.5 * first, (first, last)
+    assert last < 0.1 * first, (first, last)
 
 
 class _RecordingModel(VariationalScoreModel):
