@@ -244,13 +244,15 @@ def theta_parameters(backbone: torch.nn.Module) -> list[tuple[str, str, torch.nn
 class _Render(torch.nn.Module):
     """A ``forward`` around ``backbone.render`` so that torch.func.functional_call applies."""
 
-    def __init__(self, backbone: torch.nn.Module, height: int, width: int) -> None:
+    def __init__(
+        self, backbone: torch.nn.Module, height: int, width: int, normals: bool = False
+    ) -> None:
         super().__init__()
         self.backbone = backbone
-        self.height, self.width = height, width
+        self.height, self.width, self.normals = height, width, normals
 
     def forward(self, cameras: Cameras) -> dict[str, torch.Tensor]:
-        return self.backbone.render(cameras, self.height, self.width)
+        return self.backbone.render(cameras, self.height, self.width, normals=self.normals)
 
 
 class PerSampleGradients:
@@ -271,7 +273,10 @@ class PerSampleGradients:
         self.generator = generator if generator is not None else _generator(0)
         self.theta = theta_parameters(trainer.backbone)
         self.module = _Render(
-            trainer.backbone, trainer.config.render.height, trainer.config.render.width
+            trainer.backbone,
+            trainer.config.render.height,
+            trainer.config.render.width,
+            normals="normal" in trainer.estimator.render_outputs,
         )
         self.numel = sum(p.numel() for _, _, p in self.theta)
 

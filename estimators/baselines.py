@@ -1,11 +1,12 @@
 """Baseline functions phi(x_t) for the Stein control variate: one scalar per image.
 
-    constant       phi = 1                                  (SSD(phi=1, mu=1) == SDS)
+    constant       phi_base = 0, so phi = offset (default 1: SSD(phi=1, mu=1) == SDS)
     depth_pearson  phi = 1 - PearsonCorr(depth_render.detach(), D(x_t))   (the paper's)
     normal         phi = 1 - mean_opacity-weighted cos(normal_render.detach(), N(x_t))
 
-combined as phi = offset + scale * phi_base, e.g. offset = 1, scale = lambda gives
-1 + lambda * phi_depth, which keeps the SDS term (phi = 1) inside the control variate.
+combined as phi = offset + scale * phi_base: offset is the constant part of every baseline,
+e.g. offset = 1, scale = lambda gives 1 + lambda * phi_depth, which keeps the SDS term
+(phi = 1) inside the control variate.
 D and N come from a GeometryEstimator (world Bayes estimator, DPT, ...), evaluated on the
 *noisy* x_t so that grad_{x_t} phi exists.
 """
@@ -41,7 +42,7 @@ def baseline_function(
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """phi: [B, C, H, W] -> [B] for this step (render maps are detached targets)."""
     if name == "constant":
-        return lambda x_t: torch.full((x_t.shape[0],), offset + scale, dtype=x_t.dtype)
+        return lambda x_t: torch.full((x_t.shape[0],), offset, dtype=x_t.dtype)
     if geometry is None:
         raise ValueError(f"baseline {name!r} needs a geometry estimator")
     if name == "depth_pearson":

@@ -96,6 +96,7 @@ def test_main_job_improves_psnr_for_every_method(tmp_path):
             str(prompts),
             "--steps",
             "200",
+            "--no-report",
             "--out",
             str(out),
         ],

@@ -20,7 +20,7 @@ SMALL = ["render.height=16", "render.width=16", "voxel.resolution=12", "voxel.n_
 
 def test_ssd_constant_phi_mu_one_is_sds_bit_for_bit(world_prior_small):
     """Same streams, 6 training steps: identical theta, bit for bit."""
-    base = SMALL + ["ssd.baseline=constant", "ssd.baseline_offset=0", "ssd.mu=fixed"]
+    base = SMALL + ["ssd.baseline=constant", "ssd.mu=fixed"]
     config = load_config(None, base + ["ssd.mu_init=1.0"])
     cpu = torch.device("cpu")
     sds = CellTrainer(config, "sds", "a snowman", 3, world_prior_small, cpu)
@@ -149,7 +149,7 @@ def test_learned_mu_reduces_squared_gradient():
 
 def test_ssd_uses_mu_from_past_samples_only():
     prior = LinearPrior()
-    cfg = SSDConfig(baseline="constant", baseline_offset=0.0, mu="learned", mu_lr=0.5)
+    cfg = SSDConfig(baseline="constant", mu="learned", mu_lr=0.5)
     ssd = SSD(cfg)
     ctx = EstimatorContext("p", None)
     x, t = torch.zeros(1, 3, 4, 4), torch.tensor([400])

@@ -132,20 +132,12 @@ def angular_distance(a: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:
     return torch.minimum(d, 360.0 - d)
 
 
-def chromaticity(rgb: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """rgb / (r + g + b): [B, 3, H, W] -> [B, 3, H, W]. Invariant to the world renderer's
-    Lambertian shading (rgb = albedo x shade with a white light), so it compares albedo
-    layouts: a face painted on the back matches the front however the back is lit."""
-    return rgb / (rgb.sum(dim=1, keepdim=True) + eps)
-
-
 def nearest_azimuth(
     renders: torch.Tensor, candidates: torch.Tensor, candidate_azimuths: torch.Tensor
 ) -> torch.Tensor:
-    """Azimuth of the candidate closest to each render in chromaticity MSE:
-    [V, 3, H, W] x [M, 3, H, W] x [M] -> [V] degrees (ties: the first candidate)."""
-    a, b = chromaticity(renders), chromaticity(candidates)
-    mse = ((a[:, None] - b[None]) ** 2).flatten(2).mean(dim=2)  # [V, M]
+    """Azimuth of the candidate closest in RGB MSE to each render:
+    [V, C, H, W] x [M, C, H, W] x [M] -> [V] degrees (ties: the first candidate)."""
+    mse = ((renders[:, None] - candidates[None]) ** 2).flatten(2).mean(dim=2)  # [V, M]
     return candidate_azimuths.to(renders.device)[mse.argmin(dim=1)]
 
 
@@ -165,8 +157,10 @@ def janus_score(
     ``candidate_azimuths`` [M], all at one elevation (the views'). Back views are the views
     within ``back_within`` degrees of the back direction (front + 180); the others are
     ignored. For each back view v, a*(v) = the candidate azimuth whose true render is nearest
-    in chromaticity MSE (``nearest_azimuth``; shading-invariant): the direction the render
-    looks like it was seen from.
+    in RGB MSE (``nearest_azimuth``): the direction the render looks like it was seen from.
+    RGB includes shading, which is what distillation copies: a face that SDS paints on the
+    back carries the front references' baked shading (a physically re-lit second face is
+    darker and may match the dark true back instead).
     Returns two scalars in [0, 1]:
 
         janus       = mean over back views of angle(a*(v), azimuth(v)) / 180: 0 when every
