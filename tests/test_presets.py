@@ -1,0 +1,29 @@
+"""The shipped config presets load, and 'matched' really shares guidance across methods."""
+
+from pathlib import Path
+
+import pytest
+
+from benchmark.config import RunConfig, load_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SHARED = ("cfg_mode", "guidance_scale", "weighting", "t_min", "t_max", "t_max_final")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_preset_loads(name):
+    assert isinstance(load_config(str(CONFIGS / name)), RunConfig)
+
+
+def test_matched_preset_shares_guidance():
+    config = load_config(str(CONFIGS / "matched.yaml"))
+    for key in SHARED:
+        assert getattr(config.sds, key) == getattr(config.vsd, key) == getattr(config.ssd, key)
+    assert config.sds == load_config(None).sds  # the world default is the matched preset
+
+
+def test_reference_preset_is_threestudio():
+    config = load_config(str(CONFIGS / "reference.yaml"))
+    assert (config.sds.cfg_mode, config.sds.guidance_scale) == ("dreamfusion", 100.0)
+    assert (config.vsd.cfg_mode, config.vsd.guidance_scale) == ("diffusers", 7.5)
+    assert config.vsd.t_max_final == 0.5
