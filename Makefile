@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 demo: install
-	$(PY) -m benchmark run --methods sds --prompts prompts/objects.txt --out runs
+	$(PY) -m benchmark run --methods sds,vsd,ssd --prompts prompts/objects.txt --out runs
 	@echo "results are in runs/ (newest folder): config.yaml, manifest.json, metrics.parquet, snapshots/"
 
 test: install
