@@ -22,7 +22,7 @@ install: $(STAMP)
 
 demo: install
 	$(PY) -m benchmark run --methods sds,vsd,ssd --prompts prompts/objects.txt --out runs
-	@echo "results are in runs/ (newest folder): config.yaml, manifest.json, metrics.parquet, snapshots/"
+	@echo "results are in runs/ (newest folder): report.html, config.yaml, manifest.json, metrics.parquet, snapshots/"
 
 test: install
 	$(PY) -m pytest -q tests --benchmark-disable
