@@ -100,20 +100,33 @@ class CellTrainer:
 
     def sample_step_inputs(self, step: int):
         """Cameras [B] and timesteps [B] of ``step`` from the camera / timestep streams."""
+        return self.draw_cameras_and_t(
+            self.config.camera.batch_size,
+            step,
+            self.streams.generator("camera", step),
+            self.streams.generator("timestep", step),
+        )
+
+    def draw_cameras_and_t(
+        self,
+        n: int,
+        step: int,
+        camera_generator: torch.Generator,
+        timestep_generator: torch.Generator,
+    ):
+        """n training-distribution cameras and n timesteps (schedule at ``step``) drawn from
+        the given generators (the training streams, or the probe's ``measure`` stream)."""
         cam = self.config.camera
         cameras = sample_cameras(
-            cam.batch_size,
-            self.streams.generator("camera", step),
+            n,
+            camera_generator,
             cam.elevation_range,
             cam.azimuth_range,
             cam.distance_range,
             cam.fovy_range,
         ).to(self.device)
         t = self.guidance.timesteps.sample(
-            cam.batch_size,
-            step,
-            self.prior.num_train_timesteps,
-            self.streams.generator("timestep", step),
+            n, step, self.prior.num_train_timesteps, timestep_generator
         ).to(self.device)
         return cameras, t
 
