@@ -141,15 +141,17 @@ def run_benchmark(
     argv: list[str] | None = None,
     quiet: bool = False,
     report: bool = True,
+    run_id: str | None = None,
 ) -> tuple[Path, list[CellResult]]:
     """Run every (method, prompt, seed) cell; returns the run directory and cell results.
-    With ``report`` the run dir also gets report.html (analysis.report) at the end."""
+    With ``report`` the run dir also gets report.html (analysis.report) at the end; ``run_id``
+    names the run dir (default: a new timestamped id; sweeps pass their cell id)."""
     device = resolve_device(config.device)
     configure_torch(config.threads)
     prior = build_prior(config, prompts, device)
     evaluators = {p: HeldOutEvaluator(p, config, device) for p in prompts}
 
-    store = RunStore(config.out)
+    store = RunStore(config.out, run_id)
     store.write_text("config.yaml", config_to_yaml(config))
     manifest = {
         "run_id": store.run_id,
