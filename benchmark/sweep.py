@@ -405,8 +405,10 @@ class LocalExecutor:
 
 class RayExecutor:
     """Ray tasks with the spec's resources; Ray's own retries are off (the sweep counts
-    attempts). Uses a running Ray (``ray.is_initialized()``) as is, otherwise starts or
-    joins one (``address``) and shuts it down at the end."""
+    attempts). Uses a running Ray (``ray.is_initialized()``) as is, otherwise starts a local
+    one or joins ``address``, and then shuts it down at the end. Workers import this package
+    (a local Ray starts them in the driver's folder; cluster nodes need it installed) and
+    write to the sweep dir, so on a multi-node cluster it must be on a shared filesystem."""
 
     name = "ray"
 
@@ -423,16 +425,9 @@ class RayExecutor:
 
     def start(self) -> None:
         ray = self.ray
-        repo_root = str(Path(__file__).resolve().parents[1])
-        pythonpath = os.pathsep.join(p for p in (repo_root, os.environ.get("PYTHONPATH")) if p)
         if not ray.is_initialized():
             try:
-                ray.init(
-                    address=self.address,
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
-                )
+                ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 where = f" at {self.address}" if self.address else ""
                 raise UserError(f"cannot start or reach Ray{where}: {_error_line(exc)}") from None
