@@ -11,10 +11,10 @@ The sweep dir holds ``sweep.yaml`` (the resolved spec), ``sweep_manifest.json`` 
 status, attempts, errors, timings; rewritten after every cell) and ``metrics.parquet`` (every
 finished cell's rows plus ``cell_id`` and one column per grid key), all written atomically.
 
-Test hook: ``STEINBENCH_SWEEP_INJECT_FAILURES="PATTERN[:N],..."`` makes every cell whose id
-matches the fnmatch PATTERN raise on its first N attempts (default 1), after leaving partial
-output in its cell dir. It is read by the driver and passed to the task, so it works the
-same on every executor.
+Test hook: ``STEINBENCH_SWEEP_INJECT_FAILURES="PATTERN[:N[:exit]],..."`` makes every cell
+whose id matches the fnmatch PATTERN fail on its first N attempts (default 1), after leaving
+partial output in its cell dir: it raises, or with ``exit`` its worker process dies. It is
+read by the driver and passed to the task, so it works the same on every executor.
 """
 
 from __future__ import annotations
@@ -292,17 +292,16 @@ class InjectedFailure(RuntimeError):
     """Raised by the test hook (``STEINBENCH_SWEEP_INJECT_FAILURES``)."""
 
 
-def injected_failures(text: str | None) -> list[tuple[str, int]]:
-    """Parse ``PATTERN[:N],...`` (N = attempts that fail, default 1)."""
+def injected_failures(text: str | None) -> list[tuple[str, int, str]]:
+    """Parse ``PATTERN[:N[:exit]],...``: (pattern, attempts that fail (default 1), kind)."""
     rules = []
     for item in (text or "").split(","):
         if not item.strip():
             continue
-        pattern, _, count = item.strip().partition(":")
-        try:
-            rules.append((pattern, int(count) if count else 1))
-        except ValueError:
-            raise UserError(f"bad {INJECT_ENV} entry {item!r}: expected PATTERN[:N]") from None
+        pattern, count, kind, *rest = [*item.strip().split(":"), "", ""]
+        if rest[:-2] or kind not in ("", "exit") or not (count or "1").isdigit():
+            raise UserError(f"bad {INJECT_ENV} entry {item!r}: expected PATTERN[:N[:exit]]")
+        rules.append((pattern, int(count or 1), kind or "raise"))
     return rules
 
 
@@ -320,6 +319,8 @@ def run_cell_task(task: dict) -> dict:
     if task.get("inject_failure"):
         cell_dir.mkdir(parents=True)
         (cell_dir / "partial.txt").write_text("output of an attempt that crashed\n")
+        if task["inject_failure"] == "exit":
+            os._exit(3)  # a dying worker (segfault, OOM kill)
         raise InjectedFailure(f"injected failure ({INJECT_ENV}), attempt {task['attempt']}")
     from benchmark.runner import run_benchmark
 
@@ -383,21 +384,22 @@ class LocalExecutor:
         from concurrent.futures.process import BrokenProcessPool
 
         done, _ = wait(handles, return_when=FIRST_COMPLETED)
-        out, broken = [], False
+        if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
+            # every in-flight future belongs to the broken pool and is done after shutdown
+            self.pool.shutdown(wait=True)
+            done = [f for f in handles if f.done()]
+            self.start()
+        out = []
         for future in done:
             try:
                 out.append((future, future.result(), None))
             except BrokenProcessPool as exc:
-                broken = True
                 out.append((future, None, f"worker process died: {_error_line(exc)}"))
             except Exception as exc:  # noqa: BLE001 - a failed cell, recorded and retried
                 out.append((future, None, _error_line(exc)))
-        if broken:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-            self.start()
         return out
 
-    def shutdown(self, cancel: bool = False) -> None:
+    def shutdown(self, cancel: bool = False, handles: list = ()) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=not cancel, cancel_futures=cancel)
             self.pool = None
@@ -451,7 +453,9 @@ class RayExecutor:
                 out.append((ref, None, _error_line(exc)))
         return out
 
-    def shutdown(self, cancel: bool = False) -> None:
+    def shutdown(self, cancel: bool = False, handles: list = ()) -> None:
+        for ref in handles if cancel else ():
+            self.ray.cancel(ref, force=True)
         if self.owned and self.ray.is_initialized():
             self.ray.shutdown()
         self.owned = False
@@ -607,7 +611,10 @@ def run_sweep(
     )
 
     def task_of(cell: Cell, attempt: int) -> dict:
-        fail = any(fnmatch.fnmatchcase(cell.cell_id, p) and attempt <= n for p, n in rules)
+        fail = next(
+            (k for p, n, k in rules if fnmatch.fnmatchcase(cell.cell_id, p) and attempt <= n),
+            None,
+        )
         return {
             "cell_id": cell.cell_id,
             "method": cell.method,
@@ -664,7 +671,7 @@ def run_sweep(
                 _write_json(manifest_path, manifest)
         status = "finished"
     finally:
-        executor.shutdown(cancel=status != "finished")
+        executor.shutdown(cancel=status != "finished", handles=list(inflight))
         for entry in manifest["cells"].values():
             if entry["status"] == "running":
                 entry["status"] = "pending"

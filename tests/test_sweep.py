@@ -1,7 +1,8 @@
 """``python -m benchmark sweep``: strict spec, local and Ray executors with identical results,
 retries of crashed cells, and resuming a sweep into its existing dir.
 
-Cells are tiny (16x16 render, 16^3 voxels, 3 steps, probe off, no snapshots): about 1 s each.
+Cells are tiny (16x16 render, 16^3 voxels, 8 reference views, 3 steps, probe off, no
+snapshots): about 0.5 s each plus ~2 s of imports per worker process.
 The Ray test starts a 2-CPU local Ray cluster and stops it; it is skipped without Ray.
 """
 
@@ -26,9 +27,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "render": {"height": 16, "width": 16},
     "voxel": {"resolution": 16},
-    "world": {"n_azimuth": 8},
+    "world": {"n_azimuth": 4, "elevations": [0.0, 30.0], "supersample": 1},
     "measure": {"every": 0},
-    "eval": {"every": 3, "snapshots": False},
+    "eval": {"every": 3, "snapshots": False, "n_views": 2},
 }
 CELLS_2X2X2 = [
     f"{m}_{p}_s{s}" for m in ("sds", "ssd") for p in ("a-red-sphere", "a-snowman") for s in (0, 1)
@@ -305,27 +306,32 @@ def test_resume_refuses_a_different_sweep(local_sweep, tmp_path, capsys):
     assert (out / "sweep_manifest.json").read_bytes() == before
 
 
-def test_retry_recovers_a_crash_and_a_persistent_crash_fails(tmp_path, monkeypatch):
-    path = write_spec(tmp_path, spec(methods=["sds"], prompts=["a red sphere"], retries=1))
+def test_retry_recovers_crashes_and_a_persistent_crash_fails(tmp_path, monkeypatch):
+    """s0 raises once, s1 always, s2's worker process dies once (the pool is rebuilt)."""
+    data = spec(methods=["sds"], prompts=["a red sphere"], seeds=[0, 1, 2], retries=1)
+    path = write_spec(tmp_path, data)
     out = tmp_path / "out"
-    monkeypatch.setenv(INJECT_ENV, "sds_a-red-sphere_s0:1,*_s1:5")
+    monkeypatch.setenv(INJECT_ENV, "sds_a-red-sphere_s0:1,*_s1:5,*_s2:1:exit")
     assert sweep(path, out) == EXIT_CELLS_FAILED
     cells = manifest(out)["cells"]
-    flaky, broken = cells["sds_a-red-sphere_s0"], cells["sds_a-red-sphere_s1"]
+    flaky, broken, died = (cells[f"sds_a-red-sphere_s{s}"] for s in (0, 1, 2))
     assert flaky["status"] == "finished" and flaky["attempts"] == 2
     assert len(flaky["errors"]) == 1 and "InjectedFailure" in flaky["errors"][0]
     assert broken["status"] == "failed" and broken["attempts"] == 2 and len(broken["errors"]) == 2
+    assert died["status"] == "finished" and died["attempts"] == 2
+    assert "worker process died" in died["errors"][0]
     assert not (out / "cells" / "sds_a-red-sphere_s0" / "partial.txt").exists()
-    assert set(pd.read_parquet(out / "metrics.parquet").cell_id) == {"sds_a-red-sphere_s0"}
+    finished = {"sds_a-red-sphere_s0", "sds_a-red-sphere_s2"}
+    assert set(pd.read_parquet(out / "metrics.parquet").cell_id) == finished
 
     monkeypatch.delenv(INJECT_ENV)
-    assert sweep(path, out, "--retries", "0") == EXIT_OK  # the failed cell runs again
+    assert sweep(path, out, "--retries", "0") == EXIT_OK  # only the failed cell runs again
     cells = manifest(out)["cells"]
-    assert cells["sds_a-red-sphere_s0"]["skipped"] and not cells["sds_a-red-sphere_s1"]["skipped"]
+    assert [cid for cid, c in cells.items() if not c["skipped"]] == ["sds_a-red-sphere_s1"]
+    assert cells["sds_a-red-sphere_s0"]["attempts"] == 2  # history of the earlier invocation
     assert cells["sds_a-red-sphere_s1"]["status"] == "finished"
-    assert set(pd.read_parquet(out / "metrics.parquet").cell_id) == {
-        "sds_a-red-sphere_s0",
-        "sds_a-red-sphere_s1",
+    assert set(pd.read_parquet(out / "metrics.parquet").cell_id) == finished | {
+        "sds_a-red-sphere_s1"
     }
 
 
