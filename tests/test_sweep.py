@@ -253,9 +253,11 @@ def test_local_sweep_writes_cells_manifest_and_combined_metrics(local_sweep):
     assert df[df.metric == "psnr"].groupby("cell_id").step.max().eq(3).all()
 
 
-def test_ray_sweep_equals_local_sweep(local_sweep, tmp_path):
+def test_ray_sweep_equals_local_sweep(local_sweep, tmp_path, monkeypatch):
+    """Also on Ray: a task that raises and a worker that dies are retried."""
     ray = pytest.importorskip("ray", reason="ray is not installed (pip install -e .[ray])")
     path, local_out = local_sweep
+    monkeypatch.setenv(INJECT_ENV, "sds_a-red-sphere_s0:1,ssd_a-snowman_s1:1:exit")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         assert sweep(path, tmp_path / "ray", "--executor", "ray") == EXIT_OK
@@ -264,6 +266,8 @@ def test_ray_sweep_equals_local_sweep(local_sweep, tmp_path):
         ray.shutdown()
     info = manifest(tmp_path / "ray")
     assert info["executor"] == "ray" and info["counts"]["finished"] == 8
+    attempts = {cid: c["attempts"] for cid, c in info["cells"].items() if c["attempts"] > 1}
+    assert attempts == {"sds_a-red-sphere_s0": 2, "ssd_a-snowman_s1": 2}
     local = comparable(pd.read_parquet(local_out / "metrics.parquet"))
     remote = comparable(pd.read_parquet(tmp_path / "ray" / "metrics.parquet"))
     assert len(local) > 0
