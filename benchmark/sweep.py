@@ -576,7 +576,7 @@ def run_sweep(
         "command": argv if argv is not None else sys.argv,
         "executor": executor.name,
         "address": getattr(executor, "address", None),
-        "workers": workers,
+        "workers": workers,  # None: the executor's default (local 1, Ray: as resources allow)
         "retries": sweep.spec.retries,
         "resources": to_dict(sweep.spec.resources),
         "started": _now(),
