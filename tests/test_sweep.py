@@ -4,6 +4,7 @@ retries of crashed cells, and resuming a sweep into its existing dir.
 Cells are tiny (16x16 render, 16^3 voxels, 8 reference views, 3 steps, probe off, no
 snapshots): about 0.5 s each plus ~2 s of imports per worker process.
 The Ray test starts a 2-CPU local Ray cluster and stops it; it is skipped without Ray.
+The sweeps that run cells are marked slow (about 20 s each on a loaded 2-core machine).
 """
 
 from __future__ import annotations
@@ -238,6 +239,7 @@ def local_sweep(tmp_path_factory):
     return path, out
 
 
+@pytest.mark.slow
 def test_local_sweep_writes_cells_manifest_and_combined_metrics(local_sweep):
     _, out = local_sweep
     assert sorted(p.name for p in (out / "cells").iterdir()) == sorted(CELLS_2X2X2)
@@ -253,6 +255,7 @@ def test_local_sweep_writes_cells_manifest_and_combined_metrics(local_sweep):
     assert df[df.metric == "psnr"].groupby("cell_id").step.max().eq(3).all()
 
 
+@pytest.mark.slow
 def test_ray_sweep_equals_local_sweep(local_sweep, tmp_path, monkeypatch):
     """Also on Ray: a task that raises and a worker that dies are retried."""
     ray = pytest.importorskip("ray", reason="ray is not installed (pip install -e .[ray])")
@@ -274,6 +277,7 @@ def test_ray_sweep_equals_local_sweep(local_sweep, tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(local, remote, check_exact=True)
 
 
+@pytest.mark.slow
 def test_resume_runs_only_missing_cells(local_sweep, tmp_path):
     path, original = local_sweep
     out = tmp_path / "resumed"
@@ -298,6 +302,7 @@ def test_resume_runs_only_missing_cells(local_sweep, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_different_sweep(local_sweep, tmp_path, capsys):
     _, original = local_sweep
     out = tmp_path / "other"
@@ -310,6 +315,7 @@ def test_resume_refuses_a_different_sweep(local_sweep, tmp_path, capsys):
     assert (out / "sweep_manifest.json").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_retry_recovers_crashes_and_a_persistent_crash_fails(tmp_path, monkeypatch):
     """s0 raises once, s1 always, s2's worker process dies once (the pool is rebuilt)."""
     data = spec(methods=["sds"], prompts=["a red sphere"], seeds=[0, 1, 2], retries=1)
