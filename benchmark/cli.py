@@ -68,6 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--no-report", action="store_true", help="do not write report.html into the run dir"
     )
+    run.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_DIR",
+        help="continue the interrupted run in RUN_DIR with its own config (= resume RUN_DIR)",
+    )
+
+    resume = commands.add_parser(
+        "resume",
+        help="continue an interrupted run (bit-identical to an uninterrupted one on CPU)",
+        description="Continue an interrupted or killed run from its checkpoints: finished "
+        "cells are skipped, the interrupted cell continues from its last checkpoint "
+        "(config key checkpoint_every, default every 50 steps, and on Ctrl-C), with the "
+        "run's own config.yaml.",
+    )
+    resume.add_argument("run_dir", metavar="RUN_DIR", help="runs/<run_id> folder")
+    resume.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
+    resume.add_argument("--no-report", action="store_true", help="skip report.html")
 
     prompts = commands.add_parser(
         "prompts",
@@ -146,7 +164,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+RUN_OPTIONS = ("methods", "prompts", "backbone", "prior", "steps", "seeds", "out", "config")
+
+
 def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
+    if args.resume is not None:
+        given = [f"--{o}" for o in RUN_OPTIONS if getattr(args, o) is not None]
+        given += ["--set"] if args.overrides else []
+        given += ["--device"] if args.device is not None else []
+        if given:
+            raise UserError(
+                f"--resume continues with the run's own config; drop {', '.join(given)}"
+            )
+        return _resume(args.resume, argv, args.quiet, not args.no_report)
     from benchmark.config import load_config
     from benchmark.methods import validate_methods
     from benchmark.prompts import read_prompts, validate_prompts
@@ -172,6 +202,26 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
 
     _, results = run_benchmark(
         config, methods, prompts, argv=argv, quiet=args.quiet, report=not args.no_report
+    )
+    return EXIT_CELLS_FAILED if any(r.status != "ok" for r in results) else EXIT_OK
+
+
+def cmd_resume(args: argparse.Namespace, argv: list[str]) -> int:
+    return _resume(args.run_dir, argv, args.quiet, not args.no_report)
+
+
+def _resume(run_dir: str, argv: list[str], quiet: bool, report: bool) -> int:
+    from benchmark.resume import RunAlreadyFinished, open_run
+
+    try:
+        config, methods, prompts, state = open_run(run_dir)
+    except RunAlreadyFinished:
+        print(f"{run_dir} already finished; nothing to resume", file=sys.stderr)
+        return EXIT_OK
+    from benchmark.runner import run_benchmark
+
+    _, results = run_benchmark(
+        config, methods, prompts, argv=argv, quiet=quiet, report=report, resume=state
     )
     return EXIT_CELLS_FAILED if any(r.status != "ok" for r in results) else EXIT_OK
 
@@ -272,6 +322,7 @@ def cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
 
 COMMANDS = {
     "run": cmd_run,
+    "resume": cmd_resume,
     "sweep": cmd_sweep,
     "prompts": cmd_prompts,
     "report": cmd_report,
@@ -290,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        run_dir = getattr(exc, "run_dir", None)
+        hint = f"; continue with: python -m benchmark resume {run_dir}" if run_dir else ""
+        print(f"interrupted{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
