@@ -11,10 +11,14 @@ The sweep dir holds ``sweep.yaml`` (the resolved spec), ``sweep_manifest.json`` 
 status, attempts, errors, timings; rewritten after every cell) and ``metrics.parquet`` (every
 finished cell's rows plus ``cell_id`` and one column per grid key), all written atomically.
 
-Test hook: ``STEINBENCH_SWEEP_INJECT_FAILURES="PATTERN[:N[:exit]],..."`` makes every cell
-whose id matches the fnmatch PATTERN fail on its first N attempts (default 1), after leaving
-partial output in its cell dir: it raises, or with ``exit`` its worker process dies. It is
-read by the driver and passed to the task, so it works the same on every executor.
+A retried cell whose earlier attempt left a readable checkpoint (``checkpoint_every``)
+continues from it (benchmark.resume); otherwise its partial output is removed first.
+
+Test hook: ``STEINBENCH_SWEEP_INJECT_FAILURES="PATTERN[:N[:exit|:exitK]],..."`` makes every
+cell whose id matches the fnmatch PATTERN fail on its first N attempts (default 1): it raises
+after leaving partial output in its cell dir, or with ``exit`` its worker process dies
+before the run, with ``exitK`` when the cell reaches step K. It is read by the driver and
+passed to the task, so it works the same on every executor.
 """
 
 from __future__ import annotations
@@ -45,10 +49,11 @@ SWEEP_AXES = ("methods", "seeds", "prompts_file", "out")  # set per cell, not gr
 RAY_MISSING = "the ray executor needs Ray; install the ray extra: pip install -e .[ray]"
 
 
-def is_wall_clock_metric(name: str) -> bool:
-    """Metrics that measure time (``train_seconds``, ``var/seconds``, ``var/<v>/seconds``):
-    they differ between identical runs; every other metric is reproducible."""
-    return name.rsplit("/", 1)[-1].endswith("seconds")
+def is_machine_metric(name: str) -> bool:
+    """Metrics measured on the machine, which differ between identical runs: wall-clock
+    (``train_seconds``, ``var/seconds``, ``var/<v>/seconds``, ``time/<section>``) and memory
+    (``mem/...``). Every other metric is reproducible bit for bit."""
+    return name.startswith(("time/", "mem/")) or name.rsplit("/", 1)[-1].endswith("seconds")
 
 
 @dataclass
@@ -293,50 +298,102 @@ class InjectedFailure(RuntimeError):
 
 
 def injected_failures(text: str | None) -> list[tuple[str, int, str]]:
-    """Parse ``PATTERN[:N[:exit]],...``: (pattern, attempts that fail (default 1), kind)."""
+    """Parse ``PATTERN[:N[:exit|:exitK]],...``: (pattern, attempts that fail (default 1),
+    kind: raise, exit (before the run) or exitK (at step K))."""
     rules = []
     for item in (text or "").split(","):
         if not item.strip():
             continue
         pattern, count, kind, *rest = [*item.strip().split(":"), "", ""]
-        if rest[:-2] or kind not in ("", "exit") or not (count or "1").isdigit():
-            raise UserError(f"bad {INJECT_ENV} entry {item!r}: expected PATTERN[:N[:exit]]")
+        valid_kind = kind in ("", "exit") or re.fullmatch(r"exit\d+", kind)
+        if rest[:-2] or not valid_kind or not (count or "1").isdigit():
+            raise UserError(f"bad {INJECT_ENV} entry {item!r}: expected PATTERN[:N[:exit[K]]]")
         rules.append((pattern, int(count or 1), kind or "raise"))
     return rules
 
 
+def _reopen_cell(cell_dir: Path, expected: dict):
+    """``benchmark.resume.open_run`` of a partial cell dir that holds a readable checkpoint
+    of the same config, else None (the caller then starts the cell afresh)."""
+    from benchmark.checkpoint import load_checkpoint
+    from benchmark.resume import RunAlreadyFinished, open_run
+
+    checkpoints = sorted((cell_dir / "checkpoints").glob("*.pt"))
+    if not checkpoints:
+        return None
+    try:
+        for path in checkpoints:
+            load_checkpoint(path)
+        config, methods, prompts, state = open_run(cell_dir)
+    except (UserError, RunAlreadyFinished):
+        return None
+    resolved = to_dict(config)
+    resolved.pop("out")
+    if not _same(resolved, expected):
+        return None
+    return config, methods, prompts, state, load_checkpoint(checkpoints[0]).step
+
+
+def _die_at_step(step: int):
+    """Test hook: make this worker process die when a cell reaches ``step``; returns undo."""
+    from benchmark.trainer import CellTrainer
+
+    original = CellTrainer.step
+
+    def dying(self, k, *args, **kwargs):
+        if k == step:
+            os._exit(3)
+        return original(self, k, *args, **kwargs)
+
+    CellTrainer.step = dying
+    return lambda: setattr(CellTrainer, "step", original)
+
+
 def run_cell_task(task: dict) -> dict:
-    """Run one cell into ``task['cells_root']/<cell_id>`` (any earlier partial output is
-    removed first). Returns a summary dict; exceptions propagate to the executor."""
+    """Run one cell into ``task['cells_root']/<cell_id>``. Partial output of an earlier
+    attempt continues from its checkpoint (benchmark.resume) when it has a readable one of
+    the same config, else it is removed and the cell starts afresh. Returns a summary dict;
+    exceptions propagate to the executor."""
     import shutil
 
     from benchmark.config import RunConfig
+    from benchmark.runner import run_benchmark
 
     cells_root = Path(task["cells_root"])
     cell_dir = cells_root / task["cell_id"]
-    if cell_dir.exists():
+    reopened = _reopen_cell(cell_dir, task["config"]) if cell_dir.exists() else None
+    if cell_dir.exists() and reopened is None:
         shutil.rmtree(cell_dir)
-    if task.get("inject_failure"):
-        cell_dir.mkdir(parents=True)
+    inject = task.get("inject_failure") or ""
+    if inject in ("raise", "exit"):
+        cell_dir.mkdir(parents=True, exist_ok=True)
         (cell_dir / "partial.txt").write_text("output of an attempt that crashed\n")
-        if task["inject_failure"] == "exit":
+        if inject == "exit":
             os._exit(3)  # a dying worker (segfault, OOM kill)
         raise InjectedFailure(f"injected failure ({INJECT_ENV}), attempt {task['attempt']}")
-    from benchmark.runner import run_benchmark
-
-    config = from_dict(RunConfig, dict(task["config"], out=str(cells_root)))
+    undo = _die_at_step(int(inject[4:])) if inject.startswith("exit") else (lambda: None)
     started = time.perf_counter()
-    _, results = run_benchmark(
-        config,
-        [task["method"]],
-        [task["prompt"]],
-        argv=task.get("argv"),
-        quiet=True,
-        report=False,
-        run_id=task["cell_id"],
-    )
+    try:
+        if reopened is None:
+            config = from_dict(RunConfig, dict(task["config"], out=str(cells_root)))
+            methods, prompts, state, resumed_from = [task["method"]], [task["prompt"]], None, None
+        else:
+            config, methods, prompts, state, resumed_from = reopened
+        _, results = run_benchmark(
+            config,
+            methods,
+            prompts,
+            argv=task.get("argv"),
+            quiet=True,
+            report=False,
+            resume=state,
+            run_id=task["cell_id"],
+        )
+    finally:
+        undo()
     result = results[0]
     return {
+        "resumed_from_step": resumed_from,
         "result": "ok" if result.status == "ok" else "diverged",
         "failed_step": result.failed_step,
         "reason": result.reason,

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from benchmark.cli import EXIT_CELLS_FAILED, EXIT_OK, EXIT_USAGE, main
-from benchmark.sweep import INJECT_ENV, cell_id, is_wall_clock_metric, run_cell_task
+from benchmark.sweep import INJECT_ENV, cell_id, is_machine_metric, run_cell_task
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,8 +64,8 @@ def manifest(out: Path) -> dict:
 
 
 def comparable(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows without wall-clock metrics, in a canonical order."""
-    keep = frame[~frame["metric"].map(is_wall_clock_metric)]
+    """Rows without machine metrics (time, memory), in a canonical order."""
+    keep = frame[~frame["metric"].map(is_machine_metric)]
     return keep.sort_values(["cell_id", "step", "metric"]).reset_index(drop=True)
 
 
@@ -220,10 +220,11 @@ def test_cell_ids_are_stable_and_readable():
     assert a != cell_id("ssd", "a snowman", 2, {"sds.guidance_scale": 7.0, "render.height": 16})
 
 
-def test_wall_clock_metrics_by_name():
-    assert is_wall_clock_metric("train_seconds") and is_wall_clock_metric("var/seconds")
-    assert is_wall_clock_metric("var/fixed_camera/seconds")
-    assert not any(map(is_wall_clock_metric, ("psnr", "var/all/log_var", "n_evals", "t")))
+def test_machine_metrics_by_name():
+    assert is_machine_metric("train_seconds") and is_machine_metric("var/seconds")
+    assert is_machine_metric("var/fixed_camera/seconds") and is_machine_metric("time/render")
+    assert is_machine_metric("mem/peak_rss_mb")
+    assert not any(map(is_machine_metric, ("psnr", "var/all/log_var", "n_evals", "t")))
 
 
 # ----------------------------------------------------------------------------- running
@@ -343,6 +344,29 @@ def test_retry_recovers_crashes_and_a_persistent_crash_fails(tmp_path, monkeypat
     assert set(pd.read_parquet(out / "metrics.parquet").cell_id) == finished | {
         "sds_a-red-sphere_s1"
     }
+
+
+@pytest.mark.slow
+def test_a_retried_cell_continues_from_its_checkpoint(tmp_path, monkeypatch):
+    """The worker dies at step 5 (checkpoint at step 4); the retry resumes at step 4 and the
+    cell's metrics equal those of an uninterrupted sweep."""
+    base = {**TINY, "checkpoint_every": 2}
+    data = spec(methods=["sds"], prompts=["a snowman"], seeds=[0], steps=6, base_config=base)
+    path = write_spec(tmp_path, data)
+    assert sweep(path, tmp_path / "fresh") == EXIT_OK
+    monkeypatch.setenv(INJECT_ENV, "*:1:exit5")
+    out = tmp_path / "resumed"
+    assert sweep(path, out) == EXIT_OK
+    cell = manifest(out)["cells"]["sds_a-snowman_s0"]
+    assert cell["attempts"] == 2 and "worker process died" in cell["errors"][0]
+    assert cell["resumed_from_step"] == 4
+    run_manifest = json.loads((out / "cells" / "sds_a-snowman_s0" / "manifest.json").read_text())
+    assert run_manifest["status"] == "finished" and len(run_manifest["resumed"]) == 1
+    pd.testing.assert_frame_equal(
+        comparable(pd.read_parquet(tmp_path / "fresh" / "metrics.parquet")),
+        comparable(pd.read_parquet(out / "metrics.parquet")),
+        check_exact=True,
+    )
 
 
 def test_a_diverged_cell_is_a_result_not_a_failure(tmp_path, monkeypatch):
