@@ -136,8 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Expand SPEC.yaml into cells (methods x prompts x seeds x grid points), "
         "validate every cell's config, then run each cell as one task into OUT/cells/<cell_id>/ "
         "and combine the results into OUT/metrics.parquet. Rerunning into the same OUT skips "
-        "finished cells. Exit code 0: every cell finished (NaN divergences are recorded "
-        "results); 1: some cells failed after their retries; 2: bad input.",
+        "finished cells and continues interrupted ones from their checkpoint. Exit code 0: "
+        "every cell finished (NaN divergences are recorded results); 1: some cells failed "
+        "after their retries; 2: bad input.",
         epilog="Example: python -m benchmark sweep configs/sweep_example.yaml --workers 2",
     )
     sweep.add_argument("spec", metavar="SPEC.yaml", help="sweep spec (see README, Sweeps)")
