@@ -476,6 +476,8 @@ class RayExecutor:
             import ray
         except ImportError:
             raise UserError(RAY_MISSING) from None
+        if address is not None:
+            probe_address(address)
         self.ray = ray
         self.resources = resources
         self.address = address
@@ -516,6 +518,22 @@ class RayExecutor:
         if self.owned and self.ray.is_initialized():
             self.ray.shutdown()
         self.owned = False
+
+
+def probe_address(address: str, timeout: float = 5.0) -> None:
+    """Fail fast (one line) when a ``HOST:PORT`` / ``ray://HOST:PORT`` Ray address does not
+    answer: ``ray.init`` itself retries for minutes. ``auto`` and ``local`` pass as is."""
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise UserError(f"bad --address {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise UserError(f"cannot reach Ray at {address}: {exc.strerror or exc}") from None
 
 
 def make_executor(kind: str, workers: int | None, resources: Resources, address: str | None):

@@ -178,6 +178,19 @@ def test_ray_missing_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "address, needle", [("127.0.0.1:1", "cannot reach Ray"), ("nonsense", "bad --address")]
+)
+def test_unreachable_ray_address_fails_fast(tmp_path, capsys, address, needle):
+    pytest.importorskip("ray", reason="ray is not installed (pip install -e .[ray])")
+    out = tmp_path / "out"
+    flags = ("--executor", "ray", "--address", address)
+    assert sweep(write_spec(tmp_path, spec()), out, *flags) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1
+    assert not out.exists()
+
+
 def test_sweep_module_and_parser_import_neither_torch_nor_ray():
     code = (
         "import sys, benchmark.cli as c, benchmark.sweep; c.build_parser(); "
