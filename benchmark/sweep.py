@@ -297,6 +297,11 @@ class InjectedFailure(RuntimeError):
     """Raised by the test hook (``STEINBENCH_SWEEP_INJECT_FAILURES``)."""
 
 
+class CellStopped(RuntimeError):
+    """The cell's worker got SIGINT/SIGTERM and stopped after writing a checkpoint: a failed
+    attempt (retried from that checkpoint), not a stop of the whole sweep."""
+
+
 def injected_failures(text: str | None) -> list[tuple[str, int, str]]:
     """Parse ``PATTERN[:N[:exit|:exitK]],...``: (pattern, attempts that fail (default 1),
     kind: raise, exit (before the run) or exitK (at step K))."""
@@ -389,6 +394,8 @@ def run_cell_task(task: dict) -> dict:
             resume=state,
             run_id=task["cell_id"],
         )
+    except KeyboardInterrupt:  # benchmark.runner.RunInterrupted: checkpoint kept
+        raise CellStopped("the cell's worker was stopped by SIGINT/SIGTERM") from None
     finally:
         undo()
     result = results[0]
