@@ -140,7 +140,28 @@ class Reporter:
                 "ok" if r.status == "ok" else f"FAILED at step {r.failed_step}: {r.reason}",
             )
         self.console.print(table)
+        self.print_overview(run_dir)
         self.console.print(f"results: {run_dir}")
+
+    def print_overview(self, run_dir: Path) -> None:
+        """Per-method table (analysis.summary.method_overview) of the run's metrics."""
+        from rich.table import Table
+
+        from analysis.load import load_results
+        from analysis.summary import method_overview
+
+        try:
+            overview = method_overview(load_results([run_dir]))
+        except (ValueError, KeyError, FileNotFoundError) as exc:
+            self.console.print(f"(no per-method overview: {exc})")
+            return
+        table = Table(title="per method: mean [95% CI] over prompts x seeds")
+        table.add_column("method")
+        for column in overview.columns:
+            table.add_column(column, justify="right")
+        for method, row in overview.iterrows():
+            table.add_row(method, *[str(v) for v in row])
+        self.console.print(table)
 
 
 def cell_name(method: str, prompt: str, seed: int) -> str:
