@@ -130,6 +130,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     regress.add_argument("--update", action="store_true", help="rerun and rewrite the golden file")
     regress.add_argument("--reason", default=None, help="why the golden numbers change")
+    sweep = commands.add_parser(
+        "sweep",
+        help="run a sweep spec (methods x prompts x seeds x config grid) locally or on Ray",
+        description="Expand SPEC.yaml into cells (methods x prompts x seeds x grid points), "
+        "validate every cell's config, then run each cell as one task into OUT/cells/<cell_id>/ "
+        "and combine the results into OUT/metrics.parquet. Rerunning into the same OUT skips "
+        "finished cells and continues interrupted ones from their checkpoint. Exit code 0: "
+        "every cell finished (NaN divergences are recorded results); 1: some cells failed "
+        "after their retries; 2: bad input.",
+        epilog="Example: python -m benchmark sweep configs/sweep_example.yaml --workers 2",
+    )
+    sweep.add_argument("spec", metavar="SPEC.yaml", help="sweep spec (see README, Sweeps)")
+    sweep.add_argument(
+        "--executor", choices=("local", "ray"), default="local", help="local (default) or ray"
+    )
+    sweep.add_argument(
+        "--address", default=None, help="Ray cluster address (default: start a local Ray)"
+    )
+    sweep.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="cells run at once (local default 1; ray default: as resources allow)",
+    )
+    sweep.add_argument(
+        "--retries", type=int, default=None, help="retries of a crashed cell (default: spec's)"
+    )
+    sweep.add_argument("--out", default=None, help="sweep dir (default sweeps/<name>)")
+    sweep.add_argument("--quiet", action="store_true", help="no progress lines")
+    sweep.add_argument(
+        "--report", action="store_true", help="also write OUT/report.html over finished cells"
+    )
     return parser
 
 
@@ -283,9 +315,16 @@ def cmd_regress(args: argparse.Namespace, argv: list[str]) -> int:
     return code
 
 
+def cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
+    from benchmark.sweep import main_sweep
+
+    return main_sweep(args, argv)
+
+
 COMMANDS = {
     "run": cmd_run,
     "resume": cmd_resume,
+    "sweep": cmd_sweep,
     "prompts": cmd_prompts,
     "report": cmd_report,
     "regress": cmd_regress,

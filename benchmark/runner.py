@@ -235,6 +235,7 @@ def run_benchmark(
     quiet: bool = False,
     report: bool = True,
     resume: ResumeState | None = None,
+    run_id: str | None = None,
 ) -> tuple[Path, list[CellResult]]:
     """Run every (method, prompt, seed) cell; returns the run directory and cell results.
 
@@ -242,7 +243,8 @@ def run_benchmark(
     ``config.checkpoint_every`` steps (and on Ctrl-C) the running cell is checkpointed to
     ``checkpoints/<cell>.pt`` and the metrics are flushed; the manifest lists finished cells
     as they finish. With ``resume`` (benchmark.resume.open_run) finished cells are skipped
-    and an interrupted cell continues from its checkpoint, bit-identically on CPU.
+    and an interrupted cell continues from its checkpoint, bit-identically on CPU. ``run_id``
+    names a new run dir (default: a new timestamped id; sweeps pass their cell id).
     """
     device = resolve_device(config.device)
     configure_torch(config.threads)
@@ -250,7 +252,7 @@ def run_benchmark(
     evaluators = {p: HeldOutEvaluator(p, config, device) for p in prompts}
 
     if resume is None:
-        store = RunStore(config.out)
+        store = RunStore(config.out, run_id)
         store.write_text("config.yaml", config_to_yaml(config))
         manifest = {
             "run_id": store.run_id,
