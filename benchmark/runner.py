@@ -18,6 +18,8 @@ from benchmark.errors import UserError
 from benchmark.evaluation import HeldOutEvaluator, image_row, slug
 from benchmark.results import RunStore
 from benchmark.trainer import CellResult, CellTrainer, configure_torch, run_cell
+from priors.clip import load_clip_scorer
+from priors.clip_spec import resolve_clip_spec
 
 PACKAGES = ("torch", "diffusers", "nerfacc", "numpy", "pandas", "steinbench")
 
@@ -118,15 +120,22 @@ class Reporter:
         from rich.table import Table
 
         table = Table(title="steinbench summary (held-out PSNR, dB)")
-        for column in ("method", "prompt", "seed", "PSNR start", "PSNR end", "train s", "status"):
+        clip = any("clip_score" in r.initial for r in results)
+        columns = ("method", "prompt", "seed", "PSNR start", "PSNR end", "CLIP start->end")
+        for column in (*columns[: 5 + clip], "train s", "status"):
             table.add_column(column, justify="left" if column in ("method", "prompt") else "right")
         for r in results:
+            clip_cell = [
+                f"{r.initial.get('clip_score', float('nan')):.1f} -> "
+                f"{r.final.get('clip_score', float('nan')):.1f}"
+            ]
             table.add_row(
                 r.method,
                 r.prompt,
                 str(r.seed),
                 f"{r.initial.get('psnr', float('nan')):.2f}",
                 f"{r.final.get('psnr', float('nan')):.2f}",
+                *clip_cell[: int(clip)],
                 f"{r.train_seconds:.1f}",
                 "ok" if r.status == "ok" else f"FAILED at step {r.failed_step}: {r.reason}",
             )
@@ -147,7 +156,8 @@ def run_benchmark(
     device = resolve_device(config.device)
     configure_torch(config.threads)
     prior = build_prior(config, prompts, device)
-    evaluators = {p: HeldOutEvaluator(p, config, device) for p in prompts}
+    clip = load_clip_scorer(resolve_clip_spec(config.eval.clip, config.prior), device)
+    evaluators = {p: HeldOutEvaluator(p, config, device, clip) for p in prompts}
 
     store = RunStore(config.out)
     store.write_text("config.yaml", config_to_yaml(config))
