@@ -1,6 +1,7 @@
 """CLIP score and R-precision over an open_clip model (the world's shipped one or a user's).
 
-    score(x, y)  = 100 * max(cos(f_img(x), f_txt(y)), 0)        (torchmetrics' CLIPScore)
+    score(x, y)  = 100 * cos(f_img(x), f_txt(y))    (torchmetrics' CLIPScore clamps at 0;
+                                                      here optional, see ClipScorer.score)
     R-precision  = mean_b [ argmax_k cos(f_img(x_b), f_txt(y_k)) == true_b ]
 
 Images enter as [B, 3, H, W] in [0, 1] and are resized and normalised with differentiable
@@ -179,9 +180,14 @@ class ClipScorer:
             raise ValueError(f"{images.shape[0]} images but {len(prompts)} prompts")
         return (self.image_embeddings(images) * self.text_embeddings(prompts)).sum(-1)
 
-    def score(self, images: torch.Tensor, prompts: list[str] | str) -> torch.Tensor:
-        """CLIP score [B] = 100 max(cos, 0) (clamped at 0 like torchmetrics' CLIPScore)."""
-        return 100.0 * self.cosine(images, prompts).clamp_min(0.0)
+    def score(
+        self, images: torch.Tensor, prompts: list[str] | str, clamp: bool = False
+    ) -> torch.Tensor:
+        """CLIP score [B] = 100 cos (in [-100, 100]). Not clamped by default: torchmetrics'
+        CLIPScore uses 100 max(cos, 0), which maps a blank image and an initial blob alike to
+        0; ``clamp=True`` gives that convention."""
+        cos = self.cosine(images, prompts)
+        return 100.0 * (cos.clamp_min(0.0) if clamp else cos)
 
     @torch.no_grad()
     def similarities(self, images: torch.Tensor, candidates: list[str]) -> torch.Tensor:

