@@ -119,9 +119,9 @@ class Reporter:
     def summary(self, results: list[CellResult], run_dir: Path) -> None:
         from rich.table import Table
 
-        table = Table(title="steinbench summary (held-out PSNR, dB)")
+        table = Table(title="steinbench summary (held-out PSNR, dB; CLIP score start -> end)")
         clip = any("clip_score" in r.initial for r in results)
-        columns = ("method", "prompt", "seed", "PSNR start", "PSNR end", "CLIP start->end")
+        columns = ("method", "prompt", "seed", "PSNR start", "PSNR end", "CLIP")
         for column in (*columns[: 5 + clip], "train s", "status"):
             table.add_column(column, justify="left" if column in ("method", "prompt") else "right")
         for r in results:
