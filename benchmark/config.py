@@ -15,6 +15,7 @@ from benchmark.typed_config import deep_merge, from_dict, set_dotted, to_dict
 from estimators.base import GuidanceConfig
 from estimators.ssd import SSDConfig
 from estimators.vsd import VSDConfig
+from priors.clip_spec import check_clip_spec
 from world.prior import WorldPriorConfig
 
 BackboneName = Literal["voxel", "image"]
@@ -62,10 +63,14 @@ class EvalConfig:
     elevation: float = 20.0
     azimuth_offset: float = 7.5
     snapshots: bool = True
+    #: CLIP scorer of clip_score / clip_r_precision (priors/clip.py): "auto" (the shipped
+    #: world CLIP when the prior is the world, else none), "none", "world", or "ARCH:PATH"
+    clip: str = "auto"
 
     def __post_init__(self) -> None:
         if self.every < 1 or self.n_views < 1:
             raise ValueError("every and n_views must be >= 1")
+        check_clip_spec(self.clip)
 
 
 @dataclass

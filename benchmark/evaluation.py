@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -10,8 +11,11 @@ from backbones.base import Backbone
 from benchmark.config import RunConfig
 from world.cameras import Cameras, look_at_origin, orbit_cameras
 from world.metrics import angular_distance, depth_l1, janus_score, mask_iou, psnr, ssim
-from world.objects import get_object
+from world.objects import get_object, known_prompts
 from world.renderer import render_object
+
+if TYPE_CHECKING:
+    from priors.clip import ClipScorer
 
 
 def slug(text: str) -> str:
@@ -79,11 +83,26 @@ class HeldOutEvaluator:
                             ``janus_cameras`` grid against the true renders at every grid
                             azimuth (8 extra renders per evaluation); janus_deg = 180 janus,
                             the mean nearest-azimuth error in degrees.
+        clip_score,         with a ``clip`` scorer (priors/clip.py): the mean CLIP score
+        clip_r_precision    100 max(cos, 0) of the renders with the prompt, and the fraction of
+                            renders whose best-matching prompt among ``clip_candidates``
+                            (default: the world's prompts and this one) is this prompt.
     With the image backbone there is one view, the image's fixed camera.
     """
 
-    def __init__(self, prompt: str, config: RunConfig, device: torch.device) -> None:
+    def __init__(
+        self,
+        prompt: str,
+        config: RunConfig,
+        device: torch.device,
+        clip: ClipScorer | None = None,
+        clip_candidates: list[str] | None = None,
+    ) -> None:
         self.config = config
+        self.prompt = prompt
+        self.clip = clip
+        candidates = clip_candidates if clip_candidates is not None else known_prompts()
+        self.clip_candidates = list(dict.fromkeys([*candidates, prompt]))
         self.geometry = config.backbone != "image"
         self.cameras = held_out_cameras(config).to(device)
         obj = get_object(prompt)
@@ -133,4 +152,9 @@ class HeldOutEvaluator:
             )
             metrics["janus"], metrics["janus_front"] = float(janus), float(front)
             metrics["janus_deg"] = 180.0 * float(janus)
+        if self.clip is not None:
+            metrics["clip_score"] = float(self.clip.score(rgb, self.prompt).mean())
+            metrics["clip_r_precision"] = self.clip.r_precision(
+                rgb, self.clip_candidates.index(self.prompt), self.clip_candidates
+            )
         return metrics, rgb

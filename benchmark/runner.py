@@ -27,6 +27,8 @@ from benchmark.trainer import (
     configure_torch,
     run_cell,
 )
+from priors.clip import load_clip_scorer
+from priors.clip_spec import resolve_clip_spec
 
 PACKAGES = ("torch", "diffusers", "nerfacc", "numpy", "pandas", "steinbench")
 
@@ -126,16 +128,23 @@ class Reporter:
     def summary(self, results: list[CellResult], run_dir: Path) -> None:
         from rich.table import Table
 
-        table = Table(title="steinbench summary (held-out PSNR, dB)")
-        for column in ("method", "prompt", "seed", "PSNR start", "PSNR end", "train s", "status"):
+        table = Table(title="steinbench summary (held-out PSNR, dB; CLIP score start -> end)")
+        clip = any("clip_score" in r.initial for r in results)
+        columns = ("method", "prompt", "seed", "PSNR start", "PSNR end", "CLIP")
+        for column in (*columns[: 5 + clip], "train s", "status"):
             table.add_column(column, justify="left" if column in ("method", "prompt") else "right")
         for r in results:
+            clip_cell = [
+                f"{r.initial.get('clip_score', float('nan')):.1f} -> "
+                f"{r.final.get('clip_score', float('nan')):.1f}"
+            ]
             table.add_row(
                 r.method,
                 r.prompt,
                 str(r.seed),
                 f"{r.initial.get('psnr', float('nan')):.2f}",
                 f"{r.final.get('psnr', float('nan')):.2f}",
+                *clip_cell[: int(clip)],
                 f"{r.train_seconds:.1f}",
                 "ok" if r.status == "ok" else f"FAILED at step {r.failed_step}: {r.reason}",
             )
@@ -249,7 +258,8 @@ def run_benchmark(
     device = resolve_device(config.device)
     configure_torch(config.threads)
     prior = build_prior(config, prompts, device)
-    evaluators = {p: HeldOutEvaluator(p, config, device) for p in prompts}
+    clip = load_clip_scorer(resolve_clip_spec(config.eval.clip, config.prior), device)
+    evaluators = {p: HeldOutEvaluator(p, config, device, clip) for p in prompts}
 
     if resume is None:
         store = RunStore(config.out, run_id)

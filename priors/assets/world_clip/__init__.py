@@ -1,0 +1,1 @@
+"""The world CLIP: world_clip.json, model.safetensors, provenance.json."""
