@@ -15,10 +15,10 @@ from benchmark.typed_config import deep_merge, from_dict, set_dotted, to_dict
 from estimators.base import GuidanceConfig
 from estimators.ssd import SSDConfig
 from estimators.vsd import VSDConfig
+from priors.stable_diffusion import SDPriorConfig, parse_prior
 from world.prior import WorldPriorConfig
 
 BackboneName = Literal["voxel", "image"]
-PriorName = Literal["world"]
 DeviceName = Literal["cpu", "cuda"]
 
 
@@ -124,7 +124,7 @@ class RunConfig:
     out: str = "runs"
     threads: int = 2
     backbone: BackboneName = "voxel"
-    prior: PriorName = "world"
+    prior: str = "world"  # "world" or "sd:PATH" (a diffusers Stable Diffusion directory)
     voxel: VoxelConfig = field(default_factory=VoxelConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
     world: WorldPriorConfig = field(default_factory=WorldPriorConfig)
@@ -136,8 +136,10 @@ class RunConfig:
     sds: SDSConfig = field(default_factory=SDSConfig)
     vsd: VSDConfig = field(default_factory=VSDConfig)
     ssd: SSDConfig = field(default_factory=SSDConfig)
+    sd: SDPriorConfig = field(default_factory=SDPriorConfig)
 
     def __post_init__(self) -> None:
+        parse_prior(self.prior)
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if not self.seeds:

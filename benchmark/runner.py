@@ -66,7 +66,21 @@ def build_prior(config: RunConfig, prompts: list[str], device: torch.device):
             config=config.world,
             device=device,
         )
+    if config.prior.startswith("sd:"):
+        return build_sd_prior(config, prompts, device)
     raise UserError(f"unknown prior '{config.prior}'")
+
+
+def build_sd_prior(config: RunConfig, prompts: list[str], device: torch.device):
+    """``--prior sd:PATH``: a local diffusers Stable Diffusion directory (priors/stable_diffusion);
+    a missing, incomplete or wrong directory and over-long prompts are one-line user errors."""
+    from priors.stable_diffusion import StableDiffusionPrior, WeightsError, parse_prior
+
+    _, path = parse_prior(config.prior)
+    try:
+        return StableDiffusionPrior(path, config.sd, device, prompts)
+    except (WeightsError, ValueError) as exc:
+        raise UserError(str(exc)) from None
 
 
 class Reporter:
