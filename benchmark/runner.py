@@ -78,9 +78,14 @@ def build_sd_prior(config: RunConfig, prompts: list[str], device: torch.device):
 
     _, path = parse_prior(config.prior)
     try:
-        return StableDiffusionPrior(path, config.sd, device, prompts)
+        prior = StableDiffusionPrior(path, config.sd, device, prompts)
     except (WeightsError, ValueError) as exc:
         raise UserError(str(exc)) from None
+    if "ssd" in config.methods and config.ssd.baseline != "constant":
+        from benchmark.methods import geometry_estimator
+
+        geometry_estimator(prior, config)  # load (and cache) the depth model before any cell
+    return prior
 
 
 class Reporter:

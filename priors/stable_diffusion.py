@@ -71,7 +71,7 @@ class SDPriorConfig:
     half_precision: Literal["auto", "on", "off"] = "auto"
     depth_model: str = ""
     lora_rank: int = 4
-    lora_alpha: float = 4.0
+    lora_alpha: int = 4
     lora_lr: float = 1e-4
 
     def __post_init__(self) -> None:
