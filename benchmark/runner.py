@@ -15,7 +15,7 @@ import torch
 
 from benchmark.config import RunConfig, config_to_yaml
 from benchmark.errors import UserError
-from benchmark.evaluation import HeldOutEvaluator, image_row, slug
+from benchmark.evaluation import HeldOutEvaluator, RenderOnlyEvaluator, image_row, slug
 from benchmark.results import RunStore
 from benchmark.trainer import CellResult, CellTrainer, configure_torch, run_cell
 
@@ -86,6 +86,16 @@ def build_sd_prior(config: RunConfig, prompts: list[str], device: torch.device):
 
         geometry_estimator(prior, config)  # load (and cache) the depth model before any cell
     return prior
+
+
+def _evaluator(prompt: str, config: RunConfig, device: torch.device):
+    """GT metrics for world prompts; with a real prior (``sd:PATH``) a prompt the world does
+    not know gets held-out renders without metrics."""
+    from world.objects import known_prompts
+
+    if config.prior != "world" and prompt not in known_prompts():
+        return RenderOnlyEvaluator(config, device)
+    return HeldOutEvaluator(prompt, config, device)
 
 
 class Reporter:
@@ -166,7 +176,7 @@ def run_benchmark(
     device = resolve_device(config.device)
     configure_torch(config.threads)
     prior = build_prior(config, prompts, device)
-    evaluators = {p: HeldOutEvaluator(p, config, device) for p in prompts}
+    evaluators = {p: _evaluator(p, config, device) for p in prompts}
 
     store = RunStore(config.out)
     store.write_text("config.yaml", config_to_yaml(config))
@@ -188,6 +198,8 @@ def run_benchmark(
     store.write_json("manifest.json", manifest)
     if config.eval.snapshots:
         for prompt, evaluator in evaluators.items():
+            if evaluator.truth is None:
+                continue
             store.save_image(f"truth_{slug(prompt)}.png", image_row(evaluator.truth["rgb"]))
 
     results: list[CellResult] = []

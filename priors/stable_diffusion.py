@@ -87,7 +87,10 @@ def parse_prior(spec: str) -> tuple[str, str | None]:
         return "world", None
     if spec.startswith(SD_PREFIX) and spec[len(SD_PREFIX) :].strip():
         return "sd", spec[len(SD_PREFIX) :].strip()
-    raise ValueError(f"prior must be 'world' or 'sd:PATH' (a diffusers directory), got {spec!r}")
+    raise ValueError(
+        f"'prior' must be 'world' or 'sd:PATH' (a diffusers Stable Diffusion directory), "
+        f"got {spec!r}"
+    )
 
 
 class WeightsError(ValueError):
@@ -189,9 +192,7 @@ class StableDiffusionPrior(DiffusionPrior):
         try:
             self.unet = UNet2DConditionModel.from_pretrained(self.path, subfolder="unet", **load)
             self.vae = AutoencoderKL.from_pretrained(self.path, subfolder="vae", **load)
-            self.text_encoder = CLIPTextModel.from_pretrained(
-                self.path / "text_encoder", **load
-            )
+            self.text_encoder = CLIPTextModel.from_pretrained(self.path / "text_encoder", **load)
             self.tokenizer = CLIPTokenizer.from_pretrained(
                 self.path / "tokenizer", local_files_only=True
             )
@@ -200,7 +201,8 @@ class StableDiffusionPrior(DiffusionPrior):
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise WeightsError(f"cannot load Stable Diffusion weights from {path}: {first}") from None
+            message = f"cannot load Stable Diffusion weights from {path}: {first}"
+            raise WeightsError(message) from None
         for module in (self.unet, self.vae, self.text_encoder):
             module.requires_grad_(False).eval().to(self.device)
         self.alphas_cumprod = scheduler.alphas_cumprod.to(torch.float32).clone()
