@@ -310,6 +310,9 @@ class LoRAEpsPhi(VariationalScoreModel):
                 )
             )
             camera_embedding = TimestepEmbedding(16, time_embed_dim)
+        for param in unet.parameters():
+            if param.requires_grad:  # the adapters: fp32 master weights under an fp16 UNet
+                param.data = param.data.to(torch.float32)
         camera_embedding.to(device=device, dtype=torch.float32)
         self._reset_parameters(unet, camera_embedding, generator)
         unet.class_embedding = camera_embedding
