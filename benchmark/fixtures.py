@@ -212,6 +212,8 @@ FIXTURES: dict[str, Callable[..., None]] = {
 def make_fixtures(root: str | Path, names: list[str] | None = None, seed: int = 0) -> list[Path]:
     """Build the fixtures ``names`` (default: all) under ``root``; returns their directories.
     An existing fixture directory is replaced."""
+    from priors.stable_diffusion import quiet_loading
+
     root = Path(root)
     written = []
     for name in names or list(FIXTURES):
@@ -220,6 +222,7 @@ def make_fixtures(root: str | Path, names: list[str] | None = None, seed: int = 
         target = root / name
         if target.exists():
             shutil.rmtree(target)
-        FIXTURES[name](target, seed)
+        with quiet_loading():
+            FIXTURES[name](target, seed)
         written.append(target)
     return written

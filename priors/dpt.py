@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from priors.base import GeometryEstimator, PriorContext
-from priors.stable_diffusion import WeightsError, _read_json
+from priors.stable_diffusion import WeightsError, _read_json, quiet_loading
 
 
 def check_dpt_directory(path: str | Path) -> Path:
@@ -57,9 +57,10 @@ class DPTGeometry(GeometryEstimator):
         root = check_dpt_directory(path)
         processor = _read_json(root / "preprocessor_config.json")
         try:
-            self.model = DPTForDepthEstimation.from_pretrained(
-                root, local_files_only=True, use_safetensors=True, torch_dtype=prior.dtype
-            )
+            with quiet_loading():
+                self.model = DPTForDepthEstimation.from_pretrained(
+                    root, local_files_only=True, use_safetensors=True, torch_dtype=prior.dtype
+                )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise WeightsError(f"cannot load the DPT depth model from {path}: {first}") from None

@@ -28,6 +28,7 @@ the prior are fp32.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -91,6 +92,20 @@ def parse_prior(spec: str) -> tuple[str, str | None]:
         f"'prior' must be 'world' or 'sd:PATH' (a diffusers Stable Diffusion directory), "
         f"got {spec!r}"
     )
+
+
+@contextmanager
+def quiet_loading():
+    """Silence transformers' per-load progress bars for the block (state restored after)."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 class WeightsError(ValueError):
@@ -190,15 +205,20 @@ class StableDiffusionPrior(DiffusionPrior):
         self.dtype = torch.float16 if use_half else torch.float32
         load = {"local_files_only": True, "use_safetensors": True, "torch_dtype": self.dtype}
         try:
-            self.unet = UNet2DConditionModel.from_pretrained(self.path, subfolder="unet", **load)
-            self.vae = AutoencoderKL.from_pretrained(self.path, subfolder="vae", **load)
-            self.text_encoder = CLIPTextModel.from_pretrained(self.path / "text_encoder", **load)
-            self.tokenizer = CLIPTokenizer.from_pretrained(
-                self.path / "tokenizer", local_files_only=True
-            )
-            scheduler = DDPMScheduler.from_pretrained(
-                self.path, subfolder="scheduler", local_files_only=True
-            )
+            with quiet_loading():
+                self.unet = UNet2DConditionModel.from_pretrained(
+                    self.path, subfolder="unet", **load
+                )
+                self.vae = AutoencoderKL.from_pretrained(self.path, subfolder="vae", **load)
+                self.text_encoder = CLIPTextModel.from_pretrained(
+                    self.path / "text_encoder", **load
+                )
+                self.tokenizer = CLIPTokenizer.from_pretrained(
+                    self.path / "tokenizer", local_files_only=True
+                )
+                scheduler = DDPMScheduler.from_pretrained(
+                    self.path, subfolder="scheduler", local_files_only=True
+                )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             message = f"cannot load Stable Diffusion weights from {path}: {first}"
