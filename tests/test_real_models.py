@@ -195,8 +195,14 @@ def test_lora_state_dict_round_trip(fixtures_dir, sd_prior):
         assert torch.equal(p, q), name
 
 
-def test_text_embeddings_are_computed_once_per_prompt(fixtures_dir):
-    config = _config(fixtures_dir, "sds.guidance_scale=7.5", methods=("sds",))
+@pytest.mark.parametrize("view_dependent", [False, True])
+def test_text_embeddings_are_computed_once_per_prompt(fixtures_dir, view_dependent):
+    config = _config(
+        fixtures_dir,
+        "sds.guidance_scale=7.5",
+        f"sd.view_dependent_prompting={str(view_dependent).lower()}",
+        methods=("sds",),
+    )
     prior = build_prior(config, [PROMPT], CPU)
     calls = []
     prior.text_encoder.register_forward_hook(lambda *a: calls.append(1))
@@ -206,7 +212,9 @@ def test_text_embeddings_are_computed_once_per_prompt(fixtures_dir):
     prompts = {
         PROMPT + s for s in (", front view", ", side view", ", back view", ", overhead view")
     }
-    assert set(prior._embeddings) <= prompts | {""}
+    assert set(prior._embeddings) <= (prompts if view_dependent else {PROMPT}) | {""}
+    if not view_dependent:
+        assert len(calls) == 2  # the prompt and the empty prompt, once each over 6 steps
     assert len(calls) == len(prior._embeddings) == prior.n_text_encodes
     assert prior.n_evals == 12  # 6 steps x (cond + uncond)
 
