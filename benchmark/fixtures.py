@@ -68,28 +68,53 @@ def _build(factory: Callable[[], torch.nn.Module], generator: torch.Generator) -
     return module.eval()
 
 
+def _clip_bpe() -> tuple[list[str], list[tuple[str, str]]]:
+    """CLIP's BPE vocabulary (49408 tokens) and merges, from open_clip's bundled file."""
+    from open_clip.tokenizer import bytes_to_unicode, default_bpe
+
+    lines = gzip.open(default_bpe()).read().decode("utf-8").split("\n")
+    merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
+    vocab = list(bytes_to_unicode().values())
+    vocab = vocab + [v + "</w>" for v in vocab] + ["".join(m) for m in merges]
+    return vocab + ["<|startoftext|>", "<|endoftext|>"], merges
+
+
+_CLIP_SPECIAL = {
+    "bos_token": "<|startoftext|>",
+    "eos_token": "<|endoftext|>",
+    "pad_token": "<|endoftext|>",
+    "unk_token": "<|endoftext|>",
+}
+
+
+def save_clip_tokenizer_files(directory: Path) -> None:
+    """CLIP's tokenizer in the layout of real Stable Diffusion repos: vocab.json, merges.txt,
+    tokenizer_config.json (model_max_length 77), special_tokens_map.json."""
+    vocab, merges = _clip_bpe()
+    directory.mkdir(parents=True, exist_ok=True)
+    encoder = dict(zip(vocab, range(len(vocab)), strict=True))
+    (directory / "vocab.json").write_text(json.dumps(encoder), encoding="utf-8")
+    text = "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n"
+    (directory / "merges.txt").write_text(text, encoding="utf-8")
+    config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": 77, **_CLIP_SPECIAL}
+    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2), "utf-8")
+    (directory / "special_tokens_map.json").write_text(json.dumps(_CLIP_SPECIAL), "utf-8")
+
+
 def clip_bpe_tokenizer():
     """transformers' CLIPTokenizer with the real CLIP BPE (open_clip's bundled file), offline.
 
     transformers 5.x: vocabulary and merges are passed as objects (``vocab_file=`` would build
     a 2-token vocabulary); model_max_length = 77 as CLIP.
     """
-    from open_clip.tokenizer import bytes_to_unicode, default_bpe
     from transformers import CLIPTokenizer
 
-    lines = gzip.open(default_bpe()).read().decode("utf-8").split("\n")
-    merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
-    vocab = list(bytes_to_unicode().values())
-    vocab = vocab + [v + "</w>" for v in vocab] + ["".join(m) for m in merges]
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    vocab, merges = _clip_bpe()
     return CLIPTokenizer(
         vocab=dict(zip(vocab, range(len(vocab)), strict=True)),
         merges=merges,
         model_max_length=77,
-        bos_token="<|startoftext|>",
-        eos_token="<|endoftext|>",
-        pad_token="<|endoftext|>",
-        unk_token="<|endoftext|>",
+        **_CLIP_SPECIAL,
     )
 
 
@@ -152,7 +177,7 @@ def build_sd(directory: Path, seed: int = 0, prediction_type: str = "epsilon") -
     unet.save_pretrained(directory / "unet", safe_serialization=True)
     vae.save_pretrained(directory / "vae", safe_serialization=True)
     text_encoder.save_pretrained(directory / "text_encoder", safe_serialization=True)
-    clip_bpe_tokenizer().save_pretrained(directory / "tokenizer")
+    save_clip_tokenizer_files(directory / "tokenizer")
     scheduler.save_pretrained(directory / "scheduler")
     index = {
         "_class_name": "StableDiffusionPipeline",

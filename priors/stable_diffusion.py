@@ -119,6 +119,15 @@ def _read_json(path: Path) -> dict:
         raise WeightsError(f"cannot read {path}: {exc}") from None
 
 
+def weights_variant(folder: Path, filename: str) -> str | None:
+    """None when ``folder/filename`` exists; "fp16" when only its fp16 variant
+    (``name.fp16.safetensors``, as many Hub repos ship) does; None otherwise too."""
+    if (folder / filename).is_file() or not filename.endswith(".safetensors"):
+        return None
+    variant = filename.replace(".safetensors", ".fp16.safetensors")
+    return "fp16" if (folder / variant).is_file() else None
+
+
 def check_sd_directory(path: str | Path) -> Path:
     """Raise WeightsError (one line, naming what is missing or wrong) unless ``path`` is a
     complete diffusers Stable Diffusion directory with safetensors weights."""
@@ -142,13 +151,21 @@ def check_sd_directory(path: str | Path) -> Path:
         if not folder.is_dir():
             raise WeightsError(f"incomplete Stable Diffusion directory {path}: no {name}/")
         for file in files:
-            if not (folder / file).is_file():
+            if not (folder / file).is_file() and weights_variant(folder, file) is None:
                 hint = ""
                 if file.endswith(".safetensors") and any(folder.glob("*.bin")):
                     hint = " (only .bin weights found; convert them to safetensors)"
                 raise WeightsError(
                     f"incomplete Stable Diffusion directory {path}: {name}/{file} is missing{hint}"
                 )
+        if name == "tokenizer" and not (
+            (folder / "tokenizer.json").is_file()
+            or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file())
+        ):
+            raise WeightsError(
+                f"incomplete Stable Diffusion directory {path}: tokenizer/ has neither "
+                "tokenizer.json nor vocab.json + merges.txt"
+            )
         if classes:
             config = _read_json(folder / "config.json")
             kind = config.get("_class_name") or (config.get("architectures") or [None])[0]
@@ -207,11 +224,13 @@ class StableDiffusionPrior(DiffusionPrior):
         try:
             with quiet_loading():
                 self.unet = UNet2DConditionModel.from_pretrained(
-                    self.path, subfolder="unet", **load
+                    self.path, subfolder="unet", **load, variant=self._variant("unet")
                 )
-                self.vae = AutoencoderKL.from_pretrained(self.path, subfolder="vae", **load)
+                self.vae = AutoencoderKL.from_pretrained(
+                    self.path, subfolder="vae", **load, variant=self._variant("vae")
+                )
                 self.text_encoder = CLIPTextModel.from_pretrained(
-                    self.path / "text_encoder", **load
+                    self.path / "text_encoder", **load, variant=self._variant("text_encoder")
                 )
                 self.tokenizer = CLIPTokenizer.from_pretrained(
                     self.path / "tokenizer", local_files_only=True
@@ -246,6 +265,10 @@ class StableDiffusionPrior(DiffusionPrior):
         self.auxiliary: dict[str, object] = {}  # e.g. the DPT depth model, loaded once
         for prompt in prompts or []:
             self.check_prompt(prompt)
+
+    def _variant(self, component: str) -> str | None:
+        files, _ = SD_COMPONENTS[component]
+        return weights_variant(self.path / component, files[-1])
 
     def check_prompt(self, prompt: str) -> None:
         """ValueError if ``prompt`` (with the longest view suffix) exceeds the token limit."""

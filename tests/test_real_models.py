@@ -82,8 +82,28 @@ def test_fixture_loads_through_build_prior(sd_prior, fixtures_dir):
         assert not any(p.requires_grad for p in module.parameters())
     x = sd_prior.encode(torch.rand(2, 3, 32, 32, requires_grad=True))
     assert x.shape == (2, 4, 8, 8) and x.dtype == torch.float32 and x.requires_grad
+    # the real CLIP BPE from vocab.json + merges.txt (the layout of real SD repos)
+    assert prior_ids(sd_prior, "a red sphere") == [49406, 320, 736, 6987, 49407]
     # SSD's depth model was found at DIR/sd/depth and cached on the prior
     assert any(key.startswith("dpt:") for key in sd_prior.auxiliary)
+
+
+def prior_ids(prior, text: str) -> list[int]:
+    return prior.tokenizer(text).input_ids
+
+
+def test_fp16_variant_only_directory_loads(fixtures_dir, tmp_path):
+    """Hub repos often ship only ``*.fp16.safetensors``: loaded with variant="fp16"."""
+    target = tmp_path / "sd_fp16"
+    shutil.copytree(fixtures_dir / "sd", target)
+    for file in target.glob("*/*.safetensors"):
+        file.rename(file.with_name(file.name.replace(".safetensors", ".fp16.safetensors")))
+    config = _config(fixtures_dir, methods=("sds",))
+    config.prior = f"sd:{target}"
+    prior = build_prior(config, [PROMPT], CPU)
+    reference = build_prior(_config(fixtures_dir, methods=("sds",)), [PROMPT], CPU)
+    for a, b in zip(prior.unet.parameters(), reference.unet.parameters(), strict=True):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("method", ["sds", "vsd", "ssd"])
