@@ -15,7 +15,7 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install --upgrade pip
 	$(PIP) install torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -e ".[dev]"
+	$(PIP) install -e ".[dev,ray]"
 	touch $(STAMP)
 
 install: $(STAMP)

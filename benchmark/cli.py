@@ -68,6 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--no-report", action="store_true", help="do not write report.html into the run dir"
     )
+    run.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_DIR",
+        help="continue the interrupted run in RUN_DIR with its own config (= resume RUN_DIR)",
+    )
+
+    resume = commands.add_parser(
+        "resume",
+        help="continue an interrupted run (bit-identical to an uninterrupted one on CPU)",
+        description="Continue an interrupted or killed run from its checkpoints: finished "
+        "cells are skipped, the interrupted cell continues from its last checkpoint "
+        "(config key checkpoint_every, default every 50 steps, and on Ctrl-C), with the "
+        "run's own config.yaml.",
+    )
+    resume.add_argument("run_dir", metavar="RUN_DIR", help="runs/<run_id> folder")
+    resume.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
+    resume.add_argument("--no-report", action="store_true", help="skip report.html")
 
     prompts = commands.add_parser(
         "prompts",
@@ -112,6 +130,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     regress.add_argument("--update", action="store_true", help="rerun and rewrite the golden file")
     regress.add_argument("--reason", default=None, help="why the golden numbers change")
+    sweep = commands.add_parser(
+        "sweep",
+        help="run a sweep spec (methods x prompts x seeds x config grid) locally or on Ray",
+        description="Expand SPEC.yaml into cells (methods x prompts x seeds x grid points), "
+        "validate every cell's config, then run each cell as one task into OUT/cells/<cell_id>/ "
+        "and combine the results into OUT/metrics.parquet. Rerunning into the same OUT skips "
+        "finished cells and continues interrupted ones from their checkpoint. Exit code 0: "
+        "every cell finished (NaN divergences are recorded results); 1: some cells failed "
+        "after their retries; 2: bad input.",
+        epilog="Example: python -m benchmark sweep configs/sweep_example.yaml --workers 2",
+    )
+    sweep.add_argument("spec", metavar="SPEC.yaml", help="sweep spec (see README, Sweeps)")
+    sweep.add_argument(
+        "--executor", choices=("local", "ray"), default="local", help="local (default) or ray"
+    )
+    sweep.add_argument(
+        "--address", default=None, help="Ray cluster address (default: start a local Ray)"
+    )
+    sweep.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="cells run at once (local default 1; ray default: as resources allow)",
+    )
+    sweep.add_argument(
+        "--retries", type=int, default=None, help="retries of a crashed cell (default: spec's)"
+    )
+    sweep.add_argument("--out", default=None, help="sweep dir (default sweeps/<name>)")
+    sweep.add_argument("--quiet", action="store_true", help="no progress lines")
+    sweep.add_argument(
+        "--report", action="store_true", help="also write OUT/report.html over finished cells"
+    )
 
     fixtures = commands.add_parser(
         "make-fixtures",
@@ -141,7 +191,19 @@ def cmd_make_fixtures(args: argparse.Namespace, argv: list[str]) -> int:
     return EXIT_OK
 
 
+RUN_OPTIONS = ("methods", "prompts", "backbone", "prior", "steps", "seeds", "out", "config")
+
+
 def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
+    if args.resume is not None:
+        given = [f"--{o}" for o in RUN_OPTIONS if getattr(args, o) is not None]
+        given += ["--set"] if args.overrides else []
+        given += ["--device"] if args.device is not None else []
+        if given:
+            raise UserError(
+                f"--resume continues with the run's own config; drop {', '.join(given)}"
+            )
+        return _resume(args.resume, argv, args.quiet, not args.no_report)
     from benchmark.config import load_config
     from benchmark.methods import validate_methods
     from benchmark.prompts import read_prompts, validate_prompts
@@ -168,6 +230,26 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
 
     _, results = run_benchmark(
         config, methods, prompts, argv=argv, quiet=args.quiet, report=not args.no_report
+    )
+    return EXIT_CELLS_FAILED if any(r.status != "ok" for r in results) else EXIT_OK
+
+
+def cmd_resume(args: argparse.Namespace, argv: list[str]) -> int:
+    return _resume(args.run_dir, argv, args.quiet, not args.no_report)
+
+
+def _resume(run_dir: str, argv: list[str], quiet: bool, report: bool) -> int:
+    from benchmark.resume import RunAlreadyFinished, open_run
+
+    try:
+        config, methods, prompts, state = open_run(run_dir)
+    except RunAlreadyFinished:
+        print(f"{run_dir} already finished; nothing to resume", file=sys.stderr)
+        return EXIT_OK
+    from benchmark.runner import run_benchmark
+
+    _, results = run_benchmark(
+        config, methods, prompts, argv=argv, quiet=quiet, report=report, resume=state
     )
     return EXIT_CELLS_FAILED if any(r.status != "ok" for r in results) else EXIT_OK
 
@@ -260,8 +342,16 @@ def cmd_regress(args: argparse.Namespace, argv: list[str]) -> int:
     return code
 
 
+def cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
+    from benchmark.sweep import main_sweep
+
+    return main_sweep(args, argv)
+
+
 COMMANDS = {
     "run": cmd_run,
+    "resume": cmd_resume,
+    "sweep": cmd_sweep,
     "prompts": cmd_prompts,
     "report": cmd_report,
     "regress": cmd_regress,
@@ -280,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        run_dir = getattr(exc, "run_dir", None)
+        hint = f"; continue with: python -m benchmark resume {run_dir}" if run_dir else ""
+        print(f"interrupted{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED

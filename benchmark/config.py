@@ -123,6 +123,7 @@ class RunConfig:
     device: DeviceName = "cpu"
     out: str = "runs"
     threads: int = 2
+    checkpoint_every: int = 50
     backbone: BackboneName = "voxel"
     prior: str = "world"  # "world" or "sd:PATH" (a diffusers Stable Diffusion directory)
     voxel: VoxelConfig = field(default_factory=VoxelConfig)
@@ -146,6 +147,8 @@ class RunConfig:
             raise ValueError("seeds must not be empty")
         if self.threads < 1:
             raise ValueError("threads must be >= 1")
+        if self.checkpoint_every < 0:
+            raise ValueError("checkpoint_every must be >= 0 (0: only on Ctrl-C)")
         if self.backbone == "image":
             self.camera = fixed_image_camera(self.camera, self.image)
 

@@ -172,19 +172,9 @@ def prior_shape(trainer: CellTrainer) -> tuple[int, ...]:
 def _sample(
     trainer: CellTrainer, step: int, n: int, seeds: dict[str, int], prefix: str
 ) -> tuple[Cameras, torch.Tensor]:
-    cam = trainer.config.camera
-    cameras = sample_cameras(
-        n,
-        _generator(seeds[prefix + "camera"]),
-        cam.elevation_range,
-        cam.azimuth_range,
-        cam.distance_range,
-        cam.fovy_range,
-    ).to(trainer.device)
-    t = trainer.guidance.timesteps.sample(
-        n, step, trainer.prior.num_train_timesteps, _generator(seeds[prefix + "timestep"])
-    ).to(trainer.device)
-    return cameras, t
+    return trainer.draw_cameras_and_t(
+        n, step, _generator(seeds[prefix + "camera"]), _generator(seeds[prefix + "timestep"])
+    )
 
 
 def draw_measure_inputs(

@@ -12,7 +12,17 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+from benchmark.errors import UserError
+
 METRIC_COLUMNS = ("run_id", "method", "prompt", "seed", "step", "metric", "value")
+#: metrics that measure wall-clock or memory: they differ between identical reruns and are
+#: left out of reproducibility comparisons (resume, sweeps, executors)
+MACHINE_METRIC_PREFIXES = ("time/", "mem/", "train_seconds", "var/seconds")
+
+
+def is_machine_metric(name: str) -> bool:
+    """True for timing/memory metrics (``time/*``, ``mem/*``, ``train_seconds``, ``*seconds``)."""
+    return name.startswith(MACHINE_METRIC_PREFIXES) or name.endswith("seconds")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -34,13 +44,45 @@ def new_run_id() -> str:
 
 
 class RunStore:
-    """Writes one run directory. Metric rows are buffered and flushed as one parquet file."""
+    """Writes one run directory. Metric rows are buffered and flushed as one parquet file
+    (rewritten whole and atomically at every flush: a kill never leaves a partial file)."""
 
-    def __init__(self, root: str | Path, run_id: str | None = None) -> None:
+    def __init__(self, root: str | Path, run_id: str | None = None, exist_ok: bool = False):
         self.run_id = run_id or new_run_id()
         self.path = Path(root) / self.run_id
-        self.path.mkdir(parents=True, exist_ok=False)
+        self.path.mkdir(parents=True, exist_ok=exist_ok)
         self.rows: list[tuple] = []
+
+    @classmethod
+    def reopen(cls, run_dir: str | Path) -> RunStore:
+        """An existing run dir with its metric rows loaded (for resume). A metrics file that
+        cannot be read is a UserError; the file is left as it is."""
+        path = Path(run_dir)
+        store = cls(path.parent, path.name, exist_ok=True)
+        target = path / "metrics.parquet"
+        if target.exists():
+            import pandas as pd
+
+            try:
+                frame = pd.read_parquet(target)
+            except Exception as exc:  # noqa: BLE001 - pyarrow raises several types
+                reason = " ".join(str(exc).split())[:200]
+                raise UserError(
+                    f"{target} is unreadable (truncated or corrupt: {reason}); it was left "
+                    "untouched"
+                ) from None
+            if list(frame.columns) != list(METRIC_COLUMNS):
+                raise UserError(f"{target} has unexpected columns {list(frame.columns)}")
+            store.rows = list(frame.itertuples(index=False, name=None))
+        return store
+
+    def drop_rows(self, method: str, prompt: str, seed: int, after_step: int = -1) -> None:
+        """Forget the cell's rows with step > ``after_step`` (all of them by default)."""
+        self.rows = [
+            r
+            for r in self.rows
+            if not (r[1] == method and r[2] == prompt and r[3] == seed and r[4] > after_step)
+        ]
 
     def write_text(self, name: str, text: str) -> Path:
         target = self.path / name

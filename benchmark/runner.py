@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
 import torch
 
+from benchmark.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from benchmark.config import RunConfig, config_to_yaml
 from benchmark.errors import UserError
 from benchmark.evaluation import HeldOutEvaluator, RenderOnlyEvaluator, image_row, slug
 from benchmark.results import RunStore
-from benchmark.trainer import CellResult, CellTrainer, configure_torch, run_cell
+from benchmark.trainer import (
+    CellHooks,
+    CellInterrupted,
+    CellResult,
+    CellTrainer,
+    configure_torch,
+    run_cell,
+)
 
 PACKAGES = ("torch", "diffusers", "nerfacc", "numpy", "pandas", "steinbench")
 
@@ -132,13 +141,13 @@ class Reporter:
     def __exit__(self, *exc):
         self.progress.__exit__(*exc)
 
-    def cell(self, method: str, prompt: str, seed: int, steps: int):
+    def cell(self, method: str, prompt: str, seed: int, steps: int, first: int = 0):
         description = f"{method:<4} | {prompt[:28]:<28} | seed {seed}"
-        task = self.progress.add_task(description, total=steps, rate="")
+        task = self.progress.add_task(description, total=steps, completed=first, rate="")
         started = time.perf_counter()
 
         def on_step(done: int) -> None:
-            rate = done / max(time.perf_counter() - started, 1e-9)
+            rate = (done - first) / max(time.perf_counter() - started, 1e-9)
             self.progress.update(task, completed=done, rate=f"{rate:6.1f} it/s")
 
         return on_step
@@ -160,7 +169,91 @@ class Reporter:
                 "ok" if r.status == "ok" else f"FAILED at step {r.failed_step}: {r.reason}",
             )
         self.console.print(table)
+        self.print_overview(run_dir)
         self.console.print(f"results: {run_dir}")
+
+    def print_overview(self, run_dir: Path) -> None:
+        """Per-method table (analysis.summary.method_overview) of the run's metrics."""
+        from rich.table import Table
+
+        from analysis.load import load_results
+        from analysis.summary import method_overview
+
+        try:
+            overview = method_overview(load_results([run_dir]))
+        except (ValueError, KeyError, FileNotFoundError) as exc:
+            self.console.print(f"(no per-method overview: {exc})")
+            return
+        table = Table(title="per method: mean [95% CI] over prompts x seeds")
+        table.add_column("method")
+        for column in overview.columns:
+            table.add_column(column, justify="right")
+        for method, row in overview.iterrows():
+            table.add_row(method, *[str(v) for v in row])
+        self.console.print(table)
+
+
+def cell_name(method: str, prompt: str, seed: int) -> str:
+    """File-name id of a cell: ``<method>_<prompt slug>_s<seed>``."""
+    return f"{method}_{slug(prompt)}_s{seed}"
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C / SIGTERM: the run stopped cleanly (checkpoint written) or was aborted."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(str(run_dir))
+        self.run_dir = run_dir
+
+
+class StopRequest:
+    """First SIGINT/SIGTERM: finish the current step, write a checkpoint, stop. Second
+    SIGINT: abort at once (KeyboardInterrupt). Installed only in the main thread."""
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self, console) -> None:
+        self.console = console
+        self.requested = False
+        self.previous: dict = {}
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                number = getattr(signal, name)
+                self.previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.console.print(
+            "[yellow]stopping after this step (writing a checkpoint); "
+            "press Ctrl-C again to abort now[/yellow]"
+        )
+
+    def __call__(self) -> bool:
+        return self.requested
+
+
+@dataclass
+class ResumeState:
+    """An interrupted run reopened by benchmark.resume: its store (rows loaded), manifest
+    and the results of the cells it finished."""
+
+    store: RunStore
+    manifest: dict
+    completed: list[CellResult]
 
 
 def run_benchmark(
@@ -170,31 +263,49 @@ def run_benchmark(
     argv: list[str] | None = None,
     quiet: bool = False,
     report: bool = True,
+    resume: ResumeState | None = None,
+    run_id: str | None = None,
 ) -> tuple[Path, list[CellResult]]:
     """Run every (method, prompt, seed) cell; returns the run directory and cell results.
-    With ``report`` the run dir also gets report.html (analysis.report) at the end."""
+
+    With ``report`` the run dir also gets report.html (analysis.report) at the end. Every
+    ``config.checkpoint_every`` steps (and on Ctrl-C) the running cell is checkpointed to
+    ``checkpoints/<cell>.pt`` and the metrics are flushed; the manifest lists finished cells
+    as they finish. With ``resume`` (benchmark.resume.open_run) finished cells are skipped
+    and an interrupted cell continues from its checkpoint, bit-identically on CPU. ``run_id``
+    names a new run dir (default: a new timestamped id; sweeps pass their cell id).
+    """
     device = resolve_device(config.device)
     configure_torch(config.threads)
     prior = build_prior(config, prompts, device)
     evaluators = {p: _evaluator(p, config, device) for p in prompts}
 
-    store = RunStore(config.out)
-    store.write_text("config.yaml", config_to_yaml(config))
-    manifest = {
-        "run_id": store.run_id,
-        "command": argv if argv is not None else sys.argv,
-        "started": datetime.now(UTC).isoformat(),
-        "versions": package_versions(),
-        "git_commit": git_commit(),
-        "device": str(device),
-        "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "torch_threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "methods": methods,
-        "prompts": prompts,
-        "seeds": config.seeds,
-        "status": "running",
-    }
+    if resume is None:
+        store = RunStore(config.out, run_id)
+        store.write_text("config.yaml", config_to_yaml(config))
+        manifest = {
+            "run_id": store.run_id,
+            "command": argv if argv is not None else sys.argv,
+            "started": datetime.now(UTC).isoformat(),
+            "versions": package_versions(),
+            "git_commit": git_commit(),
+            "device": str(device),
+            "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "methods": methods,
+            "prompts": prompts,
+            "seeds": config.seeds,
+            "cells": [],
+        }
+        results: list[CellResult] = []
+    else:
+        store, manifest = resume.store, resume.manifest
+        results = list(resume.completed)
+        manifest.setdefault("resumed", []).append(
+            {"at": datetime.now(UTC).isoformat(), "command": argv, "git_commit": git_commit()}
+        )
+    manifest.update(status="running", pid=os.getpid(), host=platform.node())
     store.write_json("manifest.json", manifest)
     if config.eval.snapshots:
         for prompt, evaluator in evaluators.items():
@@ -202,31 +313,43 @@ def run_benchmark(
                 continue
             store.save_image(f"truth_{slug(prompt)}.png", image_row(evaluator.truth["rgb"]))
 
-    results: list[CellResult] = []
+    finished = {cell_name(r.method, r.prompt, r.seed) for r in results}
     status = "interrupted"
+    reporter = Reporter(quiet)
     try:
-        with Reporter(quiet) as reporter:
+        with reporter, StopRequest(reporter.console) as stop:
             for method in methods:
                 for prompt in prompts:
                     for seed in config.seeds:
-                        trainer = CellTrainer(config, method, prompt, seed, prior, device)
-                        name = f"{method}_{slug(prompt)}_s{seed}"
-
-                        def evaluate(backbone, step, _ev=evaluators[prompt], _name=name):
-                            metrics, renders = _ev(backbone)
-                            if config.eval.snapshots:
-                                store.save_image(f"{_name}_step{step:05d}.png", image_row(renders))
-                            return metrics
-
-                        def log(step, metrics, _m=method, _p=prompt, _s=seed):
-                            store.log(_m, _p, _s, step, metrics)
-
-                        on_step = reporter.cell(method, prompt, seed, config.steps)
-                        results.append(run_cell(trainer, evaluate, log, on_step))
+                        name = cell_name(method, prompt, seed)
+                        if name in finished:
+                            checkpoint_path(store.path, name).unlink(missing_ok=True)
+                            continue
+                        if stop():
+                            raise CellInterrupted(0)
+                        results.append(
+                            _run_one_cell(
+                                config,
+                                method,
+                                prompt,
+                                seed,
+                                prior,
+                                device,
+                                evaluators[prompt],
+                                store,
+                                reporter,
+                                stop,
+                            )
+                        )
                         store.flush_metrics()
+                        manifest["cells"] = [asdict(r) for r in results]
+                        store.write_json("manifest.json", manifest)
+                        checkpoint_path(store.path, name).unlink(missing_ok=True)
         status = "finished"
+    except (CellInterrupted, KeyboardInterrupt) as exc:
+        raise RunInterrupted(store.path) from exc
     finally:
-        # Ctrl-C or a crash: keep every completed cell's rows and say how the run ended.
+        # Ctrl-C or a crash: keep every row logged so far and say how the run ended.
         store.flush_metrics()
         manifest.update(
             status=status,
@@ -240,3 +363,36 @@ def run_benchmark(
 
         write_run_report(store.path, reporter.console)
     return store.path, results
+
+
+def _run_one_cell(
+    config, method, prompt, seed, prior, device, evaluator, store, reporter, stop
+) -> CellResult:
+    """One cell into ``store``: from its checkpoint if there is one, else from step 0."""
+    name = cell_name(method, prompt, seed)
+    ckpt_file = checkpoint_path(store.path, name)
+    start = load_checkpoint(ckpt_file, device) if ckpt_file.exists() else None
+    # Rows past the checkpoint (or all rows, without one) are replayed by the resumed cell.
+    store.drop_rows(method, prompt, seed, after_step=start.step if start else -1)
+    trainer = CellTrainer(config, method, prompt, seed, prior, device)
+
+    def evaluate(backbone, step):
+        metrics, renders = evaluator(backbone)
+        if config.eval.snapshots:
+            store.save_image(f"{name}_step{step:05d}.png", image_row(renders))
+        return metrics
+
+    def log(step, metrics):
+        store.log(method, prompt, seed, step, metrics)
+
+    def save(checkpoint):
+        store.flush_metrics()  # rows first: rows past a checkpoint are dropped on resume
+        save_checkpoint(ckpt_file, checkpoint)
+
+    hooks = CellHooks(
+        on_step=reporter.cell(method, prompt, seed, config.steps, start.step if start else 0),
+        checkpoint=save,
+        checkpoint_every=config.checkpoint_every,
+        stop_requested=stop,
+    )
+    return run_cell(trainer, evaluate, log, hooks=hooks, resume=start)

@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 import torch
 
 from backbones.base import Backbone
+from benchmark.checkpoint import CellCheckpoint
 from benchmark.config import RunConfig
 from benchmark.measure import measure_gradient_variance
 from benchmark.methods import build_estimator
 from benchmark.streams import RandomStreams
+from benchmark.timing import SectionTimer, memory_metrics, reset_peak_memory
 from estimators.base import EstimatorContext, GradientEstimator
 from priors.base import DiffusionPrior
 from world.cameras import sample_cameras
@@ -98,33 +100,55 @@ class CellTrainer:
 
     def sample_step_inputs(self, step: int):
         """Cameras [B] and timesteps [B] of ``step`` from the camera / timestep streams."""
+        return self.draw_cameras_and_t(
+            self.config.camera.batch_size,
+            step,
+            self.streams.generator("camera", step),
+            self.streams.generator("timestep", step),
+        )
+
+    def draw_cameras_and_t(
+        self,
+        n: int,
+        step: int,
+        camera_generator: torch.Generator,
+        timestep_generator: torch.Generator,
+    ):
+        """n training-distribution cameras and n timesteps (schedule at ``step``) drawn from
+        the given generators (the training streams, or the probe's ``measure`` stream)."""
         cam = self.config.camera
         cameras = sample_cameras(
-            cam.batch_size,
-            self.streams.generator("camera", step),
+            n,
+            camera_generator,
             cam.elevation_range,
             cam.azimuth_range,
             cam.distance_range,
             cam.fovy_range,
         ).to(self.device)
         t = self.guidance.timesteps.sample(
-            cam.batch_size,
-            step,
-            self.prior.num_train_timesteps,
-            self.streams.generator("timestep", step),
+            n, step, self.prior.num_train_timesteps, timestep_generator
         ).to(self.device)
         return cameras, t
 
     def step(self, step: int) -> StepOutput:
-        """One optimisation step of theta (and the estimator's own update)."""
+        """One optimisation step of theta (and the estimator's own update).
+
+        Diagnostics include ``time/<section>`` seconds for render, encode, prior (network
+        evaluations inside the estimator), estimator (the rest of ``grad`` and its online
+        ``update``), backward and optimizer, CUDA-synchronised on GPU.
+        """
+        timer = SectionTimer(self.device)
+        prior_seconds = self.prior.seconds
         cameras, t = self.sample_step_inputs(step)
-        render = self.backbone.render(
-            cameras,
-            self.config.render.height,
-            self.config.render.width,
-            normals="normal" in self.estimator.render_outputs,
-        )
-        x = self.prior.encode(render["rgb"])
+        with timer.section("time/render"):
+            render = self.backbone.render(
+                cameras,
+                self.config.render.height,
+                self.config.render.width,
+                normals="normal" in self.estimator.render_outputs,
+            )
+        with timer.section("time/encode"):
+            x = self.prior.encode(render["rgb"])
         eps = self.streams.normal("noise", step, tuple(x.shape), self.device)
         ctx = EstimatorContext(
             prompt=self.prompt,
@@ -133,19 +157,40 @@ class CellTrainer:
             step=step,
             generator=self.streams.generator("estimator", step),
         )
-        grad, diagnostics = self.estimator.grad(x, t, eps, self.prior, ctx)
+        with timer.section("time/estimator"):
+            grad, diagnostics = self.estimator.grad(x, t, eps, self.prior, ctx)
         if not bool(torch.isfinite(grad).all()):
             raise CellDiverged(step, "non-finite estimator gradient")
-        loss = 0.5 * ((x - (x - grad).detach()) ** 2).sum() / x.shape[0]
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with timer.section("time/backward"):
+            loss = 0.5 * ((x - (x - grad).detach()) ** 2).sum() / x.shape[0]
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         for group in self.optimizer.param_groups:
             for param in group["params"]:
                 if param.grad is not None and not bool(torch.isfinite(param.grad).all()):
                     raise CellDiverged(step, f"non-finite theta gradient in '{group['name']}'")
-        self.optimizer.step()
-        self.estimator.update(x.detach(), self.prior, ctx)
-        return StepOutput(grad, t, diagnostics)
+        with timer.section("time/optimizer"):
+            self.optimizer.step()
+        with timer.section("time/estimator"):
+            self.estimator.update(x.detach(), self.prior, ctx)
+        prior_seconds = self.prior.seconds - prior_seconds
+        timer.add("time/prior", prior_seconds)
+        timer.add("time/estimator", -prior_seconds)
+        return StepOutput(grad, t, {**diagnostics, **timer.seconds})
+
+    def state_dict(self) -> dict:
+        """Backbone (parameters and buffers), Adam and estimator state: with the step index
+        this is all a resumed cell needs (random streams are stateless)."""
+        return {
+            "backbone": self.backbone.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "estimator": self.estimator.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.backbone.load_state_dict(state["backbone"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.estimator.load_state_dict(state["estimator"])
 
 
 @dataclass
@@ -163,31 +208,89 @@ class CellResult:
     steps_done: int = 0
 
 
+class CellInterrupted(Exception):
+    """A stop was requested (Ctrl-C / SIGTERM); raised after the checkpoint is written."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"interrupted after step {step}")
+        self.step = step
+
+
+@dataclass
+class CellHooks:
+    """What the runner plugs into ``run_cell``.
+
+    checkpoint: called with a CellCheckpoint every ``checkpoint_every`` steps (after all of
+        that step's rows are logged) and when a stop is requested; None = no checkpoints.
+    stop_requested: polled after every step; True -> checkpoint, then CellInterrupted.
+    """
+
+    on_step: Callable[[int], None] | None = None
+    checkpoint: Callable[[CellCheckpoint], None] | None = None
+    checkpoint_every: int = 0
+    stop_requested: Callable[[], bool] | None = None
+
+
 def run_cell(
     trainer: CellTrainer,
     evaluate: Callable[[Backbone, int], dict[str, float]],
     log: Callable[[int, dict[str, float]], None],
     on_step: Callable[[int], None] | None = None,
+    hooks: CellHooks | None = None,
+    resume: CellCheckpoint | None = None,
 ) -> CellResult:
     """Train one cell for config.steps steps with evaluation and per-step logging.
 
     Metrics logged with ``step`` = number of optimiser steps done: per step ``t``,
-    ``grad_norm`` (and estimator diagnostics), cumulative ``n_evals`` (prior network
-    evaluations) and ``train_seconds`` (wall-clock excluding evaluation); at checkpoints
-    (0, every, 2 every, ..., steps) the evaluation metrics; with ``measure.every`` > 0 the
-    gradient-variance probe (benchmark/measure.py, ``var/...``) at 0, every measure.every
-    steps and the last step, excluded from ``train_seconds`` like the evaluation.
+    ``grad_norm`` (and estimator diagnostics, ``time/*`` sections), cumulative ``n_evals``
+    (prior network evaluations) and ``train_seconds`` (wall-clock excluding evaluation); at
+    checkpoints (0, every, 2 every, ..., steps) the evaluation metrics, ``time/eval`` and
+    ``mem/*``; with ``measure.every`` > 0 the gradient-variance probe (benchmark/measure.py,
+    ``var/...``, its wall-clock ``var/seconds``) at 0, every measure.every steps and the last step,
+    excluded from ``train_seconds`` like the evaluation.
+
+    With ``resume`` the trainer state is loaded and training continues at ``resume.step``;
+    the rows logged up to that step are the caller's (they are in the results store).
     """
+    hooks = hooks or CellHooks(on_step=on_step)
     config = trainer.config
+    device = trainer.device
     result = CellResult(trainer.method, trainer.prompt, trainer.seed)
-    evals_start = trainer.prior.n_evals
-    result.initial = evaluate(trainer.backbone, 0)
-    log(0, result.initial)
+    reset_peak_memory(device)
     probe = config.measure
-    if probe.every > 0:
-        log(0, measure_gradient_variance(trainer, 0, probe))
-    elapsed = 0.0
-    for step in range(config.steps):
+
+    def evaluate_and_log(done: int) -> dict[str, float]:
+        start = time.perf_counter()
+        metrics = evaluate(trainer.backbone, done)
+        log(done, {**metrics, "time/eval": time.perf_counter() - start, **memory_metrics(device)})
+        return metrics
+
+    def measure_and_log(done: int) -> None:
+        log(done, measure_gradient_variance(trainer, done, probe))  # its time: var/seconds
+
+    if resume is None:
+        first, elapsed, evals_offset = 0, 0.0, 0
+        result.initial = evaluate_and_log(0)
+        if probe.every > 0:
+            measure_and_log(0)
+    else:
+        trainer.load_state_dict(resume.trainer_state)
+        first, elapsed, evals_offset = resume.step, resume.train_seconds, resume.n_evals
+        result.initial, result.final = dict(resume.initial), dict(resume.final)
+    evals_start = trainer.prior.n_evals
+    result.steps_done = first
+
+    def cell_checkpoint(done: int) -> CellCheckpoint:
+        return CellCheckpoint(
+            step=done,
+            trainer_state=trainer.state_dict(),
+            n_evals=trainer.prior.n_evals - evals_start + evals_offset,
+            train_seconds=elapsed,
+            initial=result.initial,
+            final=result.final,
+        )
+
+    for step in range(first, config.steps):
         start = time.perf_counter()
         try:
             out = trainer.step(step)
@@ -196,7 +299,7 @@ def run_cell(
             log(step, {"failed": 1.0})
             break
         elapsed += time.perf_counter() - start
-        n_evals = trainer.prior.n_evals - evals_start
+        n_evals = trainer.prior.n_evals - evals_start + evals_offset
         done = step + 1
         log(
             done,
@@ -208,13 +311,18 @@ def run_cell(
             },
         )
         if done % config.eval.every == 0 or done == config.steps:
-            result.final = evaluate(trainer.backbone, done)
-            log(done, result.final)
+            result.final = evaluate_and_log(done)
         if probe.every > 0 and (done % probe.every == 0 or done == config.steps):
-            log(done, measure_gradient_variance(trainer, done, probe))
+            measure_and_log(done)
         result.steps_done = done
-        if on_step is not None:
-            on_step(done)
+        if hooks.on_step is not None:
+            hooks.on_step(done)
+        stop = hooks.stop_requested is not None and hooks.stop_requested()
+        if hooks.checkpoint is not None and done < config.steps:
+            if stop or (hooks.checkpoint_every > 0 and done % hooks.checkpoint_every == 0):
+                hooks.checkpoint(cell_checkpoint(done))
+        if stop and done < config.steps:
+            raise CellInterrupted(done)
     result.train_seconds = elapsed
-    result.n_evals = trainer.prior.n_evals - evals_start
+    result.n_evals = trainer.prior.n_evals - evals_start + evals_offset
     return result

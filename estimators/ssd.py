@@ -84,7 +84,9 @@ class SSD(GradientEstimator):
         mu = self.mu.value(s)
         g = w * (eps_hat - mu * s)
         self._pending = (w * eps_hat, w * s)
+        counts = {} if self.geometry is None else {"n_evals_depth": float(self.geometry.n_evals)}
         return g, {
+            **counts,
             "grad_norm": float(g.flatten(1).norm(dim=1).mean()),
             "phi": float(phi.mean()),
             "cv_norm": float(s.flatten(1).norm(dim=1).mean()),
@@ -101,7 +103,10 @@ class SSD(GradientEstimator):
             self._pending = None
 
     def state_dict(self) -> dict:
-        return {"mu": self.mu.state_dict()}
+        evals = None if self.geometry is None else self.geometry.n_evals
+        return {"mu": self.mu.state_dict(), "n_evals_depth": evals}
 
     def load_state_dict(self, state: dict) -> None:
         self.mu.load_state_dict(state["mu"])
+        if self.geometry is not None and state.get("n_evals_depth") is not None:
+            self.geometry.n_evals = int(state["n_evals_depth"])

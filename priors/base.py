@@ -2,11 +2,13 @@
 
 A prior maps rendered RGB into its own space (``encode``), predicts noise for a batch with a
 named CFG mode (``predict_noise``) and counts its own network evaluations (``n_evals``: one
-per image per branch that went through the network).
+per image per branch that went through the network) and the wall-clock they took
+(``seconds``, CUDA-synchronised), so the harness can split a step's time.
 """
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +33,7 @@ class DiffusionPrior(ABC):
 
     def __init__(self) -> None:
         self.n_evals = 0
+        self.seconds = 0.0
 
     @property
     def num_train_timesteps(self) -> int:
@@ -49,9 +52,16 @@ class DiffusionPrior(ABC):
     def predict_branch(
         self, x_t: torch.Tensor, t: torch.Tensor, ctx: PriorContext, conditional: bool
     ) -> torch.Tensor:
-        """Counted single-branch noise prediction, [B, ...] -> [B, ...]."""
+        """Counted and timed single-branch noise prediction, [B, ...] -> [B, ...]."""
         self.n_evals += x_t.shape[0]
-        return self._predict_branch(x_t, t, ctx, conditional)
+        if x_t.is_cuda:
+            torch.cuda.synchronize(x_t.device)
+        start = time.perf_counter()
+        eps = self._predict_branch(x_t, t, ctx, conditional)
+        if eps.is_cuda:
+            torch.cuda.synchronize(eps.device)
+        self.seconds += time.perf_counter() - start
+        return eps
 
     def predict_noise(
         self,

@@ -216,3 +216,15 @@ def test_parser_does_not_import_torch():
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False", proc.stdout
+
+
+def test_readme_bad_input_table_lists_every_case():
+    """Every bad-input test case (run, resume, sweep) has its row in the README table."""
+    from tests.test_sweep import BAD_CASES
+
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## Bad inputs", 1)[1].split("\n## ", 1)[0]
+    ids = [case.id for case in CASES] + list(BAD_CASES)
+    ids += ["truncate_metrics", "corrupt_manifest", "bad_config", "corrupt_checkpoint"]
+    missing = [i for i in ids if i not in table]
+    assert not missing, f"README bad-input table lacks {missing}"

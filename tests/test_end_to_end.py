@@ -12,6 +12,7 @@ import pytest
 from analysis import load_results
 from benchmark.cli import main
 from benchmark.methods import BUILDERS
+from benchmark.results import is_machine_metric
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,8 +64,8 @@ def test_same_seed_is_bit_identical_and_seeds_differ(tmp_path):
     a = _small_run(tmp_path, "a")
     b = _small_run(tmp_path, "b")
     cols = ["method", "prompt", "seed", "step", "metric"]
-    a = a[~a.metric.str.endswith("seconds")].sort_values(cols).reset_index(drop=True)
-    b = b[~b.metric.str.endswith("seconds")].sort_values(cols).reset_index(drop=True)
+    a = a[~a.metric.map(is_machine_metric)].sort_values(cols).reset_index(drop=True)
+    b = b[~b.metric.map(is_machine_metric)].sort_values(cols).reset_index(drop=True)
     assert len(a) > 0 and a.metric.str.startswith("var/").any()  # variance measured
     pd.testing.assert_frame_equal(
         a.drop(columns="run_id"), b.drop(columns="run_id"), check_exact=True
@@ -108,6 +109,7 @@ def test_main_job_improves_psnr_for_every_method(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "summary" in proc.stderr and "results:" in proc.stderr  # table + run dir printed
+    assert "per method" in proc.stderr  # the per-method overview (log_var, NSR, PSNR, ...)
     run = _only_run(out)
     for name in ("config.yaml", "manifest.json", "metrics.parquet"):
         assert (run / name).is_file()
@@ -131,3 +133,9 @@ def test_main_job_improves_psnr_for_every_method(tmp_path):
     for method in methods:
         assert t[method].equals(t["sds"])
     assert set(df.metric) >= {"psnr", "t", "n_evals", "train_seconds", "grad_norm"}
+    assert {"time/render", "time/prior", "time/backward", "mem/peak_rss_mb"} <= set(df.metric)
+    # variance rows for every method at every probe checkpoint (0, 50, ..., 200)
+    probe = df[df.metric.eq("var/all/log_var")]
+    for method in methods:
+        steps = sorted(probe.loc[probe.method.eq(method), "step"].unique())
+        assert steps == [0, 50, 100, 150, 200], (method, steps)

@@ -29,6 +29,7 @@ from benchmark.measure import (
     variant_statistics,
 )
 from benchmark.methods import BUILDERS
+from benchmark.results import is_machine_metric
 from benchmark.trainer import CellTrainer, run_cell
 from estimators.sds import SDS
 from tests.fakes import LinearPrior
@@ -418,7 +419,7 @@ def test_run_cell_logs_probe_without_changing_training(world_prior_small):
 
     def training(logged):
         return [
-            (s, {k: v for k, v in m.items() if k != "train_seconds"})
+            (s, {k: v for k, v in m.items() if not is_machine_metric(k)})
             for s, m in logged
             if not any(k.startswith("var/") for k in m)
         ]

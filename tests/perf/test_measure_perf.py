@@ -101,3 +101,74 @@ def test_probe_engine_func_vs_autograd(benchmark, setup, variant):
     )
     print(f"\n{variant}: func {t_func:.3f} s, autograd {t_autograd:.3f} s")
     assert t_func > 0 and t_autograd > 0
+
+
+def test_probe_k8_vs_one_training_step(benchmark, setup):
+    """Issue target: one probe with K = 8 (one variant, all randomness; no bootstrap) costs
+    <= 4x one training step. extra_info['probe_k8_over_one_step'] is that ratio."""
+    config, trainer = setup
+    probe_config = replace(config.measure, samples=8, chunk=8, variants=("all",), bootstrap=0)
+    counter = iter(range(10, 10**9))
+
+    def one_step():
+        start = time.perf_counter()
+        trainer.step(next(counter))
+        return time.perf_counter() - start
+
+    def probe():
+        start = time.perf_counter()
+        measure_gradient_variance(trainer, 10, probe_config)
+        return time.perf_counter() - start
+
+    repeats = 1 if benchmark.disabled else 15
+    t_step, t_probe = benchmark.pedantic(
+        lambda: _median_pair(one_step, probe, repeats), rounds=1, iterations=1
+    )
+    ratio = t_probe / t_step
+    benchmark.extra_info.update(step_ms=1000 * t_step, probe_ms=1000 * t_probe, ratio=ratio)
+    print(f"\nprobe K=8 {1000 * t_probe:.1f} ms / step {1000 * t_step:.1f} ms = {ratio:.2f}x")
+    assert t_probe > 0 and t_step > 0
+
+
+def test_harness_overhead_with_measurements_off(benchmark, setup):
+    """run_cell (logging, counters, time split, checkpoint polling) with the probe, the
+    evaluation and checkpoints off, against bare ``trainer.step`` calls. Target <= 5%:
+    extra_info['overhead'] = harness / bare - 1."""
+    from benchmark.trainer import CellHooks, run_cell
+
+    config, trainer = setup
+    steps = 8 if benchmark.disabled else 40
+    quiet = replace(
+        config,
+        steps=steps,
+        measure=replace(config.measure, every=0),
+        eval=replace(config.eval, every=10**9),
+    )
+    rows = []
+
+    def bare():
+        start = time.perf_counter()
+        for k in range(steps):
+            trainer.step(k)
+        return time.perf_counter() - start
+
+    def harness():
+        trainer.config = quiet
+        start = time.perf_counter()
+        run_cell(
+            trainer,
+            lambda backbone, step: {},
+            lambda step, metrics: rows.append((step, metrics)),
+            hooks=CellHooks(stop_requested=lambda: False),
+        )
+        elapsed = time.perf_counter() - start
+        trainer.config = config
+        return elapsed
+
+    t_bare, t_harness = benchmark.pedantic(
+        lambda: _median_pair(bare, harness, _repeats(benchmark)), rounds=1, iterations=1
+    )
+    overhead = t_harness / t_bare - 1.0
+    benchmark.extra_info.update(bare_s=t_bare, harness_s=t_harness, overhead=overhead)
+    print(f"\nharness overhead with measurements off: {100 * overhead:+.1f}%")
+    assert rows and t_bare > 0
