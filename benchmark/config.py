@@ -140,7 +140,13 @@ class RunConfig:
     sd: SDPriorConfig = field(default_factory=SDPriorConfig)
 
     def __post_init__(self) -> None:
-        parse_prior(self.prior)
+        try:
+            parse_prior(self.prior)
+        except ValueError:
+            raise ConfigError(
+                f"bad value for 'prior': {self.prior!r}; expected 'world' or 'sd:PATH' "
+                "(a diffusers Stable Diffusion directory)"
+            ) from None
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if not self.seeds:
