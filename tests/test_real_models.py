@@ -427,3 +427,18 @@ def test_end_to_end_two_prompts_three_methods(fixtures_dir, tmp_path):
     assert manifest["status"] == "finished"
     assert [c["status"] for c in manifest["cells"]] == ["ok"] * 6
     assert all(c["steps_done"] == 3 for c in manifest["cells"])
+
+
+def test_lora_vsd_checkpoint_resumes_bit_identically(fixtures_dir, sd_prior, tmp_path):
+    """LoRA + camera embedding + AdamW state survive a weights_only checkpoint round trip."""
+    from benchmark.checkpoint import CellCheckpoint, load_checkpoint, save_checkpoint
+
+    config = _config(fixtures_dir, "vsd.guidance_scale=7.5")
+    a = CellTrainer(config, "vsd", PROMPT, 0, sd_prior, CPU)
+    for step in range(2):
+        a.step(step)
+    path = tmp_path / "cell.pt"
+    save_checkpoint(path, CellCheckpoint(2, a.state_dict(), 0, 0.0, {}, {}))
+    b = CellTrainer(config, "vsd", PROMPT, 0, sd_prior, CPU)
+    b.load_state_dict(load_checkpoint(path).trainer_state)
+    assert torch.equal(a.step(2).grad, b.step(2).grad)
