@@ -16,10 +16,10 @@ from estimators.base import GuidanceConfig
 from estimators.ssd import SSDConfig
 from estimators.vsd import VSDConfig
 from priors.clip_spec import check_clip_spec
+from priors.stable_diffusion import SDPriorConfig, parse_prior
 from world.prior import WorldPriorConfig
 
 BackboneName = Literal["voxel", "image"]
-PriorName = Literal["world"]
 DeviceName = Literal["cpu", "cuda"]
 
 
@@ -130,7 +130,7 @@ class RunConfig:
     threads: int = 2
     checkpoint_every: int = 50
     backbone: BackboneName = "voxel"
-    prior: PriorName = "world"
+    prior: str = "world"  # "world" or "sd:PATH" (a diffusers Stable Diffusion directory)
     voxel: VoxelConfig = field(default_factory=VoxelConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
     world: WorldPriorConfig = field(default_factory=WorldPriorConfig)
@@ -142,8 +142,16 @@ class RunConfig:
     sds: SDSConfig = field(default_factory=SDSConfig)
     vsd: VSDConfig = field(default_factory=VSDConfig)
     ssd: SSDConfig = field(default_factory=SSDConfig)
+    sd: SDPriorConfig = field(default_factory=SDPriorConfig)
 
     def __post_init__(self) -> None:
+        try:
+            parse_prior(self.prior)
+        except ValueError:
+            raise ConfigError(
+                f"bad value for 'prior': {self.prior!r}; expected 'world' or 'sd:PATH' "
+                "(a diffusers Stable Diffusion directory)"
+            ) from None
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if not self.seeds:

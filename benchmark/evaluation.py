@@ -158,3 +158,19 @@ class HeldOutEvaluator:
                 rgb, self.clip_candidates.index(self.prompt), self.clip_candidates
             )
         return metrics, rgb
+
+
+class RenderOnlyEvaluator:
+    """For prompts without a world object (real priors): renders at the held-out cameras,
+    no metrics (``truth`` is None)."""
+
+    truth = None
+
+    def __init__(self, config: RunConfig, device: torch.device) -> None:
+        self.config = config
+        self.cameras = held_out_cameras(config).to(device)
+
+    @torch.no_grad()
+    def __call__(self, backbone: Backbone) -> tuple[dict[str, float], torch.Tensor]:
+        out = backbone.render(self.cameras, self.config.render.height, self.config.render.width)
+        return {}, out["rgb"].clamp(0.0, 1.0)

@@ -17,7 +17,7 @@ import torch
 from benchmark.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from benchmark.config import RunConfig, config_to_yaml
 from benchmark.errors import UserError
-from benchmark.evaluation import HeldOutEvaluator, image_row, slug
+from benchmark.evaluation import HeldOutEvaluator, RenderOnlyEvaluator, image_row, slug
 from benchmark.results import RunStore
 from benchmark.trainer import (
     CellHooks,
@@ -77,7 +77,36 @@ def build_prior(config: RunConfig, prompts: list[str], device: torch.device):
             config=config.world,
             device=device,
         )
+    if config.prior.startswith("sd:"):
+        return build_sd_prior(config, prompts, device)
     raise UserError(f"unknown prior '{config.prior}'")
+
+
+def build_sd_prior(config: RunConfig, prompts: list[str], device: torch.device):
+    """``--prior sd:PATH``: a local diffusers Stable Diffusion directory (priors/stable_diffusion);
+    a missing, incomplete or wrong directory and over-long prompts are one-line user errors."""
+    from priors.stable_diffusion import StableDiffusionPrior, WeightsError, parse_prior
+
+    _, path = parse_prior(config.prior)
+    try:
+        prior = StableDiffusionPrior(path, config.sd, device, prompts)
+    except (WeightsError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    if "ssd" in config.methods and config.ssd.baseline != "constant":
+        from benchmark.methods import geometry_estimator
+
+        geometry_estimator(prior, config)  # load (and cache) the depth model before any cell
+    return prior
+
+
+def _evaluator(prompt: str, config: RunConfig, device: torch.device, clip=None):
+    """GT metrics for world prompts; with a real prior (``sd:PATH``) a prompt the world does
+    not know gets held-out renders without metrics."""
+    from world.objects import known_prompts
+
+    if config.prior != "world" and prompt not in known_prompts():
+        return RenderOnlyEvaluator(config, device)
+    return HeldOutEvaluator(prompt, config, device, clip)
 
 
 class Reporter:
@@ -259,7 +288,7 @@ def run_benchmark(
     configure_torch(config.threads)
     prior = build_prior(config, prompts, device)
     clip = load_clip_scorer(resolve_clip_spec(config.eval.clip, config.prior), device)
-    evaluators = {p: HeldOutEvaluator(p, config, device, clip) for p in prompts}
+    evaluators = {p: _evaluator(p, config, device, clip) for p in prompts}
 
     if resume is None:
         store = RunStore(config.out, run_id)
@@ -290,6 +319,8 @@ def run_benchmark(
     store.write_json("manifest.json", manifest)
     if config.eval.snapshots:
         for prompt, evaluator in evaluators.items():
+            if evaluator.truth is None:
+                continue
             store.save_image(f"truth_{slug(prompt)}.png", image_row(evaluator.truth["rgb"]))
 
     finished = {cell_name(r.method, r.prompt, r.seed) for r in results}

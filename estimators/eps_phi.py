@@ -258,3 +258,118 @@ class ResidualEpsPhi(VariationalScoreModel):
     def load_state_dict(self, state: dict) -> None:
         self.net.load_state_dict(state["net"])
         self.n_evals = int(state.get("n_evals", 0))
+
+
+#: attention projections of a diffusers UNet that get LoRA adapters (ProlificDreamer)
+LORA_TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+class LoRAEpsPhi(VariationalScoreModel):
+    """eps_phi for a diffusers latent prior: a LoRA copy of its UNet conditioned on the camera.
+
+        eps_phi(x_t, t, y, c) = UNet_{W + (alpha/r) B A}(x_t, t, E(y), class_emb = M(c))
+
+    - A separate copy of the prior's UNet (``copy.deepcopy``; frozen base weights) carries
+      peft LoRA adapters (rank r, ``lora_alpha``) on ``LORA_TARGET_MODULES``, added with
+      ``unet.add_adapter(LoraConfig(...))``. The prior's own UNet stays untouched, so the
+      pretrained eps_hat (``prior.predict_noise``) is the adapter-free model without a class
+      embedding, and cells sharing one prior never see each other's adapters. Cost: one more
+      UNet in memory (as threestudio's VSD, which loads a second UNet).
+    - Camera condition c = flattened 4x4 camera-to-world matrix [B, 16] through
+      M = TimestepEmbedding(16, time_embed_dim), set as the UNet's ``class_embedding`` (its
+      output is added to the timestep embedding, as threestudio/ProlificDreamer).
+    - Init (no global RNG: module construction runs inside ``fork_rng``, then values are drawn
+      from ``generator``): lora_A kaiming-uniform (peft's default), lora_B = 0, M's first layer
+      kaiming-uniform and its last layer = 0, so at init eps_phi equals the pretrained
+      conditional prediction exactly.
+    - Loss: plain eps-MSE, mean over all elements, on the detached latent (ProlificDreamer);
+      v-prediction models are trained through their eps conversion. The VSD config's
+      ``phi_*`` knobs describe the world's DeltaNet and are not used here.
+    Trainable parameters (``parameters()``): the LoRA matrices and M, kept in fp32.
+    """
+
+    def __init__(
+        self, prior: DiffusionPrior, generator: torch.Generator, rank: int = 4, alpha: int = 4
+    ) -> None:
+        import copy
+
+        from diffusers.models.embeddings import TimestepEmbedding
+        from peft import LoraConfig
+
+        unet = copy.deepcopy(prior.unet)
+        unet.requires_grad_(False)
+        time_embed_dim = unet.time_embedding.linear_2.out_features
+        device = next(unet.parameters()).device
+        with torch.random.fork_rng(devices=[]):
+            unet.add_adapter(
+                LoraConfig(
+                    r=rank,
+                    lora_alpha=alpha,
+                    target_modules=list(LORA_TARGET_MODULES),
+                    init_lora_weights=True,
+                )
+            )
+            camera_embedding = TimestepEmbedding(16, time_embed_dim)
+        for param in unet.parameters():
+            if param.requires_grad:  # the adapters: fp32 master weights under an fp16 UNet
+                param.data = param.data.to(torch.float32)
+        camera_embedding.to(device=device, dtype=torch.float32)
+        self._reset_parameters(unet, camera_embedding, generator)
+        unet.class_embedding = camera_embedding
+        self.unet = unet
+        self.n_evals = 0
+
+    @staticmethod
+    @torch.no_grad()
+    def _reset_parameters(unet, camera_embedding, generator: torch.Generator) -> None:
+        """lora_A and M.linear_1: kaiming-uniform from ``generator``; lora_B, M.linear_2: 0."""
+
+        def kaiming_(weight: torch.Tensor) -> None:
+            bound = 1.0 / math.sqrt(weight.shape[1])  # kaiming_uniform(a = sqrt(5))
+            draw = torch.rand(weight.shape, generator=generator, dtype=torch.float32)
+            weight.copy_((2.0 * draw - 1.0) * bound)
+
+        for name, param in sorted(unet.named_parameters(), key=lambda item: item[0]):
+            if ".lora_A." in name:
+                kaiming_(param)
+            elif ".lora_B." in name:
+                param.zero_()
+        kaiming_(camera_embedding.linear_1.weight)
+        bound = 1.0 / math.sqrt(camera_embedding.linear_1.weight.shape[1])
+        draw = torch.rand(camera_embedding.linear_1.bias.shape, generator=generator)
+        camera_embedding.linear_1.bias.copy_((2.0 * draw - 1.0) * bound)
+        camera_embedding.linear_2.weight.zero_()
+        camera_embedding.linear_2.bias.zero_()
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.unet.parameters() if p.requires_grad]
+
+    def named_trainable(self) -> dict[str, torch.nn.Parameter]:
+        return {n: p for n, p in self.unet.named_parameters() if p.requires_grad}
+
+    def predict(self, x_t, t, ctx, prior, camera_dropped=None, eps_prior=None):
+        """eps_phi [B, C, h, w] fp32; ``eps_prior`` is not needed (the LoRA UNet is a full
+        noise predictor) and ignored."""
+        n = x_t.shape[0]
+        c2w = ctx.cameras.c2w.reshape(n, 16).to(device=x_t.device, dtype=torch.float32)
+        if camera_dropped is not None:
+            c2w = torch.where(camera_dropped.to(c2w.device)[:, None], torch.zeros_like(c2w), c2w)
+        hidden = prior.encoder_hidden_states(ctx, conditional=True)
+        self.n_evals += n
+        return prior.run_unet(self.unet, x_t, t, hidden, class_labels=c2w)
+
+    def loss(self, x, t, eps, ctx, prior, camera_dropped):
+        x_t = add_noise(x, t, eps, prior.alphas_cumprod)
+        eps_phi = self.predict(x_t, t, ctx, prior, camera_dropped)
+        return F.mse_loss(eps_phi, eps)
+
+    def state_dict(self) -> dict:
+        params = {n: p.detach().clone() for n, p in self.named_trainable().items()}
+        return {"params": params, "n_evals": self.n_evals}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        params = self.named_trainable()
+        for name, value in state["params"].items():
+            params[name].copy_(value)
+        self.n_evals = int(state.get("n_evals", 0))

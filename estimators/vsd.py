@@ -39,7 +39,9 @@ class VSDConfig(GuidanceConfig):
     """VSD knobs on top of the shared guidance/weighting/timestep config.
 
     Attributes:
-        lr, weight_decay: AdamW on eps_phi's trainable parameters.
+        lr, weight_decay: AdamW on eps_phi's trainable parameters (with an SD prior the
+            harness builds a LoRA eps_phi, estimators.eps_phi.LoRAEpsPhi, whose lr is
+            ``sd.lora_lr``; the phi_* knobs below apply to the pixel-space DeltaNet only).
         camera_dropout: probability that eps_phi's camera condition is replaced by zeros in
             a training step (per image).
         warmup_steps: the first ``warmup_steps`` steps return G = 0 (theta does not move)
