@@ -64,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config value, e.g. --set sds.guidance_scale=7.5 (repeatable)",
     )
     run.add_argument("--device", default=None, help="cpu or cuda")
+    run.add_argument(
+        "--clip",
+        default=None,
+        metavar="SPEC",
+        help="CLIP scorer (= --set eval.clip=SPEC): auto (default), world, none, or "
+        "ARCH:PATH for a local open_clip checkpoint, e.g. ViT-B-32:/models/clip.safetensors",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
     run.add_argument(
         "--no-report", action="store_true", help="do not write report.html into the run dir"
@@ -191,7 +198,9 @@ def cmd_make_fixtures(args: argparse.Namespace, argv: list[str]) -> int:
     return EXIT_OK
 
 
-RUN_OPTIONS = ("methods", "prompts", "backbone", "prior", "steps", "seeds", "out", "config")
+RUN_OPTIONS = (
+    "methods", "prompts", "backbone", "prior", "steps", "seeds", "out", "config", "clip",
+)  # fmt: skip
 
 
 def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
@@ -208,9 +217,10 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     from benchmark.methods import validate_methods
     from benchmark.prompts import read_prompts, validate_prompts
 
+    overrides = list(args.overrides) + ([f"eval.clip={args.clip}"] if args.clip else [])
     config = load_config(
         args.config,
-        args.overrides,
+        overrides,
         methods=args.methods,
         prompts_file=args.prompts,
         backbone=args.backbone,

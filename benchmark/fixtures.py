@@ -222,6 +222,34 @@ def build_dpt(directory: Path, seed: int = 0) -> None:
     processor.save_pretrained(directory)
 
 
+#: a tiny open_clip architecture (ViT 1 x 32 at 32x32, text 1 x 16, ~0.9 M params, most of it
+#: the 49408-token embedding); its spec for ``eval.clip`` is ``DIR/clip/tiny_clip.json:
+#: DIR/clip/model.safetensors``
+TINY_CLIP = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
+}
+
+
+def build_clip(directory: Path, seed: int = 0) -> None:
+    """A tiny random open_clip model: ``tiny_clip.json`` (open_clip model config, registered
+    by ``priors.clip.load_clip_scorer``) and ``model.safetensors`` (its state dict)."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / "tiny_clip.json"
+    config.write_text(json.dumps(TINY_CLIP, indent=2), encoding="utf-8")
+    open_clip.add_model_config(config)
+    model = _build(
+        lambda: open_clip.create_model("tiny_clip", pretrained=None, load_weights=False),
+        _generator(seed, "clip"),
+    )
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(directory / "model.safetensors"))
+
+
 def _build_sd_with_depth(directory: Path, seed: int = 0) -> None:
     build_sd(directory, seed)
     build_dpt(directory / "depth", seed)
@@ -231,6 +259,7 @@ def _build_sd_with_depth(directory: Path, seed: int = 0) -> None:
 FIXTURES: dict[str, Callable[..., None]] = {
     "sd": _build_sd_with_depth,
     "dpt": build_dpt,
+    "clip": build_clip,
 }
 
 

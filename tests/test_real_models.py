@@ -442,3 +442,15 @@ def test_lora_vsd_checkpoint_resumes_bit_identically(fixtures_dir, sd_prior, tmp
     b = CellTrainer(config, "vsd", PROMPT, 0, sd_prior, CPU)
     b.load_state_dict(load_checkpoint(path).trainer_state)
     assert torch.equal(a.step(2).grad, b.step(2).grad)
+
+
+def test_clip_fixture_loads_through_the_user_checkpoint_path(tmp_path):
+    """make-fixtures' tiny open_clip loads via eval.clip=ARCH_JSON:WEIGHTS and scores."""
+    from benchmark.fixtures import make_fixtures
+    from priors.clip import load_clip_scorer
+
+    (clip_dir,) = make_fixtures(tmp_path, ["clip"])
+    scorer = load_clip_scorer(f"{clip_dir / 'tiny_clip.json'}:{clip_dir / 'model.safetensors'}")
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    scores = scorer.score(images, ["a red sphere", "a chair"])
+    assert scores.shape == (2,) and torch.isfinite(scores).all()
