@@ -440,3 +440,21 @@ def test_cameras_getitem_list_used_for_shared_camera():
         torch.ones(2),
     )
     assert len(cams[[0, 0, 0]]) == 3 and torch.equal(cams[[0, 0, 0]].fovy, torch.full((3,), 40.0))
+
+
+def test_ssd_with_phi_one_mu_one_reports_exactly_sds_numbers(world_prior_small):
+    """Issue 8: SSD(constant phi = 1, fixed mu = 1) has S = eps, so G_ssd = G_sds bit for bit
+    and the probe reports SDS's numbers exactly, eps-only variant (camera and t fixed)
+    included; SDS's eps-only variance is a finite, positive number."""
+    config = ["measure.samples=4", "measure.bootstrap=20"]
+    sds = make_trainer(world_prior_small, *config, method="sds")
+    ssd = make_trainer(
+        world_prior_small, *config, "ssd.baseline=constant", "ssd.mu=fixed", method="ssd"
+    )
+    a = measure_gradient_variance(sds, 2, sds.config.measure)
+    b = measure_gradient_variance(ssd, 2, ssd.config.measure)
+    keep = sorted(k for k in a if not is_machine_metric(k))
+    assert {k: a[k] for k in keep} == {k: b[k] for k in keep if k in a}
+    eps_only = a["var/fixed_camera_t/var_trace"]
+    assert math.isfinite(eps_only) and eps_only > 0.0
+    assert a["var/all/var_trace"] > eps_only  # camera and t add variance on top of eps
