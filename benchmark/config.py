@@ -8,6 +8,7 @@ from typing import Literal
 
 import yaml
 
+from backbones.hashgrid import HashGridConfig
 from backbones.image import ImageConfig
 from backbones.voxel import VoxelConfig
 from benchmark.errors import ConfigError
@@ -17,7 +18,7 @@ from estimators.ssd import SSDConfig
 from estimators.vsd import VSDConfig
 from world.prior import WorldPriorConfig
 
-BackboneName = Literal["voxel", "image"]
+BackboneName = Literal["voxel", "hashgrid", "image"]
 PriorName = Literal["world"]
 DeviceName = Literal["cpu", "cuda"]
 
@@ -126,6 +127,7 @@ class RunConfig:
     backbone: BackboneName = "voxel"
     prior: PriorName = "world"
     voxel: VoxelConfig = field(default_factory=VoxelConfig)
+    hashgrid: HashGridConfig = field(default_factory=HashGridConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
     world: WorldPriorConfig = field(default_factory=WorldPriorConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
