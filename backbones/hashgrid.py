@@ -190,6 +190,9 @@ class HashGridNeRF(Backbone):
         self.occupancy = nerfacc.OccGridEstimator(
             roi_aabb=[-h, -h, -h, h, h, h], resolution=c.occ_resolution, levels=1
         ).to(device)
+        # every cell starts occupied (no skipping until the first update_every_n_steps), so a
+        # model trained on CPU, where the grid is never updated, still renders on CUDA
+        self.occupancy.binaries.fill_(True)
         light = torch.tensor(c.light_direction, device=device)
         self.register_buffer("light", F.normalize(light, dim=0), persistent=False)
 

@@ -236,12 +236,15 @@ def test_state_dict_round_trip_renders_identically(background):
         opt.zero_grad()
         model.render(cams, 8, 8)["rgb"].square().sum().backward()
         opt.step()
-    model.occupancy.binaries[0, 1, 2, 3] = True  # state that must travel too
+    assert bool(model.occupancy.binaries.all())  # all cells start occupied
+    model.occupancy.binaries[0, 1, 2, 3] = False  # state that must travel too
+    model.occupancy.occs[5] = 0.25
     state = model.state_dict()
     assert {"encoding.params", "occupancy.binaries", "occupancy.occs"} <= set(state)
     fresh = HashGridNeRF(config, generator=gen(99))
     fresh.load_state_dict(state)
-    assert bool(fresh.occupancy.binaries[0, 1, 2, 3])
+    assert not bool(fresh.occupancy.binaries[0, 1, 2, 3])
+    assert float(fresh.occupancy.occs[5]) == 0.25
     with torch.no_grad():
         a, b = model.render(cams, 8, 8, normals=True), fresh.render(cams, 8, 8, normals=True)
     for key in a:
