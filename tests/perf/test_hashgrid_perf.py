@@ -1,10 +1,13 @@
-"""Speed of the 3D backbones (pytest-benchmark): one render of 64x64 rays x 64 samples
-(262k points) plus the backward to every parameter, on 2 threads. `make perf` measures;
-`make test` runs each once as a smoke test (--benchmark-disable).
+"""Speed of the 3D backbones (pytest-benchmark) at 64x64 rays x 64 samples (262k points),
+forward + backward to every parameter, on 2 threads. `make perf` measures; `make test` runs
+each once as a smoke test (--benchmark-disable).
 
-Targets (PLATFORM.md machines, medians): hash grid (default HashGridConfig) <= 0.5 s,
-voxel grid 64^3 <= 50 ms. The torch.compile / eager ratio is opt-in
-(STEINBENCH_PERF_COMPILE=1): its first compile takes tens of seconds on 2 cores.
+- ``field``: the field alone, query(points) -> sigma, colour (PLATFORM.md's figure; targets,
+  medians: hash grid (default HashGridConfig) <= 0.5 s, voxel grid 64^3 <= 50 ms);
+- ``render``: the whole render (ray set-up, blob, nerfacc compositing) + backward.
+
+The torch.compile / eager ratio is opt-in (STEINBENCH_PERF_COMPILE=1): its first compile
+takes tens of seconds on 2 cores.
 """
 
 from __future__ import annotations
@@ -38,6 +41,37 @@ def _camera():
 def fwd_bwd(backbone: torch.nn.Module, camera) -> None:
     backbone.zero_grad(set_to_none=True)
     backbone.render(camera, SIZE, SIZE)["rgb"].sum().backward()
+
+
+def _points() -> torch.Tensor:
+    """The 64x64 x 64 sample points of one camera, [4096, 64, 3]."""
+    from backbones.volume import stratified_samples
+
+    return stratified_samples(_camera(), SIZE, SIZE, SAMPLES, 1.0)[0]
+
+
+def field_fwd_bwd(backbone: torch.nn.Module, points: torch.Tensor) -> None:
+    backbone.zero_grad(set_to_none=True)
+    sigma, color = backbone.query(points)
+    (sigma.sum() + color.sum()).backward()
+
+
+def test_hashgrid_field_fwd_bwd_64x64x64(benchmark):
+    """Default hash grid field (8 levels x 2, 2^15, 32-unit MLPs) at 262k points."""
+    model = HashGridNeRF(HashGridConfig(), generator=torch.Generator())
+    points = _points()
+    field_fwd_bwd(model, points)
+    benchmark.pedantic(field_fwd_bwd, (model, points), rounds=5, iterations=1)
+    assert model.encoding.params.grad is not None
+
+
+def test_voxel_field_fwd_bwd_64x64x64(benchmark):
+    """Voxel grid 64^3 field (grid_sample) at 262k points."""
+    grid = VoxelGrid(VoxelConfig(resolution=64))
+    points = _points()
+    field_fwd_bwd(grid, points)
+    benchmark.pedantic(field_fwd_bwd, (grid, points), rounds=10, iterations=1)
+    assert grid.density.grad is not None
 
 
 def test_hashgrid_fwd_bwd_64x64x64(benchmark):
