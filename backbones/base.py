@@ -23,7 +23,7 @@ class Backbone(torch.nn.Module, ABC):
 
     supports_vmap: bool = True
 
-    def before_step(self, step: int) -> None:  # noqa: B027 - optional hook
+    def before_step(self, step: int) -> None:
         """Hook called by the trainer before the render of training step ``step``."""
 
     @abstractmethod
