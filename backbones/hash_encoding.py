@@ -154,22 +154,19 @@ def hash_encode(
     floor = torch.floor(pos)
     frac = pos - floor
     v = floor.to(torch.int32)
-    parts = []
-    if n_dense > 0:
-        d = slice(0, n_dense)
-        parts.append(level_indices(v[:, d], resolution[d], size[d], dense=True))
-    if n_dense < n_levels:
-        h = slice(n_dense, n_levels)
-        parts.append(level_indices(v[:, h], resolution[h], size[h], dense=False))
-    index = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # [8, L, N]
-    index += offset[:, None]
-    # one transposing copy to the [L * N, 8] bags embedding_bag wants, in int64
+    # table rows [L, N, 8] int64: the [L * N, 8] bags embedding_bag wants, written level
+    # part by level part with one transposing copy each (no concatenation)
     rows = torch.empty(n_levels, n, 8, dtype=torch.int64, device=x.device)
-    rows.copy_(index.permute(1, 2, 0))
+    for levels, dense in ((slice(0, n_dense), True), (slice(n_dense, n_levels), False)):
+        if levels.start == levels.stop:
+            continue
+        index = level_indices(v[:, levels], resolution[levels], size[levels], dense)
+        index += offset[levels, None]  # [8, L_part, N]
+        rows[levels].copy_(index.permute(1, 2, 0))
     # trilinear weights w_c = prod_d (c_d f_d + (1 - c_d)(1 - f_d)), same corner order
     wx, wy, wz = (torch.stack([1 - f, f]) for f in frac)  # [2, L, N] each
     w = wz[:, None, None] * wy[None, :, None] * wx[None, None, :]  # [2, 2, 2, L, N]
-    w = w.reshape(8, n_levels * n).T
+    w = w.reshape(8, n_levels * n).T.contiguous()  # [L * N, 8]
     out = weighted_gather(table, rows.view(-1, 8), w, naive)  # [L * N, F]
     return out.view(n_levels, n, -1).transpose(0, 1).reshape(n, -1)
 
