@@ -8,6 +8,7 @@ All on CPU with fixed seeds; tolerances are stated per test.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import nerfacc
 import pytest
@@ -338,7 +339,8 @@ def test_config_selects_hashgrid_and_threestudio_preset_loads():
     from benchmark.config import load_config
     from benchmark.trainer import build_backbone
 
-    config = load_config("configs/hashgrid_threestudio.yaml")
+    preset = Path(__file__).resolve().parents[1] / "configs" / "hashgrid_threestudio.yaml"
+    config = load_config(str(preset))
     assert config.backbone == "hashgrid"
     hg = config.hashgrid
     assert (hg.n_levels, hg.n_features_per_level, hg.log2_hashmap_size) == (16, 2, 19)
