@@ -15,7 +15,16 @@ class Backbone(torch.nn.Module, ABC):
     ``render`` returns at least ``rgb`` [B,3,H,W] in [0, 1], ``depth`` [B,1,H,W] (expected ray
     distance) and ``opacity`` [B,1,H,W]; with ``normals=True`` also ``normal`` [B,3,H,W]
     (world-space unit normals). Backbones never know which prior is used.
+
+    ``supports_vmap`` False makes the gradient-variance probe's ``auto`` engine use plain
+    autograd instead of torch.func; ``before_step(step)`` runs before each training step's
+    render (e.g. occupancy-grid updates), never during evaluation or the probe.
     """
+
+    supports_vmap: bool = True
+
+    def before_step(self, step: int) -> None:
+        """Hook called by the trainer before the render of training step ``step``."""
 
     @abstractmethod
     def render(

@@ -49,7 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--methods", type=_csv, default=None, help="comma list: sds[,vsd,ssd]")
     run.add_argument("--prompts", default=None, help="prompts file (default prompts/objects.txt)")
-    run.add_argument("--backbone", default=None, help="voxel (3D, default) or image (the 2D world)")
+    run.add_argument(
+        "--backbone",
+        default=None,
+        help="voxel (3D, default), hashgrid (3D hash-grid NeRF) or image (the 2D world)",
+    )
     run.add_argument("--prior", default=None, help="diffusion prior (default world)")
     run.add_argument("--steps", type=int, default=None, help="optimisation steps per cell")
     run.add_argument("--seeds", type=_seeds, default=None, help="comma list of seeds, e.g. 0,1,2")

@@ -8,6 +8,7 @@ from typing import Literal
 
 import yaml
 
+from backbones.hashgrid import HashGridConfig
 from backbones.image import ImageConfig
 from backbones.voxel import VoxelConfig
 from benchmark.errors import ConfigError
@@ -19,7 +20,7 @@ from priors.clip_spec import check_clip_spec
 from priors.stable_diffusion import SDPriorConfig, parse_prior
 from world.prior import WorldPriorConfig
 
-BackboneName = Literal["voxel", "image"]
+BackboneName = Literal["voxel", "hashgrid", "image"]
 DeviceName = Literal["cpu", "cuda"]
 
 
@@ -132,6 +133,7 @@ class RunConfig:
     backbone: BackboneName = "voxel"
     prior: str = "world"  # "world" or "sd:PATH" (a diffusers Stable Diffusion directory)
     voxel: VoxelConfig = field(default_factory=VoxelConfig)
+    hashgrid: HashGridConfig = field(default_factory=HashGridConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
     world: WorldPriorConfig = field(default_factory=WorldPriorConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)

@@ -259,6 +259,9 @@ class PerSampleGradients:
             raise ValueError(f"unknown engine {engine!r}")
         self.trainer = trainer
         self.step = step
+        # a backbone that cannot be vmapped (supports_vmap False) opts out of torch.func
+        if engine == "auto" and not getattr(trainer.backbone, "supports_vmap", True):
+            engine = "autograd"
         self.engine = engine
         self.generator = generator if generator is not None else _generator(0)
         self.theta = theta_parameters(trainer.backbone)

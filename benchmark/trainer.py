@@ -45,7 +45,11 @@ def configure_torch(threads: int) -> None:
     torch.set_flush_denormal(True)
 
 
-def build_backbone(config: RunConfig, device: torch.device) -> Backbone:
+def build_backbone(
+    config: RunConfig, device: torch.device, generator: torch.Generator | None = None
+) -> Backbone:
+    """The configured backbone; ``generator`` (the cell's ``init`` stream, step 0) draws any
+    random initial parameters (the hash grid's table and MLPs)."""
     if config.backbone == "voxel":
         from backbones.voxel import VoxelGrid
 
@@ -54,6 +58,10 @@ def build_backbone(config: RunConfig, device: torch.device) -> Backbone:
         from backbones.image import ImageBackbone
 
         return ImageBackbone(config.image, config.render.height, config.render.width, device)
+    if config.backbone == "hashgrid":
+        from backbones.hashgrid import HashGridNeRF
+
+        return HashGridNeRF(config.hashgrid, device, generator)
     raise ValueError(f"unknown backbone {config.backbone!r}")
 
 
@@ -91,7 +99,7 @@ class CellTrainer:
         self.prior = prior
         self.device = device
         self.streams = RandomStreams(seed, prompt)
-        self.backbone = build_backbone(config, device)
+        self.backbone = build_backbone(config, device, self.streams.generator("init", 0))
         self.estimator: GradientEstimator = build_estimator(
             method, config, prior, self.streams.generator("init", 1), device
         )
@@ -141,6 +149,7 @@ class CellTrainer:
         prior_seconds = self.prior.seconds
         cameras, t = self.sample_step_inputs(step)
         with timer.section("time/render"):
+            self.backbone.before_step(step)
             render = self.backbone.render(
                 cameras,
                 self.config.render.height,
