@@ -18,6 +18,8 @@ state dict, read with ``torch.load(weights_only=True)``). open_clip is imported 
 from __future__ import annotations
 
 import json
+import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -31,6 +33,24 @@ WORLD_CLIP_CONFIG = WORLD_CLIP_DIR / "world_clip.json"
 WORLD_CLIP_WEIGHTS = WORLD_CLIP_DIR / "model.safetensors"
 
 _REGISTERED: dict[str, str] = {}
+
+
+class _DropRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+@contextmanager
+def _without_random_init_warning():
+    """open_clip warns on the root logger that the model is randomly initialised; here the
+    weights are loaded right after, so the warning would only mislead."""
+    root = logging.getLogger()
+    log_filter = _DropRandomInitWarning()
+    root.addFilter(log_filter)
+    try:
+        yield
+    finally:
+        root.removeFilter(log_filter)
 
 
 def _register_config(config_path: Path) -> str:
@@ -91,7 +111,8 @@ def build_open_clip(arch: str, weights: Path | None) -> tuple[torch.nn.Module, o
                 "path to a JSON model config)"
             )
     state = read_state_dict(weights) if weights is not None else None
-    model = open_clip.create_model(name, pretrained=None, load_weights=False)
+    with _without_random_init_warning():
+        model = open_clip.create_model(name, pretrained=None, load_weights=False)
     if state is not None:
         try:
             model.load_state_dict(state, strict=True)
