@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import yaml
@@ -13,6 +12,7 @@ from backbones.image import ImageConfig
 from backbones.voxel import VoxelConfig
 from benchmark.errors import ConfigError
 from benchmark.typed_config import deep_merge, from_dict, set_dotted, to_dict
+from benchmark.yaml_io import read_yaml_mapping
 from estimators.base import GuidanceConfig
 from estimators.ssd import SSDConfig
 from estimators.vsd import VSDConfig
@@ -196,27 +196,7 @@ def load_config(
     """Defaults <- YAML file <- ``--set a.b=c`` overrides <- explicit CLI flags (not None)."""
     tree: dict = {}
     if config_file:
-        path = Path(config_file)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {config_file}")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as exc:
-            raise ConfigError(
-                f"config file {config_file} is not valid UTF-8 ({exc.reason})"
-            ) from None
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            # str(exc) spans several lines; user errors are one line.
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
-            raise ConfigError(
-                f"config file {config_file} is not valid YAML{where}: {problem}"
-            ) from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {config_file} must hold a mapping at the top level")
+        loaded = read_yaml_mapping(config_file, "config file")
         tree = deep_merge(tree, loaded or {})
     for item in overrides or []:
         key, sep, value = item.partition("=")

@@ -43,6 +43,7 @@ import yaml
 from benchmark.errors import ConfigError, UserError
 from benchmark.results import atomic_write_bytes
 from benchmark.typed_config import from_dict, set_dotted, to_dict
+from benchmark.yaml_io import read_yaml_mapping
 
 INJECT_ENV = "STEINBENCH_SWEEP_INJECT_FAILURES"
 SWEEP_AXES = ("methods", "seeds", "prompts_file", "out")  # set per cell, not grid keys
@@ -104,27 +105,6 @@ class Sweep:
 
 
 # ----------------------------------------------------------------------------- the spec
-
-
-def _read_yaml_mapping(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise ConfigError(f"{what} not found: {path}")
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{what} {path} is not valid UTF-8 ({exc.reason})") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
-        raise ConfigError(f"{what} {path} is not valid YAML{where}: {problem}") from None
-    if loaded is None:
-        return {}
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"{what} {path} must hold a mapping at the top level")
-    return loaded
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -192,7 +172,7 @@ def load_sweep(spec_path: str | Path, retries: int | None = None) -> Sweep:
     """Read, validate and expand a sweep spec; every cell's RunConfig is built here, so a bad
     value is a ConfigError (one line) before anything runs or is written."""
     path = Path(spec_path)
-    data = _read_yaml_mapping(path, "sweep spec")
+    data = read_yaml_mapping(path, "sweep spec")
     try:
         spec = from_dict(SweepSpec, data)
         _check_spec(spec)
@@ -226,7 +206,7 @@ def expand(spec: SweepSpec, root: Path, grid: dict[str, list], source: str = "sp
     methods = validate_methods(spec.methods)
     prompts = _resolve_prompts(spec, root)
     if isinstance(spec.base_config, str):
-        base = _read_yaml_mapping(root / spec.base_config, "base config")
+        base = read_yaml_mapping(root / spec.base_config, "base config")
     elif spec.base_config is None or isinstance(spec.base_config, dict):
         base = copy.deepcopy(spec.base_config or {})
     else:

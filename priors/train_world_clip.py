@@ -34,7 +34,6 @@ import argparse
 import dataclasses
 import json
 import math
-import subprocess
 import time
 from pathlib import Path
 
@@ -209,18 +208,10 @@ def ladder_hinge(
     return per_caption[count > 0].mean() if bool((count > 0).any()) else sims.sum() * 0.0
 
 
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
+def _git_commit() -> str | None:
+    from benchmark.runner import git_commit
+
+    return git_commit()
 
 
 def voxel_init_blob(cameras: Cameras, size: int) -> torch.Tensor:
@@ -447,7 +438,7 @@ def train(out: Path, steps: int, seed: int, views: int, batch: int, lr: float) -
         "+ 2.0 ladder hinge (margin 0.1): true > wrong colour > blob > null",
         "script": "priors/train_world_clip.py",
         "script_version": SCRIPT_VERSION,
-        "git_commit": git_commit(),
+        "git_commit": _git_commit(),
         "torch": torch.__version__,
         "open_clip": open_clip.__version__,
         "threads": torch.get_num_threads(),
