@@ -32,9 +32,9 @@ def _build_vsd(config, prior, generator, device):
 
         from estimators.eps_phi import LoRAEpsPhi
 
-        sd = config.sd
-        model = LoRAEpsPhi(prior, generator, rank=sd.lora_rank, alpha=sd.lora_alpha)
-        return VSD(dataclasses.replace(config.vsd, lr=sd.lora_lr), model)
+        vsd = config.vsd
+        model = LoRAEpsPhi(prior, generator, rank=vsd.lora_rank, alpha=vsd.lora_alpha)
+        return VSD(dataclasses.replace(vsd, lr=vsd.lora_lr), model)
     shape = getattr(prior, "shape", (3, config.render.height, config.render.width))
     return VSD(config.vsd, build_residual_eps_phi(config.vsd, shape, generator, device))
 

@@ -39,9 +39,11 @@ class VSDConfig(GuidanceConfig):
     """VSD knobs on top of the shared guidance/weighting/timestep config.
 
     Attributes:
-        lr, weight_decay: AdamW on eps_phi's trainable parameters (with an SD prior the
-            harness builds a LoRA eps_phi, estimators.eps_phi.LoRAEpsPhi, whose lr is
-            ``sd.lora_lr``; the phi_* knobs below apply to the pixel-space DeltaNet only).
+        lr, weight_decay: AdamW on the world's pixel-space eps_phi (DeltaNet; the phi_*
+            knobs below apply to it only).
+        lora_rank, lora_alpha, lora_lr: with a latent diffusers prior (``sd:PATH``) eps_phi
+            is a peft LoRA copy of the UNet + camera class embedding
+            (estimators.eps_phi.LoRAEpsPhi), trained by AdamW with ``lora_lr``.
         camera_dropout: probability that eps_phi's camera condition is replaced by zeros in
             a training step (per image).
         warmup_steps: the first ``warmup_steps`` steps return G = 0 (theta does not move)
@@ -68,11 +70,16 @@ class VSDConfig(GuidanceConfig):
     phi_blocks: int = 2
     phi_embed_dim: int = 64
     phi_prior_input: bool = True
+    lora_rank: int = 4
+    lora_alpha: int = 4
+    lora_lr: float = 1e-4
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.lr > 0.0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.lora_rank < 1 or self.lora_alpha <= 0 or self.lora_lr <= 0:
+            raise ValueError("need lora_rank >= 1, lora_alpha > 0 and lora_lr > 0")
         if self.weight_decay < 0.0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if not 0.0 <= self.camera_dropout <= 1.0:

@@ -60,9 +60,8 @@ class SDPriorConfig:
         half_precision: ``auto`` = fp16 weights on CUDA, fp32 on CPU; ``on`` / ``off`` force.
         depth_model: a transformers DPTForDepthEstimation directory for SSD's depth/normal
             baseline; empty = ``PATH/depth`` when that exists.
-        lora_rank, lora_alpha, lora_lr: VSD's eps_phi on this prior (peft LoRA on the UNet's
-            attention projections + camera class embedding, AdamW lr; the vsd.lr and
-            vsd.phi_* knobs describe the world's DeltaNet and are not used here).
+        (VSD's LoRA eps_phi on this prior is configured by vsd.lora_rank / lora_alpha /
+        lora_lr.)
     """
 
     view_dependent_prompting: bool = True
@@ -71,15 +70,10 @@ class SDPriorConfig:
     overhead_threshold: float = 60.0
     half_precision: Literal["auto", "on", "off"] = "auto"
     depth_model: str = ""
-    lora_rank: int = 4
-    lora_alpha: int = 4
-    lora_lr: float = 1e-4
 
     def __post_init__(self) -> None:
         if not 0.0 < self.front_threshold <= 180.0 or not 0.0 < self.back_threshold <= 180.0:
             raise ValueError("front_threshold and back_threshold must lie in (0, 180]")
-        if self.lora_rank < 1 or self.lora_alpha <= 0 or self.lora_lr <= 0:
-            raise ValueError("need lora_rank >= 1, lora_alpha > 0 and lora_lr > 0")
 
 
 def parse_prior(spec: str) -> tuple[str, str | None]:

@@ -162,7 +162,7 @@ def test_lora_update_changes_only_lora_and_camera_embedding(fixtures_dir, sd_pri
     config = _config(fixtures_dir)
     vsd = build_estimator("vsd", config, sd_prior, torch.Generator().manual_seed(0), CPU)
     assert isinstance(vsd.model, LoRAEpsPhi)
-    assert vsd.optimizer.param_groups[0]["lr"] == config.sd.lora_lr
+    assert vsd.optimizer.param_groups[0]["lr"] == config.vsd.lora_lr
     prior_before = {
         f"{name}.{k}": v.detach().clone()
         for name in ("unet", "vae", "text_encoder")
