@@ -115,7 +115,9 @@ class Reporter:
     def __init__(self, quiet: bool = False) -> None:
         from rich.console import Console
 
-        self.console = Console(stderr=True, quiet=quiet)
+        # Logs and CI (stderr not a terminal) get wide tables instead of rich's 80 columns.
+        width = None if sys.stderr.isatty() else 160
+        self.console = Console(stderr=True, quiet=quiet, width=width)
         self.progress = None
 
     def __enter__(self):
