@@ -19,11 +19,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 UNIMPLEMENTED = [name for name in KNOWN_METHODS if name not in BUILDERS]
 
 
-def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
+    """``python -m benchmark ARGS`` in a subprocess (offline, one thread), run from ``cwd``
+    (default the repo root) with the repo importable; the tests' one CLI runner."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
     return subprocess.run(
         [sys.executable, "-m", "benchmark", *args],
-        cwd=REPO_ROOT,
+        cwd=cwd or REPO_ROOT,
         env=env,
         capture_output=True,
         text=True,

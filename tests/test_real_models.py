@@ -8,10 +8,8 @@ path a user's real weights take: ``build_prior(config)`` with ``prior: sd:DIR/sd
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +22,7 @@ from benchmark.trainer import CellTrainer
 from estimators.base import EstimatorContext
 from estimators.weighting import timestep_weight
 from priors.schedule import add_noise, alpha_sigma
+from tests import test_cli_errors as cli_errors
 from world.cameras import look_at_origin
 
 REPO = Path(__file__).resolve().parents[1]
@@ -307,15 +306,7 @@ def test_normals_from_a_plane_facing_the_camera():
 
 
 def run_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    return subprocess.run(
-        [sys.executable, "-m", "benchmark", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return cli_errors.run_cli(*args, timeout=timeout)
 
 
 def _incomplete(root: Path, tmp: Path) -> Path:

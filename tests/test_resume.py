@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from benchmark.results import is_machine_metric
+from tests.test_cli_errors import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = "a red sphere\na snowman\n"
@@ -29,19 +30,11 @@ RUN_ARGS = [
 
 
 def _env() -> dict:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    return env
+    return dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "benchmark", *args],
-        cwd=cwd,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_cli(*args, cwd=cwd, timeout=600)
 
 
 def _only_run(root: Path) -> Path:
