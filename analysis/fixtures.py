@@ -106,9 +106,9 @@ def compare_variants(
     """
     import pandas as pd
 
-    from benchmark.evaluation import HeldOutEvaluator
     from benchmark.runner import build_prior, resolve_device
     from benchmark.trainer import configure_torch
+    from evaluation.heldout import HeldOutEvaluator
 
     configs = {
         name: tiny_config([method], steps, seeds, every, "unused", [*overrides, *extra])

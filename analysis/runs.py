@@ -16,7 +16,7 @@ _SNAPSHOT = re.compile(r"^(?P<method>[^_]+)_(?P<slug>.+)_s(?P<seed>\d+)_step(?P<
 
 
 def slug(text: str) -> str:
-    """File-name form of a prompt; the same rule as ``benchmark.evaluation.slug``."""
+    """File-name form of a prompt; the same rule as ``evaluation.heldout.slug``."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "prompt"
 
 

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from world.cameras import Cameras
+from core.cameras import Cameras
 
 
 class Backbone(torch.nn.Module, ABC):

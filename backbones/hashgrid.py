@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from backbones.base import Backbone
 from backbones.hash_encoding import HashEncoding
 from backbones.volume import composite, stratified_samples, to_images
-from world.cameras import Cameras, camera_rays
+from core.cameras import Cameras, camera_rays
 
 #: lambertian shading of the ``shaded`` output (as the world's renderer)
 AMBIENT, DIFFUSE = 0.35, 0.65

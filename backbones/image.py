@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from backbones.base import Backbone
-from world.cameras import Cameras
+from core.cameras import Cameras
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 import nerfacc
 import torch
 
-from world.cameras import Cameras, camera_rays, ray_box_intersect
+from core.cameras import Cameras, camera_rays, ray_box_intersect
 
 
 def stratified_samples(

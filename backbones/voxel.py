@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from backbones.base import Backbone
 from backbones.volume import composite, stratified_samples, to_images
-from world.cameras import Cameras
+from core.cameras import Cameras
 
 
 @dataclass

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from benchmark.errors import UserError
 from benchmark.results import atomic_write_bytes
+from core.errors import UserError
 
 FORMAT_VERSION = 1
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from benchmark.errors import UserError
+from core.errors import UserError
 
 EXIT_OK, EXIT_CELLS_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -290,7 +290,7 @@ def write_prompt_grid(path: str, size: int = 64, azimuths=(0.0, 90.0, 180.0, 270
     import torch
     from PIL import Image, ImageDraw
 
-    from world.cameras import look_at_origin
+    from core.cameras import look_at_origin
     from world.objects import get_object, known_prompts
     from world.renderer import render_object
 

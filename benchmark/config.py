@@ -10,39 +10,19 @@ import yaml
 from backbones.hashgrid import HashGridConfig
 from backbones.image import ImageConfig
 from backbones.voxel import VoxelConfig
-from benchmark.errors import ConfigError
 from benchmark.typed_config import deep_merge, from_dict, set_dotted, to_dict
 from benchmark.yaml_io import read_yaml_mapping
+from core.cameras import CameraConfig
+from core.errors import ConfigError
 from estimators.base import GuidanceConfig
 from estimators.ssd import SSDConfig
 from estimators.vsd import VSDConfig
-from priors.clip_spec import check_clip_spec
+from evaluation.clip_spec import check_clip_spec
 from priors.stable_diffusion import SDPriorConfig, parse_prior
 from world.prior import WorldPriorConfig
 
 BackboneName = Literal["voxel", "hashgrid", "image"]
 DeviceName = Literal["cpu", "cuda"]
-
-
-@dataclass
-class CameraConfig:
-    """Training camera distribution (degrees; threestudio-style uniform ranges)."""
-
-    elevation_range: tuple[float, float] = (-10.0, 60.0)
-    azimuth_range: tuple[float, float] = (-180.0, 180.0)
-    distance_range: tuple[float, float] = (2.5, 2.5)
-    fovy_range: tuple[float, float] = (40.0, 40.0)
-    batch_size: int = 1
-
-    def __post_init__(self) -> None:
-        for name in ("elevation_range", "azimuth_range", "distance_range", "fovy_range"):
-            lo, hi = getattr(self, name)
-            if lo > hi:
-                raise ValueError(f"{name} must be (low, high) with low <= high")
-        if self.distance_range[0] <= 0 or not 0 < self.fovy_range[0] <= self.fovy_range[1] < 180:
-            raise ValueError("distances must be > 0 and fovy in (0, 180)")
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
 
 
 @dataclass
@@ -64,7 +44,7 @@ class EvalConfig:
     elevation: float = 20.0
     azimuth_offset: float = 7.5
     snapshots: bool = True
-    #: CLIP scorer of clip_score / clip_r_precision (priors/clip.py): "auto" (the shipped
+    #: CLIP scorer of clip_score / clip_r_precision (evaluation/clip.py): "auto" (the shipped
     #: world CLIP when the prior is the world, else none), "none", "world", or "ARCH:PATH"
     clip: str = "auto"
 
@@ -171,8 +151,7 @@ def fixed_image_camera(camera: CameraConfig, image: ImageConfig) -> CameraConfig
     (``image.elevation``, ``image.azimuth``; distance and fovy at the middle of their ranges).
     With ``backbone: image`` the run's ``camera`` ranges are replaced by it, so training, the
     gradient-variance probe and the view-aware prior all see that camera."""
-    distance = 0.5 * (camera.distance_range[0] + camera.distance_range[1])
-    fovy = 0.5 * (camera.fovy_range[0] + camera.fovy_range[1])
+    distance, fovy = camera.center()
     return CameraConfig(
         elevation_range=(image.elevation, image.elevation),
         azimuth_range=(image.azimuth, image.azimuth),

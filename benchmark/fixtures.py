@@ -234,7 +234,7 @@ TINY_CLIP = {
 
 def build_clip(directory: Path, seed: int = 0) -> None:
     """A tiny random open_clip model: ``tiny_clip.json`` (open_clip model config, registered
-    by ``priors.clip.load_clip_scorer``) and ``model.safetensors`` (its state dict)."""
+    by ``evaluation.clip.load_clip_scorer``) and ``model.safetensors`` (its state dict)."""
     import open_clip
     from safetensors.torch import save_file
 

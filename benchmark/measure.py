@@ -76,8 +76,8 @@ import torch
 from torch.func import functional_call, vjp, vmap
 
 from benchmark.config import MeasureConfig
+from core.cameras import Cameras, sample_cameras
 from estimators.base import EstimatorContext
-from world.cameras import Cameras, sample_cameras
 
 if TYPE_CHECKING:
     from benchmark.trainer import CellTrainer

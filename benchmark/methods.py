@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from benchmark.errors import UserError
+from core.errors import UserError
 
 KNOWN_METHODS = ("sds", "vsd", "ssd")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from benchmark.errors import UserError
+from core.errors import UserError
 
 
 def read_prompts(path: str | Path, warn=None) -> list[str]:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from core.interfaces import DiffusionPrior
 from estimators.base import EstimatorContext, GradientEstimator
-from priors.base import DiffusionPrior
 
 
 @dataclass
@@ -65,7 +65,7 @@ def reference_gradient(
 
     Args:
         x: [1, C, H, W] (or [C, H, W]) the fixed render in the prior's space.
-        camera: the fixed camera (a world.cameras.Cameras of length 1).
+        camera: the fixed camera (a core.cameras.Cameras of length 1).
         t_range: inclusive integer timestep bounds (t_lo, t_hi); e.g.
             ``guidance.timesteps.bounds(step, prior.num_train_timesteps)``.
         generator: CPU generator; it seeds three sub-streams (t, eps, the estimator's

@@ -12,7 +12,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmark.errors import UserError
+from core.errors import UserError
 
 METRIC_COLUMNS = ("run_id", "method", "prompt", "seed", "step", "metric", "value")
 #: metrics that measure wall-clock or memory: they differ between identical reruns and are

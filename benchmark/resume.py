@@ -13,7 +13,7 @@ import os
 import platform
 from pathlib import Path
 
-from benchmark.errors import UserError
+from core.errors import UserError
 
 
 class RunAlreadyFinished(Exception):
@@ -55,11 +55,11 @@ def _check_not_running(manifest: dict, run_dir: Path) -> None:
 def open_run(run_dir: str | Path):
     """(config, methods, prompts, ResumeState) of an interrupted run at ``run_dir``."""
     from benchmark.config import load_config
-    from benchmark.errors import ConfigError
     from benchmark.methods import validate_methods
     from benchmark.results import RunStore
     from benchmark.runner import ResumeState
     from benchmark.trainer import CellResult
+    from core.errors import ConfigError
 
     path = Path(run_dir)
     if not path.is_dir():

@@ -16,8 +16,6 @@ import torch
 
 from benchmark.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from benchmark.config import RunConfig, config_to_yaml
-from benchmark.errors import UserError
-from benchmark.evaluation import HeldOutEvaluator, RenderOnlyEvaluator, image_row, slug
 from benchmark.results import RunStore
 from benchmark.trainer import (
     CellHooks,
@@ -27,8 +25,10 @@ from benchmark.trainer import (
     configure_torch,
     run_cell,
 )
-from priors.clip import load_clip_scorer
-from priors.clip_spec import resolve_clip_spec
+from core.errors import UserError
+from evaluation.clip import load_clip_scorer
+from evaluation.clip_spec import resolve_clip_spec
+from evaluation.heldout import HeldOutEvaluator, RenderOnlyEvaluator, image_row, slug
 
 PACKAGES = ("torch", "diffusers", "nerfacc", "numpy", "pandas", "steinbench")
 
@@ -67,13 +67,13 @@ def build_prior(config: RunConfig, prompts: list[str], device: torch.device):
     if config.prior == "world":
         from world.prior import WorldPrior
 
-        cam = config.camera
+        distance, fovy = config.camera.center()
         return WorldPrior(
             prompts,
             config.render.height,
             config.render.width,
-            distance=0.5 * (cam.distance_range[0] + cam.distance_range[1]),
-            fovy=0.5 * (cam.fovy_range[0] + cam.fovy_range[1]),
+            distance=distance,
+            fovy=fovy,
             config=config.world,
             device=device,
         )

@@ -40,10 +40,10 @@ from typing import Any
 
 import yaml
 
-from benchmark.errors import ConfigError, UserError
 from benchmark.results import atomic_write_bytes
 from benchmark.typed_config import from_dict, set_dotted, to_dict
 from benchmark.yaml_io import read_yaml_mapping
+from core.errors import ConfigError, UserError
 
 INJECT_ENV = "STEINBENCH_SWEEP_INJECT_FAILURES"
 SWEEP_AXES = ("methods", "seeds", "prompts_file", "out")  # set per cell, not grid keys
@@ -118,7 +118,7 @@ def _overrides_hash(point: dict[str, Any]) -> str:
 
 def cell_id(method: str, prompt: str, seed: int, point: dict[str, Any]) -> str:
     """Stable, readable id: ``sds_a-red-sphere_s0`` plus ``_<8 hex>`` of the grid point."""
-    from benchmark.evaluation import slug
+    from evaluation.heldout import slug
 
     base = f"{method}_{slug(prompt)}_s{seed}"
     return f"{base}_{_overrides_hash(point)}" if point else base

@@ -24,9 +24,9 @@ from benchmark.measure import measure_gradient_variance
 from benchmark.methods import build_estimator
 from benchmark.streams import RandomStreams
 from benchmark.timing import SectionTimer, memory_metrics, reset_peak_memory
+from core.cameras import sample_cameras
+from core.interfaces import DiffusionPrior
 from estimators.base import EstimatorContext, GradientEstimator
-from priors.base import DiffusionPrior
-from world.cameras import sample_cameras
 
 
 class CellDiverged(RuntimeError):

@@ -10,7 +10,7 @@ import dataclasses
 import types
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from benchmark.errors import ConfigError
+from core.errors import ConfigError
 
 
 def from_dict(cls: type, data: Any, path: str = "") -> Any:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmark.errors import ConfigError
+from core.errors import ConfigError
 
 
 def read_yaml_mapping(path: str | Path, what: str) -> dict:

@@ -1,9 +1,9 @@
 """Score-distillation gradient estimators (pure math, no I/O)."""
 
+from core.guidance import classifier_free_guidance
+from core.weighting import timestep_weight
 from estimators.base import EstimatorContext, GradientEstimator, GuidanceConfig
 from estimators.sds import SDS
-from estimators.weighting import timestep_weight
-from priors.guidance import classifier_free_guidance
 
 __all__ = [
     "SDS",

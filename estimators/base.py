@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from estimators.timesteps import TimestepSchedule
-from estimators.weighting import Weighting
-from priors.base import DiffusionPrior, PriorContext
-from priors.guidance import CFGMode
+from core.guidance import CFGMode
+from core.interfaces import DiffusionPrior, PriorContext
+from core.timesteps import TimestepSchedule
+from core.weighting import Weighting
 
 
 @dataclass

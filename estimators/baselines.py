@@ -18,7 +18,7 @@ from typing import Literal
 
 import torch
 
-from priors.base import GeometryEstimator, PriorContext
+from core.interfaces import GeometryEstimator, PriorContext
 
 BaselineName = Literal["constant", "depth_pearson", "normal"]
 BASELINES: tuple[str, ...] = ("constant", "depth_pearson", "normal")

@@ -33,9 +33,9 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from estimators.weighting import Weighting, timestep_weight
-from priors.base import DiffusionPrior, PriorContext
-from priors.schedule import add_noise, alpha_sigma
+from core.interfaces import DiffusionPrior, PriorContext
+from core.schedule import add_noise, alpha_sigma
+from core.weighting import Weighting, timestep_weight
 
 PhiLossWeighting = Literal["eps", "x0", "grad"]
 PhiParameterization = Literal["x0", "eps"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from core.interfaces import DiffusionPrior
+from core.schedule import add_noise
+from core.weighting import timestep_weight
 from estimators.base import EstimatorContext, GradientEstimator, GuidanceConfig
-from estimators.weighting import timestep_weight
-from priors.base import DiffusionPrior
-from priors.schedule import add_noise
 
 
 def guided_residual_terms(

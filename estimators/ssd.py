@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
+from core.interfaces import GeometryEstimator
+from core.schedule import alpha_sigma
 from estimators.base import EstimatorContext, GradientEstimator, GuidanceConfig
 from estimators.baselines import BASELINES, BaselineName, baseline_function
 from estimators.control_coefficient import ControlCoefficient, MuShape, MuStrategy
 from estimators.sds import guided_residual_terms
 from estimators.stein import stein_control_variate
-from priors.base import GeometryEstimator
-from priors.schedule import alpha_sigma
 
 
 @dataclass

@@ -19,6 +19,9 @@ from typing import Literal
 
 import torch
 
+from core.guidance import needs_unconditional
+from core.interfaces import DiffusionPrior
+from core.timesteps import TimestepSchedule
 from estimators.base import EstimatorContext, GradientEstimator, GuidanceConfig
 from estimators.eps_phi import (
     PhiLossWeighting,
@@ -27,9 +30,6 @@ from estimators.eps_phi import (
     VariationalScoreModel,
 )
 from estimators.sds import guided_residual_terms
-from estimators.timesteps import TimestepSchedule
-from priors.base import DiffusionPrior
-from priors.guidance import needs_unconditional
 
 PhiTimesteps = Literal["all", "guidance"]
 

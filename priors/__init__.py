@@ -1,1 +1,4 @@
-"""Diffusion priors: the shared interface, the noise schedule, CFG, and real-model adapters."""
+"""Adapters to real models: Stable Diffusion (latent prior), LoRA eps_phi support, DPT depth.
+
+The prior interface, schedule and CFG live in ``core``; CLIP is an evaluation model
+(``evaluation.clip``)."""

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from priors.base import GeometryEstimator, PriorContext
+from core.interfaces import GeometryEstimator, PriorContext
 from priors.stable_diffusion import WeightsError, _read_json, quiet_loading
 
 

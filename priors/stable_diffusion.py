@@ -4,7 +4,7 @@ Components are loaded one by one with ``local_files_only=True`` and safetensors 
 (no pipeline class, no pickle): ``unet/`` (UNet2DConditionModel), ``vae/`` (AutoencoderKL),
 ``text_encoder/`` (CLIPTextModel), ``tokenizer/`` (CLIPTokenizer), ``scheduler/`` (its
 config gives abar_t and the prediction type; read through DDPMScheduler, the schedule's one
-source, priors.schedule).
+source, core.schedule).
 
     encode:  x = s_vae * mean(q_vae(z | 2 resize(rgb) - 1))        [B, 3, H, W] -> [B, 4, h, w]
 
@@ -35,8 +35,8 @@ from typing import Literal
 
 import torch
 
-from priors.base import DiffusionPrior, PriorContext
-from priors.schedule import alpha_sigma
+from core.interfaces import DiffusionPrior, PriorContext
+from core.schedule import alpha_sigma
 
 SD_PREFIX = "sd:"
 

@@ -1,7 +1,7 @@
 """Small deterministic stand-ins for tests."""
 
-from priors.base import DiffusionPrior
-from priors.schedule import ddpm_alphas_cumprod
+from core.interfaces import DiffusionPrior
+from core.schedule import ddpm_alphas_cumprod
 
 
 class LinearPrior(DiffusionPrior):

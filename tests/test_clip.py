@@ -1,7 +1,7 @@
-"""The CLIP scorer (priors/clip.py) and the shipped world CLIP (priors/assets/world_clip).
+"""The CLIP scorer (evaluation/clip.py) and the shipped world CLIP (evaluation/assets/world_clip).
 
 Claims checked on the shipped weights, at the evaluator's held-out cameras (which training
-never saw: priors/train_world_clip.py excludes the elevation band 14..26 deg):
+never saw: evaluation/train_world_clip.py excludes the elevation band 14..26 deg):
 - R-precision of the true objects' renders among the 12 world prompts >= 0.95;
 - on null images (blank, constant colours, noise) the scorer is at chance: with labels
   cycling over the 12 prompts the R-precision lies within 3 binomial standard errors of
@@ -23,11 +23,11 @@ import pytest
 import torch
 
 from benchmark.config import RunConfig, load_config
-from benchmark.errors import ConfigError, UserError
-from benchmark.evaluation import HeldOutEvaluator, held_out_cameras
-from priors.clip import ClipScorer, load_clip_scorer
-from priors.clip_spec import resolve_clip_spec
-from priors.train_world_clip import (
+from core.errors import ConfigError, UserError
+from evaluation.clip import ClipScorer, load_clip_scorer
+from evaluation.clip_spec import resolve_clip_spec
+from evaluation.heldout import HeldOutEvaluator, held_out_cameras
+from evaluation.train_world_clip import (
     COLOURS,
     null_images,
     render_bank,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from benchmark.config import RunConfig, config_to_yaml, load_config
-from benchmark.errors import ConfigError, UserError
+from core.errors import ConfigError, UserError
 
 
 def test_defaults_load():

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from estimators.timesteps import TimestepSchedule
-from estimators.weighting import timestep_weight
-from priors.guidance import classifier_free_guidance, needs_unconditional
-from priors.schedule import add_noise, alpha_sigma, ddpm_alphas_cumprod
+from core.guidance import classifier_free_guidance, needs_unconditional
+from core.schedule import add_noise, alpha_sigma, ddpm_alphas_cumprod
+from core.timesteps import TimestepSchedule
+from core.weighting import timestep_weight
 
 
 def test_cfg_diffusers_formula():

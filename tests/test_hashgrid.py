@@ -24,7 +24,7 @@ from backbones.hash_encoding import (
 )
 from backbones.hashgrid import HashGridConfig, HashGridNeRF, render_path
 from backbones.volume import composite
-from world.cameras import orbit_cameras
+from core.cameras import orbit_cameras
 
 TINY = dict(n_levels=3, log2_hashmap_size=8, base_resolution=4, per_level_scale=2.0)
 SMALL = HashGridConfig(n_levels=4, log2_hashmap_size=10, hidden_dim=16, n_samples=24)
@@ -353,7 +353,7 @@ def test_config_selects_hashgrid_and_threestudio_preset_loads():
 
 def test_config_validation_is_strict():
     from benchmark.config import load_config
-    from benchmark.errors import ConfigError
+    from core.errors import ConfigError
 
     for bad, key in [
         ("hashgrid.n_levels=0", "n_levels"),

@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from benchmark.config import MeasureConfig, load_config
-from benchmark.errors import ConfigError
 from benchmark.measure import (
     MeasureDraws,
     PerSampleGradients,
@@ -31,9 +30,10 @@ from benchmark.measure import (
 from benchmark.methods import BUILDERS
 from benchmark.results import is_machine_metric
 from benchmark.trainer import CellTrainer, run_cell
+from core.cameras import Cameras
+from core.errors import ConfigError
 from estimators.sds import SDS
 from tests.fakes import LinearPrior
-from world.cameras import Cameras
 
 SMALL = [
     "voxel.resolution=8",

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.errors import UserError
 from benchmark.prompts import read_prompts, validate_prompts
+from core.errors import UserError
 
 KNOWN = ["a red sphere", "a blue cube", "a green torus"]
 

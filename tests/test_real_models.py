@@ -19,11 +19,11 @@ from benchmark.config import load_config
 from benchmark.methods import build_estimator
 from benchmark.runner import build_prior
 from benchmark.trainer import CellTrainer
+from core.cameras import look_at_origin
+from core.schedule import add_noise, alpha_sigma
+from core.weighting import timestep_weight
 from estimators.base import EstimatorContext
-from estimators.weighting import timestep_weight
-from priors.schedule import add_noise, alpha_sigma
 from tests import test_cli_errors as cli_errors
-from world.cameras import look_at_origin
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -438,7 +438,7 @@ def test_lora_vsd_checkpoint_resumes_bit_identically(fixtures_dir, sd_prior, tmp
 def test_clip_fixture_loads_through_the_user_checkpoint_path(tmp_path):
     """make-fixtures' tiny open_clip loads via eval.clip=ARCH_JSON:WEIGHTS and scores."""
     from benchmark.fixtures import make_fixtures
-    from priors.clip import load_clip_scorer
+    from evaluation.clip import load_clip_scorer
 
     (clip_dir,) = make_fixtures(tmp_path, ["clip"])
     scorer = load_clip_scorer(f"{clip_dir / 'tiny_clip.json'}:{clip_dir / 'model.safetensors'}")

@@ -194,7 +194,7 @@ def test_report_of_two_runs_lists_config_differences(run3, tmp_path):
 
 
 def test_slug_matches_the_harness():
-    from benchmark.evaluation import slug as harness_slug
+    from evaluation.heldout import slug as harness_slug
 
     for text in ("a red sphere", "A House with a RED door!", XSS, "", "  x  "):
         assert slug(text) == harness_slug(text)

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from core.schedule import add_noise
+from core.weighting import timestep_weight
 from estimators import SDS, EstimatorContext, GuidanceConfig, classifier_free_guidance
-from estimators.weighting import timestep_weight
-from priors.schedule import add_noise
 from tests.fakes import LinearPrior
 
 

@@ -6,11 +6,11 @@ import torch
 
 from benchmark.config import load_config
 from benchmark.trainer import CellTrainer
+from core.interfaces import PriorContext
+from core.schedule import alpha_sigma
 from estimators import SDS, EstimatorContext, GuidanceConfig
 from estimators.control_coefficient import ControlCoefficient
 from estimators.ssd import SSD, SSDConfig
-from priors.base import PriorContext
-from priors.schedule import alpha_sigma
 from tests.fakes import LinearPrior
 from world.geometry import WorldBayesGeometry
 from world.prior import mixture_expectation

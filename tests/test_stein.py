@@ -3,9 +3,9 @@ the paper's printed form is not, and the same test catches it."""
 
 import torch
 
+from core.interfaces import PriorContext
+from core.schedule import alpha_sigma
 from estimators.stein import stein_control_variate
-from priors.base import PriorContext
-from priors.schedule import alpha_sigma
 from world.geometry import WorldBayesGeometry
 
 N_SAMPLES = 200_000

@@ -3,7 +3,7 @@
 import torch
 
 from backbones.voxel import VoxelConfig, VoxelGrid
-from world.cameras import orbit_cameras
+from core.cameras import orbit_cameras
 
 
 def test_render_shapes_and_blob_init():

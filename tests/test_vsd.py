@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from backbones.voxel import VoxelConfig, VoxelGrid
+from core.cameras import orbit_cameras
+from core.schedule import add_noise, alpha_sigma
+from core.weighting import timestep_weight
 from estimators import SDS, EstimatorContext, GuidanceConfig, classifier_free_guidance
 from estimators.eps_phi import VariationalScoreModel
 from estimators.vsd import VSD, VSDConfig, build_residual_eps_phi
-from estimators.weighting import timestep_weight
-from priors.schedule import add_noise, alpha_sigma
 from tests.fakes import LinearPrior
-from world.cameras import orbit_cameras
 from world.prior import mixture_posterior_mean
 
 
@@ -300,7 +300,7 @@ def test_config_validation(kwargs):
 
 def test_run_config_has_vsd_section():
     from benchmark.config import load_config
-    from benchmark.errors import ConfigError
+    from core.errors import ConfigError
 
     config = load_config(None, ["vsd.camera_dropout=0.25", "vsd.phi_timesteps=guidance"])
     assert config.vsd.camera_dropout == 0.25 and config.vsd.phi_timesteps == "guidance"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from world.cameras import look_at_origin, orbit_cameras
+from core.cameras import look_at_origin, orbit_cameras
 from world.metrics import (
     angular_distance,
     depth_l1,
@@ -201,8 +201,8 @@ def test_image_backbone_sds_improves_psnr(world_prior_small):
     small prior (references at elevations 0 and 30): the held-out metric is the true render
     at the fixed camera. Measured: 6.5 -> 22.7 dB; required: +10 dB."""
     from benchmark.config import load_config
-    from benchmark.evaluation import HeldOutEvaluator
     from benchmark.trainer import CellTrainer, run_cell
+    from evaluation.heldout import HeldOutEvaluator
 
     config = load_config(
         None,
@@ -260,9 +260,9 @@ def test_view_agnostic_prior_makes_a_two_faced_mask():
     from dataclasses import replace
 
     from benchmark.config import load_config
-    from benchmark.evaluation import HeldOutEvaluator
     from benchmark.runner import build_prior
     from benchmark.trainer import CellTrainer, run_cell
+    from evaluation.heldout import HeldOutEvaluator
 
     prompt, device = "a mask face", torch.device("cpu")
     config = load_config(

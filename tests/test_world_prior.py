@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from priors.base import PriorContext
-from priors.schedule import alpha_sigma
-from world.cameras import look_at_origin
+from core.cameras import look_at_origin
+from core.interfaces import PriorContext
+from core.schedule import alpha_sigma
 from world.objects import known_prompts
 from world.prior import mixture_posterior_mean
 

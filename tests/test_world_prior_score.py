@@ -14,9 +14,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from priors.base import PriorContext
-from priors.schedule import alpha_sigma
-from world.cameras import look_at_origin
+from core.cameras import look_at_origin
+from core.interfaces import PriorContext
+from core.schedule import alpha_sigma
 from world.prior import ReferenceSet, WorldPrior, WorldPriorConfig
 
 PROMPT = "a toy car"

@@ -8,7 +8,7 @@ from functools import partial
 import pytest
 import torch
 
-from world.cameras import look_at_origin, orbit_cameras
+from core.cameras import look_at_origin, orbit_cameras
 from world.objects import (
     OBJECTS,
     Part,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from priors.base import GeometryEstimator, PriorContext
+from core.interfaces import GeometryEstimator, PriorContext
 from world.prior import WorldPrior
 
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import torch
 
-from priors.base import DiffusionPrior, PriorContext
-from priors.schedule import alpha_sigma, ddpm_alphas_cumprod
-from world.cameras import Cameras, orbit_cameras
+from core.cameras import Cameras, orbit_cameras
+from core.interfaces import DiffusionPrior, PriorContext
+from core.schedule import alpha_sigma, ddpm_alphas_cumprod
 from world.objects import get_object, known_prompts
 from world.renderer import render_object
 

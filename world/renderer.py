@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from world.cameras import Cameras, camera_rays, ray_box_intersect
+from core.cameras import Cameras, camera_rays, ray_box_intersect
 from world.objects import WorldObject
 
 AMBIENT = 0.35

@@ -20,7 +20,7 @@ import torch
 
 from backbones.hashgrid import HashGridConfig, HashGridNeRF
 from backbones.voxel import VoxelConfig, VoxelGrid
-from world.cameras import orbit_cameras
+from core.cameras import orbit_cameras
 
 SIZE, SAMPLES = 64, 64
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from priors.guidance import CFGMode, classifier_free_guidance, needs_unconditional
+from core.guidance import CFGMode, classifier_free_guidance, needs_unconditional
 
 
 @dataclass
@@ -23,7 +23,7 @@ class PriorContext:
     """What a prior may condition on: the prompt and the B cameras of the batch."""
 
     prompt: str
-    cameras: Any  # world.cameras.Cameras (kept untyped: priors/ must not depend on world/)
+    cameras: Any  # core.cameras.Cameras (kept untyped: priors/ must not depend on world/)
 
 
 class DiffusionPrior(ABC):
@@ -71,7 +71,7 @@ class DiffusionPrior(ABC):
         guidance_scale: float,
         cfg_mode: CFGMode,
     ) -> torch.Tensor:
-        """Guided noise prediction eps_hat(x_t, t, y) (see priors.guidance), [B, ...]."""
+        """Guided noise prediction eps_hat(x_t, t, y) (see core.guidance), [B, ...]."""
         eps_cond = self.predict_branch(x_t, t, ctx, conditional=True)
         if not needs_unconditional(guidance_scale, cfg_mode):
             return eps_cond

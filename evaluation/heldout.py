@@ -9,13 +9,13 @@ import torch
 
 from backbones.base import Backbone
 from benchmark.config import RunConfig
-from world.cameras import Cameras, look_at_origin, orbit_cameras
+from core.cameras import Cameras, look_at_origin, orbit_cameras
 from world.metrics import angular_distance, depth_l1, janus_score, mask_iou, psnr, ssim
 from world.objects import get_object, known_prompts
 from world.renderer import render_object
 
 if TYPE_CHECKING:
-    from priors.clip import ClipScorer
+    from evaluation.clip import ClipScorer
 
 
 def slug(text: str) -> str:
@@ -27,8 +27,7 @@ def held_out_cameras(config: RunConfig) -> Cameras:
     """A ring of eval cameras at an elevation and azimuth offset no reference camera uses;
     for the image backbone, the single camera its image represents."""
     cam = config.camera
-    distance = 0.5 * (cam.distance_range[0] + cam.distance_range[1])
-    fovy = 0.5 * (cam.fovy_range[0] + cam.fovy_range[1])
+    distance, fovy = cam.center()
     if config.backbone == "image":
         one = torch.ones(1)
         return look_at_origin(
@@ -53,12 +52,12 @@ def janus_cameras(config: RunConfig) -> tuple[Cameras, torch.Tensor]:
     """The Janus score's candidate cameras (``JANUS_AZIMUTHS`` azimuths at the eval elevation,
     offset like the held-out ring) and the indices of its back views (within 60 degrees of
     azimuth 180, the back of every library object)."""
-    cam = config.camera
+    distance, fovy = config.camera.center()
     cameras = orbit_cameras(
         JANUS_AZIMUTHS,
         (config.eval.elevation,),
-        0.5 * (cam.distance_range[0] + cam.distance_range[1]),
-        0.5 * (cam.fovy_range[0] + cam.fovy_range[1]),
+        distance,
+        fovy,
         azimuth_offset=config.eval.azimuth_offset,
     )
     back = (angular_distance(cameras.azimuth, 180.0) < JANUS_BACK_WITHIN).nonzero().squeeze(-1)
@@ -83,7 +82,7 @@ class HeldOutEvaluator:
                             ``janus_cameras`` grid against the true renders at every grid
                             azimuth (8 extra renders per evaluation); janus_deg = 180 janus,
                             the mean nearest-azimuth error in degrees.
-        clip_score,         with a ``clip`` scorer (priors/clip.py): the mean CLIP score
+        clip_score,         with a ``clip`` scorer (evaluation/clip.py): the mean CLIP score
         clip_r_precision    100 max(cos, 0) of the renders with the prompt, and the fraction of
                             renders whose best-matching prompt among ``clip_candidates``
                             (default: the world's prompts and this one) is this prompt.

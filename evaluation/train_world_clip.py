@@ -1,10 +1,10 @@
 """Train the world's small CLIP on renders of the world's objects (reproducible, CPU, minutes).
 
-    python -m priors.train_world_clip --out priors/assets/world_clip [--steps N --seed S]
+    python -m evaluation.train_world_clip --out evaluation/assets/world_clip [--steps N --seed S]
 
 Data. Every library object (world/objects.py) is rendered from ``--views`` random cameras
 (elevation in [-15, 65] deg minus the band |e - 20| < 6 that holds the held-out evaluation
-ring and the Janus grid of benchmark/evaluation.py; azimuth uniform; distance 2.2..2.9;
+ring and the Janus grid of evaluation/heldout.py; azimuth uniform; distance 2.2..2.9;
 fovy 35..45), together with recoloured copies of its main parts in ``COLOURS`` (hard
 negatives: "a blue sphere", "a red snowman", "a green house with a red door", ...). Shading is
 linear in the albedo, so a recoloured render is exact from two renders: with the parts black
@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from world.cameras import Cameras, look_at_origin, orbit_cameras
+from core.cameras import Cameras, look_at_origin, orbit_cameras
 from world.objects import OBJECTS, Part, WorldObject, ellipsoid, known_prompts
 from world.renderer import render_object
 
@@ -276,7 +276,7 @@ def train(out: Path, steps: int, seed: int, views: int, batch: int, lr: float) -
     import open_clip
     from safetensors.torch import save_file
 
-    from priors.clip import ClipScorer
+    from evaluation.clip import ClipScorer
 
     started = time.perf_counter()
     size = MODEL_CONFIG["vision_cfg"]["image_size"]
@@ -408,7 +408,7 @@ def train(out: Path, steps: int, seed: int, views: int, batch: int, lr: float) -
     weights_path = out / "model.safetensors"
     save_file(state, str(weights_path))
     # Final metrics with the shipped (fp16-stored) weights, loaded as the scorer loads them.
-    from priors.clip import build_open_clip
+    from evaluation.clip import build_open_clip
 
     shipped, shipped_tokenizer = build_open_clip(str(config_path), weights_path)
     metrics = evaluate(ClipScorer(shipped, shipped_tokenizer))
@@ -436,7 +436,7 @@ def train(out: Path, steps: int, seed: int, views: int, batch: int, lr: float) -
         "held_out": "the evaluation ring: elevation 20, 8 azimuths from 7.5 deg, distance 2.5",
         "loss": "image->text InfoNCE over all captions + 0.5 uniform-target CE on blobs/null "
         "+ 2.0 ladder hinge (margin 0.1): true > wrong colour > blob > null",
-        "script": "priors/train_world_clip.py",
+        "script": "evaluation/train_world_clip.py",
         "script_version": SCRIPT_VERSION,
         "git_commit": _git_commit(),
         "torch": torch.__version__,

@@ -167,3 +167,46 @@ def ray_box_intersect(
     t_near = torch.minimum(t0, t1).amax(dim=-1).clamp_min(0.0)
     t_far = torch.maximum(t0, t1).amin(dim=-1)
     return t_near, t_far, t_far > t_near
+
+
+@dataclass
+class CameraConfig:
+    """Training camera distribution (degrees; threestudio-style uniform ranges).
+
+    >>> CameraConfig(distance_range=(2.0, 3.0)).center()
+    (2.5, 40.0)
+    """
+
+    elevation_range: tuple[float, float] = (-10.0, 60.0)
+    azimuth_range: tuple[float, float] = (-180.0, 180.0)
+    distance_range: tuple[float, float] = (2.5, 2.5)
+    fovy_range: tuple[float, float] = (40.0, 40.0)
+    batch_size: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("elevation_range", "azimuth_range", "distance_range", "fovy_range"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"{name} must be (low, high) with low <= high")
+        if self.distance_range[0] <= 0 or not 0 < self.fovy_range[0] <= self.fovy_range[1] < 180:
+            raise ValueError("distances must be > 0 and fovy in (0, 180)")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+
+    def center(self) -> tuple[float, float]:
+        """(distance, fovy) at the middle of their ranges: the held-out ring's, the world
+        prior's reference cameras' and the 2D world's fixed camera's."""
+        distance = 0.5 * (self.distance_range[0] + self.distance_range[1])
+        fovy = 0.5 * (self.fovy_range[0] + self.fovy_range[1])
+        return distance, fovy
+
+    def sample(self, n: int, generator: torch.Generator) -> Cameras:
+        """n cameras of this distribution from ``generator`` (see ``sample_cameras``)."""
+        return sample_cameras(
+            n,
+            generator,
+            self.elevation_range,
+            self.azimuth_range,
+            self.distance_range,
+            self.fovy_range,
+        )

@@ -9,7 +9,7 @@ torch ops using the model's own preprocess config (size, mean, std, interpolatio
 mode), so a score can also be back-propagated to the render. Text embeddings are cached.
 
 Scorer specs (``load_clip_scorer``): ``"world"`` the small CLIP shipped in
-``priors/assets/world_clip`` (trained on world renders by ``priors.train_world_clip``),
+``evaluation/assets/world_clip`` (trained on world renders by ``evaluation.train_world_clip``),
 ``"none"``, or ``"ARCH:PATH"``: ARCH an open_clip model name (``ViT-B-32``) or a path to an
 open_clip JSON model config, PATH a local ``.safetensors`` (or an open_clip ``.bin``/``.pt``
 state dict, read with ``torch.load(weights_only=True)``). open_clip is imported lazily.
@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmark.errors import UserError
-from priors.clip_spec import check_clip_spec, split_clip_spec
+from core.errors import UserError
+from evaluation.clip_spec import check_clip_spec, split_clip_spec
 
 WORLD_CLIP_DIR = Path(__file__).resolve().parent / "assets" / "world_clip"
 WORLD_CLIP_CONFIG = WORLD_CLIP_DIR / "world_clip.json"

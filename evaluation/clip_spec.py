@@ -2,7 +2,7 @@
 
 "auto"       the world's shipped CLIP when the prior is the world, otherwise none
 "none"       no CLIP metrics
-"world"      the small CLIP shipped in priors/assets/world_clip
+"world"      the small CLIP shipped in evaluation/assets/world_clip
 "ARCH:PATH"  ARCH an open_clip model name or a JSON model config path, PATH a checkpoint
 """
 
