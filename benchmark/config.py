@@ -47,6 +47,9 @@ class EvalConfig:
     #: CLIP scorer of clip_score / clip_r_precision (evaluation/clip.py): "auto" (the shipped
     #: world CLIP when the prior is the world, else none), "none", "world", or "ARCH:PATH"
     clip: str = "auto"
+    #: quality ceiling per prompt (evaluation/ceiling.py: a cached photometric fit) and the
+    #: quality/* fraction-of-gap metrics; world prompts only
+    ceiling: bool = True
 
     def __post_init__(self) -> None:
         if self.every < 1 or self.n_views < 1:

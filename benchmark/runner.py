@@ -22,10 +22,13 @@ from benchmark.trainer import (
     CellInterrupted,
     CellResult,
     CellTrainer,
+    build_backbone,
+    build_optimizer,
     configure_torch,
     run_cell,
 )
 from core.errors import UserError
+from evaluation.ceiling import ceiling_log_metrics, quality_ceiling, quality_metrics
 from evaluation.clip import load_clip_scorer
 from evaluation.clip_spec import resolve_clip_spec
 from evaluation.heldout import HeldOutEvaluator, RenderOnlyEvaluator, image_row, slug
@@ -291,6 +294,12 @@ def run_benchmark(
     prior = build_prior(config, prompts, device)
     clip = load_clip_scorer(resolve_clip_spec(config.eval.clip, config.prior), device)
     evaluators = {p: _evaluator(p, config, device, clip) for p in prompts}
+    # quality ceilings (evaluation/ceiling.py): cached per config, computed on a cache miss
+    ceilings = {
+        p: quality_ceiling(p, config, device, build_backbone, build_optimizer)
+        for p, evaluator in evaluators.items()
+        if config.eval.ceiling and evaluator.truth is not None
+    }
 
     if resume is None:
         store = RunStore(config.out, run_id)
@@ -351,6 +360,7 @@ def run_benchmark(
                                 store,
                                 reporter,
                                 stop,
+                                ceilings.get(prompt),
                             )
                         )
                         store.flush_metrics()
@@ -378,7 +388,7 @@ def run_benchmark(
 
 
 def _run_one_cell(
-    config, method, prompt, seed, prior, device, evaluator, store, reporter, stop
+    config, method, prompt, seed, prior, device, evaluator, store, reporter, stop, ceiling=None
 ) -> CellResult:
     """One cell into ``store``: from its checkpoint if there is one, else from step 0."""
     name = cell_name(method, prompt, seed)
@@ -387,9 +397,15 @@ def _run_one_cell(
     # Rows past the checkpoint (or all rows, without one) are replayed by the resumed cell.
     store.drop_rows(method, prompt, seed, after_step=start.step if start else -1)
     trainer = CellTrainer(config, method, prompt, seed, prior, device)
+    initial = dict(start.initial) if start else None
 
     def evaluate(backbone, step):
+        nonlocal initial
         metrics, renders = evaluator(backbone)
+        if ceiling is not None:  # quality/* against the cell's own start; ceiling/* once
+            initial = metrics if initial is None else initial
+            metrics.update(quality_metrics(metrics, initial, ceiling))
+            metrics.update(ceiling_log_metrics(ceiling) if step == 0 else {})
         if config.eval.snapshots:
             store.save_image(f"{name}_step{step:05d}.png", image_row(renders))
         return metrics
