@@ -162,10 +162,14 @@ class Reporter:
     def summary(self, results: list[CellResult], run_dir: Path) -> None:
         from rich.table import Table
 
-        table = Table(title="steinbench summary (held-out PSNR, dB; CLIP score start -> end)")
+        table = Table(
+            title="steinbench summary (held-out PSNR, dB; CLIP score start -> end; quality: "
+            "fraction of the PSNR gap to the ceiling closed)"
+        )
         clip = any("clip_score" in r.initial for r in results)
+        quality = any("quality/psnr" in r.final for r in results)
         columns = ("method", "prompt", "seed", "PSNR start", "PSNR end", "CLIP")
-        for column in (*columns[: 5 + clip], "train s", "status"):
+        for column in (*columns[: 5 + clip], *["quality"][: int(quality)], "train s", "status"):
             table.add_column(column, justify="left" if column in ("method", "prompt") else "right")
         for r in results:
             clip_cell = [
@@ -179,6 +183,7 @@ class Reporter:
                 f"{r.initial.get('psnr', float('nan')):.2f}",
                 f"{r.final.get('psnr', float('nan')):.2f}",
                 *clip_cell[: int(clip)],
+                *[f"{r.final.get('quality/psnr', float('nan')):.2f}"][: int(quality)],
                 f"{r.train_seconds:.1f}",
                 "ok" if r.status == "ok" else f"FAILED at step {r.failed_step}: {r.reason}",
             )

@@ -106,3 +106,27 @@ def test_ceiling_beats_sds_and_starts_where_the_cell_starts(tmp_path):
     assert ceiling["mask_iou"] >= sds.final["mask_iou"], (ceiling, sds.final)
     quality = quality_metrics(sds.final, sds.initial, ceiling)
     assert 0.0 < quality["quality/psnr"] < 1.0
+
+
+def test_run_logs_the_ceiling_once_and_quality_at_every_evaluation(tmp_path, monkeypatch):
+    from analysis import load_results
+    from benchmark.cli import main
+
+    monkeypatch.setenv("STEINBENCH_CACHE", str(tmp_path / "cache"))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(f"{PROMPT}\n")
+    sets = [*TINY, "eval.every=5", "eval.snapshots=false"]
+    args = ["run", "--methods", "sds", "--prompts", str(prompts), "--steps", "10"]
+    args += ["--out", str(tmp_path / "runs"), "--quiet", "--no-report"]
+    assert main(args + [x for s in sets for x in ("--set", s)]) == 0
+    df = load_results(list((tmp_path / "runs").iterdir()))
+    values = df.set_index(["metric", "step"])["value"]
+    assert list(df.loc[df.metric == "ceiling/psnr", "step"]) == [0]
+    assert list(df.loc[df.metric == "quality/psnr", "step"]) == [0, 5, 10]
+    assert values[("quality/psnr", 0)] == 0.0 and values[("quality/iou", 0)] == 0.0
+    (entry,) = (tmp_path / "cache" / "ceilings").glob("*.json")
+    ceiling = json.loads(entry.read_text())["metrics"]
+    assert values[("ceiling/psnr", 0)] == pytest.approx(ceiling["psnr"], rel=1e-6)
+    assert values[("quality/psnr", 10)] == pytest.approx(
+        quality_fraction(values[("psnr", 10)], values[("psnr", 0)], ceiling["psnr"]), rel=1e-6
+    )
