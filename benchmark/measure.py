@@ -24,10 +24,11 @@ chunk, never O(K x P):
     mean_sq_norm = ||mean_k g_k||^2
     nsr          = var_trace / mean_sq_norm
 
-The 95% CI of log_var is a percentile bootstrap over the K samples; it needs the K x K Gram
-matrix of the shifted per-sample gradients, computed exactly when P <= ``sketch_dim`` and
-from a count sketch of dimension ``sketch_dim`` otherwise (diagonal always exact), so its
-memory is O(K x min(P, sketch_dim)).
+The 95% CI of log_var is the studentized bootstrap of benchmark/variance/ci.py (calibrated
+by simulation, docs/variance_ci.md); it needs the K x K Gram matrix of the shifted per-sample
+gradients, computed exactly when P <= ``sketch_dim`` and from a count sketch of dimension
+``sketch_dim`` otherwise (diagonal always exact; the interval is then rescaled by the exact
+var_trace over the sketched one), so its memory is O(K x min(P, sketch_dim)).
 
 Metric names (flat dict, logged by ``run_cell`` at the evaluation step index):
 
@@ -36,7 +37,7 @@ Metric names (flat dict, logged by ``run_cell`` at the evaluation step index):
                                        not added to the training ``n_evals``)
     var/<variant>/var_trace            theta space
     var/<variant>/log_var
-    var/<variant>/log_var_lo           95% bootstrap CI of log_var (when bootstrap > 0)
+    var/<variant>/log_var_lo           95% CI of log_var (when bootstrap > 0)
     var/<variant>/log_var_hi
     var/<variant>/mean_sq_norm
     var/<variant>/nsr
@@ -76,6 +77,7 @@ import torch
 from torch.func import functional_call, vjp, vmap
 
 from benchmark.config import MeasureConfig
+from benchmark.variance.ci import trace_variance_ci_from_gram
 from core.cameras import Cameras, sample_cameras
 from estimators.base import EstimatorContext
 
@@ -526,10 +528,12 @@ def summarize(
     }
     if n_boot > 0 and moments.sq_norms:
         sq, gram = moments.gram()
-        boot = bootstrap_var_traces(sq, gram, n_boot, _generator(bootstrap_seed))
-        lo, hi = torch.quantile(boot, torch.tensor([0.025, 0.975], dtype=boot.dtype)).tolist()
-        out[f"{prefix}log_var_lo"] = _log(lo)
-        out[f"{prefix}log_var_hi"] = _log(hi)
+        var_gram, lo, hi = trace_variance_ci_from_gram(
+            sq, gram, n_boot=n_boot, generator=_generator(bootstrap_seed)
+        )
+        scale = var_trace / var_gram if var_gram > 0 else 1.0  # 1 unless count-sketched
+        out[f"{prefix}log_var_lo"] = _log(lo * scale)
+        out[f"{prefix}log_var_hi"] = _log(hi * scale)
     for name, parts in (groups or {}).items():
         out[f"{prefix}var_trace/{name}"] = moments.var_trace(parts)
     return out
