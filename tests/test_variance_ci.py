@@ -4,7 +4,7 @@ agreement with the probe's streamed Gram matrix, and coverage by simulation.
 Coverage: ``N_SIM`` independent sets of K samples per setting, vectorised as one batch; the
 binomial sd of a coverage near 0.95 is sqrt(0.95 * 0.05 / N_SIM) (0.011 at 400), so the
 Gaussian bound |coverage - 0.95| <= 0.035 is about 3 sd. Heavy tails (per-sample scale
-log-normal(0.5)): no method reaches 95% at K = 16; the measured coverage is 0.90-0.92 and the
+log-normal(0.5)): no method reaches 95% at K = 16; the measured coverage is 0.89-0.92 and the
 test asserts >= 0.86, and that the percentile bootstrap it replaces covers less (< 0.82 at
 K = 16).
 """

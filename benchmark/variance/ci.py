@@ -22,7 +22,7 @@ Method: studentized bootstrap (bootstrap-t) of the U-statistic on the log scale.
     interval   t* = (ln V* - ln V) / se*;  [ln V - se q_{1-a/2}(t*), ln V - se q_{a/2}(t*)]
 
 Measured coverage of the nominal 95% interval (tests/test_variance_ci.py, docs/variance_ci.md):
-about 93-94% for Gaussian samples at K = 16, about 90-92% for moderately heavy-tailed ones
+about 93-94% for Gaussian samples at K = 16, about 89-92% for moderately heavy-tailed ones
 (per-sample scale log-normal(0.5) or multivariate t with 5 dof), and 81-84% for very heavy
 tails (log-normal(1), t with 3 dof, where V has infinite variance); the percentile bootstrap
 it replaces covers 52-84%.
