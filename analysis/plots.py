@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.stats import bootstrap_mean
+from analysis.stats import mean_ci
 from analysis.summary import CELL, add_labels, sort_labels
 from results.catalogue import title as metric_title
 
@@ -72,7 +72,7 @@ def message_figure(text: str, width: float = 7.0, height: float = 1.2) -> Figure
 
 
 def _band(values_by_step: pd.DataFrame, lo_col: str | None = None, hi_col: str | None = None):
-    """Mean over seeds per step with a bootstrap CI over seeds; with one seed, the per-cell
+    """Mean over seeds per step with a t CI over seeds; with one seed, the per-cell
     CI columns (lo_col / hi_col) if given. values_by_step: step, value[, lo_col, hi_col]."""
     steps, mean, lo, hi = [], [], [], []
     for step, rows in values_by_step.groupby("step"):
@@ -82,7 +82,7 @@ def _band(values_by_step: pd.DataFrame, lo_col: str | None = None, hi_col: str |
             continue
         steps.append(step)
         if finite.size >= 2:
-            est = bootstrap_mean(finite, n_boot=PLOT_N_BOOT)
+            est = mean_ci(finite, n_boot=PLOT_N_BOOT)
             mean.append(est.mean)
             lo.append(est.lo)
             hi.append(est.hi)
@@ -120,7 +120,7 @@ def plot_variance(
     quality: str = "psnr",
 ) -> Figure:
     """Log gradient variance (ln trace Var) vs step, one line per method, mean over seeds with
-    a 95% bootstrap band over seeds (with one seed: the probe's bootstrap band over its K
+    a 95% t band over seeds (with one seed: the probe's CI band over its K
     samples). Rows: prompts; columns: the randomness variants, then ``quality`` vs step.
 
     Args:
@@ -176,9 +176,9 @@ def plot_variance(
         for ax in axes[-1]:
             ax.set_xlabel("step")
         band = (
-            "band: 95% bootstrap CI of the probe over its K samples (one seed)"
+            "band: 95% CI of the probe over its K samples (one seed)"
             if one_seed
-            else "band: 95% bootstrap CI over seeds"
+            else "band: 95% t CI over seeds"
         )
         fig.suptitle(
             f"Gradient variance, {space} space (log of the trace of the covariance; lower is "
@@ -242,7 +242,7 @@ def plot_convergence(
     prompts: list[str] | None = None,
 ) -> Figure:
     """``metric`` vs step, vs prior network calls and vs training wall-clock (columns), one
-    row per prompt; mean over seeds with a 95% bootstrap band over seeds."""
+    row per prompt; mean over seeds with a 95% t band over seeds."""
     df = add_labels(df)
     if not (df["metric"] == metric).any():
         return message_figure(f"No '{metric}' values in these runs.")
@@ -263,7 +263,7 @@ def plot_convergence(
                     ax.set_xlabel(X_AXES.get(x, x))
         fig.suptitle(
             f"{metric_title(metric)} vs steps, network calls and training time "
-            "(mean over seeds, band: 95% bootstrap CI over seeds)",
+            "(mean over seeds, band: 95% t CI over seeds)",
             fontsize=9,
         )
         _legend(fig, axes[0, 0])

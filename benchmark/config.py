@@ -66,8 +66,9 @@ class MeasureConfig:
     from the ``measure`` stream, theta frozen. ``chunk`` samples are vectorised at once
     (memory O(chunk x parameters)); ``engine`` picks torch.func or plain autograd ("auto":
     func, autograd if the backbone cannot be vmapped); ``bootstrap`` resamples give the 95% CI
-    of log_var from a K x K Gram matrix, exact up to ``sketch_dim`` parameters, count-sketched
-    beyond; ``reference_samples`` > 0 adds the bias check against a large-sample mean."""
+    of log_var (studentized, benchmark/variance/ci.py) from a K x K Gram matrix, exact up to
+    ``sketch_dim`` parameters, count-sketched beyond; ``reference_samples`` > 0 adds the bias
+    check against a large-sample mean."""
 
     every: int = 50
     samples: int = 16
@@ -77,7 +78,7 @@ class MeasureConfig:
         "fixed_camera_t",
     )
     reference_samples: int = 0
-    bootstrap: int = 200
+    bootstrap: int = 1000
     chunk: int = 16
     engine: Literal["auto", "func", "autograd"] = "auto"
     sketch_dim: int = 131072

@@ -8,9 +8,11 @@ is O(P) in the P parameters plus O(chunk x P) for one vectorised chunk, never O(
     mean_sq_norm = ||mean_k g_k||^2
     nsr          = var_trace / mean_sq_norm
 
-The CI of log_var needs the K x K Gram matrix of the shifted per-sample vectors, computed
-exactly when P <= ``gram_dim`` and from a count sketch of dimension ``gram_dim`` otherwise
-(diagonal always exact), so its memory is O(K x min(P, gram_dim)).
+The 95% CI of log_var is the studentized bootstrap of benchmark/variance/ci.py (calibrated by
+simulation, docs/variance_ci.md); it needs the K x K Gram matrix of the shifted per-sample
+vectors, computed exactly when P <= ``gram_dim`` and from a count sketch of dimension
+``gram_dim`` otherwise (diagonal always exact; the interval is then rescaled by the exact
+var_trace over the sketched one), so its memory is O(K x min(P, gram_dim)).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import math
 
 import torch
 
+from benchmark.variance.ci import trace_variance_ci_from_gram
 from benchmark.variance.draws import generator_from_seed
 
 _HASH_PRIME = 2**31 - 1
@@ -170,10 +173,12 @@ def summarize(
     }
     if n_boot > 0 and moments.sq_norms:
         sq, gram = moments.gram()
-        boot = bootstrap_var_traces(sq, gram, n_boot, generator_from_seed(bootstrap_seed))
-        lo, hi = torch.quantile(boot, torch.tensor([0.025, 0.975], dtype=boot.dtype)).tolist()
-        out[f"{prefix}log_var_lo"] = _log(lo)
-        out[f"{prefix}log_var_hi"] = _log(hi)
+        var_gram, lo, hi = trace_variance_ci_from_gram(
+            sq, gram, n_boot=n_boot, generator=generator_from_seed(bootstrap_seed)
+        )
+        scale = var_trace / var_gram if var_gram > 0 else 1.0  # 1 unless count-sketched
+        out[f"{prefix}log_var_lo"] = _log(lo * scale)
+        out[f"{prefix}log_var_hi"] = _log(hi * scale)
     for name, parts in (groups or {}).items():
         out[f"{prefix}var_trace/{name}"] = moments.var_trace(parts)
     return out

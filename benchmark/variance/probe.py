@@ -37,7 +37,7 @@ Metric names (flat dict, logged by ``run_cell`` at the evaluation step index):
                                        not added to the training ``n_evals``)
     var/<variant>/var_trace            theta space
     var/<variant>/log_var
-    var/<variant>/log_var_lo           95% bootstrap CI of log_var (when bootstrap > 0)
+    var/<variant>/log_var_lo           95% CI of log_var (when bootstrap > 0)
     var/<variant>/log_var_hi
     var/<variant>/mean_sq_norm
     var/<variant>/nsr
