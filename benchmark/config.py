@@ -68,7 +68,10 @@ class MeasureConfig:
     func, autograd if the backbone cannot be vmapped); ``bootstrap`` resamples give the 95% CI
     of log_var (studentized, benchmark/variance/ci.py) from a K x K Gram matrix, exact up to
     ``sketch_dim`` parameters, count-sketched beyond; ``reference_samples`` > 0 adds the bias
-    check against a large-sample mean."""
+    check against a large-sample mean, at the last checkpoint only (``reference_at: last``,
+    the default) or at every probe (``all``), for ``reference_variants``; ``control_variate``
+    adds raw_log_var / cv_gain / cv_oracle_* and ``update_log_var`` (benchmark/variance/
+    control.py; one more backward per sample)."""
 
     every: int = 50
     samples: int = 16
@@ -77,7 +80,10 @@ class MeasureConfig:
         "fixed_camera",
         "fixed_camera_t",
     )
-    reference_samples: int = 0
+    reference_samples: int = 64
+    reference_at: Literal["last", "all"] = "last"
+    reference_variants: tuple[Literal["all", "fixed_camera", "fixed_camera_t"], ...] = ("all",)
+    control_variate: bool = True
     bootstrap: int = 1000
     chunk: int = 16
     engine: Literal["auto", "func", "autograd"] = "auto"

@@ -265,8 +265,9 @@ def run_cell(
         return metrics
 
     def measure_and_log(done: int) -> None:
+        final = done == config.steps
         # its time: var/seconds
-        log(done, measure_gradient_variance(trainer.probe_subject(), done, probe))
+        log(done, measure_gradient_variance(trainer.probe_subject(), done, probe, final))
 
     if resume is None:
         first, elapsed, evals_offset = 0, 0.0, 0
