@@ -7,6 +7,7 @@ from typing import Literal
 
 import yaml
 
+from backbones.gaussians import GaussianConfig
 from backbones.hashgrid import HashGridConfig
 from backbones.image import ImageConfig
 from backbones.voxel import VoxelConfig
@@ -21,7 +22,7 @@ from evaluation.clip_spec import check_clip_spec
 from priors.stable_diffusion import SDPriorConfig, parse_prior
 from world.prior import WorldPriorConfig
 
-BackboneName = Literal["voxel", "hashgrid", "image"]
+BackboneName = Literal["voxel", "hashgrid", "gaussians", "image"]
 DeviceName = Literal["cpu", "cuda"]
 
 
@@ -114,6 +115,7 @@ class RunConfig:
     prior: str = "world"  # "world" or "sd:PATH" (a diffusers Stable Diffusion directory)
     voxel: VoxelConfig = field(default_factory=VoxelConfig)
     hashgrid: HashGridConfig = field(default_factory=HashGridConfig)
+    gaussians: GaussianConfig = field(default_factory=GaussianConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
     world: WorldPriorConfig = field(default_factory=WorldPriorConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)

@@ -62,6 +62,10 @@ def build_backbone(
         from backbones.hashgrid import HashGridNeRF
 
         return HashGridNeRF(config.hashgrid, device, generator)
+    if config.backbone == "gaussians":
+        from backbones.gaussians import GaussianSplats
+
+        return GaussianSplats(config.gaussians, device, generator)
     raise ValueError(f"unknown backbone {config.backbone!r}")
 
 
@@ -150,6 +154,7 @@ class CellTrainer:
         cameras, t = self.sample_step_inputs(step)
         with timer.section("time/render"):
             self.backbone.before_step(step)
+            self.backbone.update_optimizer(self.optimizer)
             render = self.backbone.render(
                 cameras,
                 self.config.render.height,
