@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 
 from analysis.stats import bootstrap_mean
 from analysis.summary import CELL, add_labels, sort_labels
+from results.catalogue import title as metric_title
 
 VARIANTS = ("all", "fixed_camera", "fixed_camera_t")
 VARIANT_TITLES = {
@@ -29,14 +30,6 @@ VARIANT_TITLES = {
     "fixed_camera_t": "camera and t fixed",
 }
 X_AXES = {"step": "step", "n_evals": "network calls", "train_seconds": "training seconds"}
-METRIC_TITLES = {
-    "psnr": "held-out PSNR (dB)",
-    "ssim": "held-out SSIM",
-    "depth_l1": "depth L1 error",
-    "mask_iou": "mask IoU",
-    "janus": "Janus score",
-    "janus_deg": "Janus angle (deg)",
-}
 PLOT_N_BOOT = 1000
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 _COLORS = {"sds": 0, "vsd": 1, "ssd": 2}
@@ -179,7 +172,7 @@ def plot_variance(
             if has_quality:
                 ax = axes[i, -1]
                 _convergence_axis(ax, df[df["prompt"] == prompt], quality, "step", colors)
-                ax.set_title(f"{prompt}\n{METRIC_TITLES.get(quality, quality)}", fontsize=9)
+                ax.set_title(f"{prompt}\n{metric_title(quality)}", fontsize=9)
         for ax in axes[-1]:
             ax.set_xlabel("step")
         band = (
@@ -265,11 +258,11 @@ def plot_convergence(
                 _convergence_axis(ax, df[df["prompt"] == prompt], metric, x, colors)
                 ax.set_title(prompt, fontsize=9)
                 if j == 0:
-                    ax.set_ylabel(METRIC_TITLES.get(metric, metric))
+                    ax.set_ylabel(metric_title(metric))
                 if i == len(prompts) - 1:
                     ax.set_xlabel(X_AXES.get(x, x))
         fig.suptitle(
-            f"{METRIC_TITLES.get(metric, metric)} vs steps, network calls and training time "
+            f"{metric_title(metric)} vs steps, network calls and training time "
             "(mean over seeds, band: 95% bootstrap CI over seeds)",
             fontsize=9,
         )

@@ -404,22 +404,10 @@ def write_report(
     psnr_threshold: float | None = None,
 ) -> Path:
     """Write the report of ``run_dirs`` to ``out`` atomically; returns the path."""
-    import os
-    import tempfile
+    from results.atomic import atomic_write_text
 
     text = build_report_html(run_dirs, title=title, psnr_threshold=psnr_threshold)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return atomic_write_text(out, text)
 
 
 def write_run_report(run_dir: str | Path, console=None) -> Path | None:

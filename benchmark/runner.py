@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 
 import torch
 
 from benchmark.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from benchmark.config import RunConfig, config_to_yaml
-from benchmark.results import RunStore
+from benchmark.factories import build_prior, resolve_device
+from benchmark.store import RunStore
 from benchmark.trainer import (
     CellHooks,
     CellInterrupted,
@@ -25,78 +25,11 @@ from benchmark.trainer import (
     configure_torch,
     run_cell,
 )
-from core.errors import UserError
 from evaluation.clip import load_clip_scorer
 from evaluation.clip_spec import resolve_clip_spec
-from evaluation.heldout import HeldOutEvaluator, RenderOnlyEvaluator, image_row, slug
-
-PACKAGES = ("torch", "diffusers", "nerfacc", "numpy", "pandas", "steinbench")
-
-
-def package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was requested but no CUDA device is available")
-    return torch.device(name)
-
-
-def build_prior(config: RunConfig, prompts: list[str], device: torch.device):
-    if config.prior == "world":
-        from world.prior import WorldPrior
-
-        distance, fovy = config.camera.center()
-        return WorldPrior(
-            prompts,
-            config.render.height,
-            config.render.width,
-            distance=distance,
-            fovy=fovy,
-            config=config.world,
-            device=device,
-        )
-    if config.prior.startswith("sd:"):
-        return build_sd_prior(config, prompts, device)
-    raise UserError(f"unknown prior '{config.prior}'")
-
-
-def build_sd_prior(config: RunConfig, prompts: list[str], device: torch.device):
-    """``--prior sd:PATH``: a local diffusers Stable Diffusion directory (priors/stable_diffusion);
-    a missing, incomplete or wrong directory and over-long prompts are one-line user errors."""
-    from priors.stable_diffusion import StableDiffusionPrior, WeightsError, parse_prior
-
-    _, path = parse_prior(config.prior)
-    try:
-        prior = StableDiffusionPrior(path, config.sd, device, prompts)
-    except (WeightsError, ValueError) as exc:
-        raise UserError(str(exc)) from None
-    if "ssd" in config.methods and config.ssd.baseline != "constant":
-        from benchmark.methods import geometry_estimator
-
-        geometry_estimator(prior, config)  # load (and cache) the depth model before any cell
-    return prior
+from evaluation.heldout import HeldOutEvaluator, RenderOnlyEvaluator, image_row
+from results.provenance import git_commit, package_versions
+from results.schema import cell_name, snapshot_name, truth_snapshot_name
 
 
 def _evaluator(prompt: str, config: RunConfig, device: torch.device, clip=None):
@@ -204,11 +137,6 @@ class Reporter:
         self.console.print(table)
 
 
-def cell_name(method: str, prompt: str, seed: int) -> str:
-    """File-name id of a cell: ``<method>_<prompt slug>_s<seed>``."""
-    return f"{method}_{slug(prompt)}_s{seed}"
-
-
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C / SIGTERM: the run stopped cleanly (checkpoint written) or was aborted."""
 
@@ -276,6 +204,7 @@ def run_benchmark(
     report: bool = True,
     resume: ResumeState | None = None,
     run_id: str | None = None,
+    before_step: Callable[[int], None] | None = None,
 ) -> tuple[Path, list[CellResult]]:
     """Run every (method, prompt, seed) cell; returns the run directory and cell results.
 
@@ -284,7 +213,8 @@ def run_benchmark(
     ``checkpoints/<cell>.pt`` and the metrics are flushed; the manifest lists finished cells
     as they finish. With ``resume`` (benchmark.resume.open_run) finished cells are skipped
     and an interrupted cell continues from its checkpoint, bit-identically on CPU. ``run_id``
-    names a new run dir (default: a new timestamped id; sweeps pass their cell id).
+    names a new run dir (default: a new timestamped id; sweeps pass their cell id);
+    ``before_step`` is called before every training step (a test hook for fault injection).
     """
     device = resolve_device(config.device)
     configure_torch(config.threads)
@@ -323,7 +253,7 @@ def run_benchmark(
         for prompt, evaluator in evaluators.items():
             if evaluator.truth is None:
                 continue
-            store.save_image(f"truth_{slug(prompt)}.png", image_row(evaluator.truth["rgb"]))
+            store.save_image(truth_snapshot_name(prompt), image_row(evaluator.truth["rgb"]))
 
     finished = {cell_name(r.method, r.prompt, r.seed) for r in results}
     status = "interrupted"
@@ -351,6 +281,7 @@ def run_benchmark(
                                 store,
                                 reporter,
                                 stop,
+                                before_step,
                             )
                         )
                         store.flush_metrics()
@@ -378,7 +309,7 @@ def run_benchmark(
 
 
 def _run_one_cell(
-    config, method, prompt, seed, prior, device, evaluator, store, reporter, stop
+    config, method, prompt, seed, prior, device, evaluator, store, reporter, stop, before_step
 ) -> CellResult:
     """One cell into ``store``: from its checkpoint if there is one, else from step 0."""
     name = cell_name(method, prompt, seed)
@@ -391,7 +322,7 @@ def _run_one_cell(
     def evaluate(backbone, step):
         metrics, renders = evaluator(backbone)
         if config.eval.snapshots:
-            store.save_image(f"{name}_step{step:05d}.png", image_row(renders))
+            store.save_image(snapshot_name(method, prompt, seed, step), image_row(renders))
         return metrics
 
     def log(step, metrics):
@@ -406,5 +337,6 @@ def _run_one_cell(
         checkpoint=save,
         checkpoint_every=config.checkpoint_every,
         stop_requested=stop,
+        before_step=before_step,
     )
     return run_cell(trainer, evaluate, log, hooks=hooks, resume=start)

@@ -14,7 +14,12 @@ import torch
 
 from core.interfaces import GeometryEstimator
 from core.schedule import alpha_sigma
-from estimators.base import EstimatorContext, GradientEstimator, GuidanceConfig
+from estimators.base import (
+    EstimatorContext,
+    EstimatorOutput,
+    GradientEstimator,
+    GuidanceConfig,
+)
 from estimators.baselines import BASELINES, BaselineName, baseline_function
 from estimators.control_coefficient import ControlCoefficient, MuShape, MuStrategy
 from estimators.sds import guided_residual_terms
@@ -61,7 +66,6 @@ class SSD(GradientEstimator):
         self.mu = ControlCoefficient(
             config.mu, config.mu_shape, config.mu_init, config.mu_lr, config.mu_ema, device
         )
-        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
         self.render_outputs = ("normal",) if config.baseline == "normal" else ()
 
     def control_variate(self, x_t, t, eps, prior, ctx: EstimatorContext):
@@ -83,9 +87,8 @@ class SSD(GradientEstimator):
         s, phi = self.control_variate(x_t, t, eps, prior, ctx)
         mu = self.mu.value(s)
         g = w * (eps_hat - mu * s)
-        self._pending = (w * eps_hat, w * s)
         counts = {} if self.geometry is None else {"n_evals_depth": float(self.geometry.n_evals)}
-        return g, {
+        diagnostics = {
             **counts,
             "grad_norm": float(g.flatten(1).norm(dim=1).mean()),
             "phi": float(phi.mean()),
@@ -95,12 +98,17 @@ class SSD(GradientEstimator):
             "corr_eps_hat_cv": _corr(eps_hat, s),
             "corr_eps_cv": _corr(eps, s),
         }
+        return EstimatorOutput(g, diagnostics, {"score": w * eps_hat, "control": w * s})
 
-    def update(self, x, prior, ctx):
-        """Feed this step's sample to mu (used from the next step on)."""
-        if self._pending is not None:
-            self.mu.observe(*self._pending)
-            self._pending = None
+    def update(self, x, prior, ctx, output: EstimatorOutput | None = None):
+        """Feed this step's sample (``output.update_inputs``: w eps_hat and w S) to mu, used
+        from the next step on."""
+        if output is None:
+            raise ValueError("SSD.update needs this step's grad output (mu learns from it)")
+        self.mu.observe(output.update_inputs["score"], output.update_inputs["control"])
+
+    def network_evaluations(self) -> dict[str, int]:
+        return {} if self.geometry is None else {"depth": self.geometry.n_evals}
 
     def state_dict(self) -> dict:
         evals = None if self.geometry is None else self.geometry.n_evals

@@ -16,8 +16,7 @@ import pytest
 import torch
 
 from benchmark.config import load_config
-from benchmark.methods import build_estimator
-from benchmark.runner import build_prior
+from benchmark.factories import build_estimator, build_prior
 from benchmark.trainer import CellTrainer
 from core.cameras import look_at_origin
 from core.schedule import add_noise, alpha_sigma

@@ -49,10 +49,10 @@ def _mean_difference_z(prior, cfg: SSDConfig, peek: bool, n_chunks=100, chunk=20
     for _ in range(n_chunks):
         eps = torch.randn(x.shape, generator=gen)
         if peek:  # deliberately biased: mu is fitted to the current sample before it is used
-            ssd.grad(x, t, eps, prior, ctx)
-            ssd.update(x, prior, ctx)
-        g_ssd, _ = ssd.grad(x, t, eps, prior, ctx)
-        ssd.update(x, prior, ctx)
+            ssd.update(x, prior, ctx, ssd.grad(x, t, eps, prior, ctx))
+        out = ssd.grad(x, t, eps, prior, ctx)
+        g_ssd = out.grad
+        ssd.update(x, prior, ctx, out)
         g_sds, _ = sds.grad(x, t, eps, prior, ctx)
         diffs.append((g_ssd - g_sds).double().mean(dim=(2, 3)))  # [chunk, 3]
     d = torch.cat(diffs)
@@ -154,8 +154,8 @@ def test_ssd_uses_mu_from_past_samples_only():
     ctx = EstimatorContext("p", None)
     x, t = torch.zeros(1, 3, 4, 4), torch.tensor([400])
     eps = torch.randn(1, 3, 4, 4)
-    _, d1 = ssd.grad(x, t, eps, prior, ctx)
-    assert d1["mu_mean"] == 1.0  # initial value, not yet fitted to this sample
-    ssd.update(x, prior, ctx)
+    out = ssd.grad(x, t, eps, prior, ctx)
+    assert out.diagnostics["mu_mean"] == 1.0  # initial value, not yet fitted to this sample
+    ssd.update(x, prior, ctx, out)
     _, d2 = ssd.grad(x, t, eps, prior, ctx)
     assert d2["mu_mean"] != 1.0
