@@ -135,6 +135,7 @@ class CellTrainer:
         cameras, t = self.sample_step_inputs(step)
         with timer.section("time/render"):
             self.backbone.before_step(step)
+            self.backbone.update_optimizer(self.optimizer)
             render = self.backbone.render(
                 cameras,
                 self.config.render.height,
