@@ -104,6 +104,14 @@ def _state_equal(a, b) -> bool:
 
 
 def variant_statistics(
+    sampler: PerSampleGradients, draws: MeasureDraws, chunk: int, gram_dim: int
+) -> tuple[StreamingMoments, StreamingMoments]:
+    """Theta- and image-space moments of the per-sample gradients G of ``draws``."""
+    moments = variant_moments(sampler, draws, chunk, gram_dim)
+    return moments["theta"], moments["image"]
+
+
+def variant_moments(
     sampler: PerSampleGradients,
     draws: MeasureDraws,
     chunk: int,
@@ -180,7 +188,7 @@ def measure_gradient_variance(
         for variant in config.variants:
             began = time.perf_counter()
             prefix = f"var/{variant}/"
-            moments = variant_statistics(
+            moments = variant_moments(
                 sampler, draws.variant(variant), chunk, gram_dim, preconditioner
             )
             theta, image = moments["theta"], moments["image"]
