@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from core.errors import UserError
@@ -209,6 +210,18 @@ def _add_methods_parser(commands) -> None:
     )
 
 
+def _add_doctor_parser(commands) -> None:
+    """``doctor``."""
+    doctor = commands.add_parser(
+        "doctor",
+        help="versions, CUDA, optional CUDA paths; with --device cuda a timed battery",
+        description="Report what this machine can run (benchmark/doctor.py). On a machine "
+        "without CUDA it says so and exits 0.",
+    )
+    doctor.add_argument("--device", default=None, help="cuda: also run the timed battery")
+    doctor.add_argument("--out", default=None, help="also write the report as JSON")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="python -m benchmark",
@@ -226,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep_parser(commands)
     _add_make_fixtures_parser(commands)
     _add_methods_parser(commands)
+    _add_doctor_parser(commands)
     return parser
 
 
@@ -380,6 +394,23 @@ def cmd_methods(args: argparse.Namespace, argv: list[str]) -> int:
     return EXIT_OK
 
 
+def cmd_doctor(args: argparse.Namespace, argv: list[str]) -> int:
+    if args.device not in (None, "cpu", "cuda"):
+        raise UserError(f"bad value for --device: {args.device!r}; expected 'cpu' or 'cuda'")
+    from benchmark.doctor import doctor, print_report
+
+    report = doctor(args.device)
+    print_report(report)
+    if args.out:
+        from results.atomic import atomic_write_text
+
+        try:
+            atomic_write_text(args.out, json.dumps(report, indent=2, default=str) + "\n")
+        except OSError as exc:
+            raise UserError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    return EXIT_OK
+
+
 def cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     from benchmark.sweep import main_sweep
 
@@ -395,6 +426,7 @@ COMMANDS = {
     "regress": cmd_regress,
     "make-fixtures": cmd_make_fixtures,
     "methods": cmd_methods,
+    "doctor": cmd_doctor,
 }
 
 

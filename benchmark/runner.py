@@ -42,6 +42,17 @@ def _evaluator(prompt: str, config: RunConfig, device: torch.device, clip=None):
     return HeldOutEvaluator(prompt, config, device, clip)
 
 
+def format_rate(steps_per_second: float) -> str:
+    """'12.3 it/s', or seconds per step for slow cells ('45.2 s/it'), never '0.0 it/s'.
+
+    >>> format_rate(12.34), format_rate(0.02)
+    ('  12.3 it/s', '  50.0 s/it')
+    """
+    if steps_per_second >= 1.0:
+        return f"{steps_per_second:6.1f} it/s"
+    return f"{1.0 / max(steps_per_second, 1e-12):6.1f} s/it"
+
+
 class Reporter:
     """Console output: a rich progress bar while running and a summary table at the end."""
 
@@ -85,7 +96,7 @@ class Reporter:
 
         def on_step(done: int) -> None:
             rate = (done - first) / max(time.perf_counter() - started, 1e-9)
-            self.progress.update(task, completed=done, rate=f"{rate:6.1f} it/s")
+            self.progress.update(task, completed=done, rate=format_rate(rate))
 
         return on_step
 
