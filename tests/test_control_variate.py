@@ -13,7 +13,7 @@ import torch
 from benchmark.config import MeasureConfig, load_config
 from benchmark.trainer import CellTrainer, run_cell
 from benchmark.variance import PerSampleGradients, draw_measure_inputs, measure_gradient_variance
-from benchmark.variance.control import adam_preconditioner, control_variate_metrics
+from benchmark.variance.control import adam_step, control_variate_metrics
 from benchmark.variance.moments import StreamingMoments
 
 SMALL = [
@@ -79,7 +79,7 @@ def test_probe_reports_the_control_variate_view_and_the_ssd_flag(trainers):
     config = MeasureConfig(samples=6, variants=("all",), bootstrap=0)
     first = measure_gradient_variance(ssd.probe_subject(), 0, config)
     assert first["var/mu_uninformed"] == 1.0
-    assert math.isnan(first["var/all/update_log_var"])  # no Adam moments yet
+    assert math.isfinite(first["var/all/update_log_var"])  # Adam's first step: lr sign(g)
     for prefix in ("var/all/", "var/all/img_"):
         assert first[prefix + "cv_oracle_gain"] >= first[prefix + "cv_gain"] - 1e-9
         assert first[prefix + "raw_log_var"] - first[prefix + "log_var"] == pytest.approx(
@@ -92,20 +92,51 @@ def test_probe_reports_the_control_variate_view_and_the_ssd_flag(trainers):
     assert "cos_ref" not in " ".join(later)  # bias check only at the final checkpoint
 
 
-def test_adam_preconditioner_is_its_definition(trainers):
-    trainer = trainers["sds"]
-    trainer.step(0)
-    trainer.step(1)
+@pytest.mark.parametrize("steps_before", [0, 2])
+def test_adam_step_is_the_update_torch_adam_applies(trainers, steps_before):
+    """AdamStep(g) equals the change torch.optim.Adam makes for gradient g (a copy of the
+    trainer's optimiser state), before the first step and after two."""
+    import copy
+
+    trainer = trainers["sds"] if steps_before else _fresh(trainers)
+    for k in range(steps_before):
+        trainer.step(10 + k)
     params = [p for group in trainer.optimizer.param_groups for p in group["params"]]
-    pre = adam_preconditioner(trainer.optimizer, params)
-    parts = []
-    for group in trainer.optimizer.param_groups:
-        for p in group["params"]:
-            state = trainer.optimizer.state[p]
-            v_hat = state["exp_avg_sq"].double() / (1 - group["betas"][1] ** float(state["step"]))
-            parts.append((group["lr"] / (v_hat.sqrt() + group["eps"])).reshape(-1))
-    torch.testing.assert_close(pre, torch.cat(parts), rtol=0, atol=0)
-    assert adam_preconditioner(None, params) is None
+    step = adam_step(trainer.optimizer, params)
+    g = torch.randn(sum(p.numel() for p in params), generator=torch.Generator().manual_seed(3))
+    clones = [p.detach().clone().requires_grad_(True) for p in params]
+    groups = [
+        dict(group, params=clones[i : i + len(group["params"])])
+        for i, group in zip(
+            _offsets(trainer.optimizer.param_groups), trainer.optimizer.param_groups, strict=True
+        )
+    ]
+    optimizer = torch.optim.Adam(groups)
+    state = copy.deepcopy(trainer.optimizer.state_dict())
+    if steps_before:
+        optimizer.load_state_dict(state)
+    start = 0
+    for c in clones:
+        c.grad = g[start : start + c.numel()].view_as(c).to(c.dtype)
+        start += c.numel()
+    before = torch.cat([c.detach().reshape(-1).double() for c in clones])
+    optimizer.step()
+    after = torch.cat([c.detach().reshape(-1).double() for c in clones])
+    torch.testing.assert_close(before - after, step(g), rtol=1e-5, atol=1e-9)
+    assert adam_step(None, params) is None
+
+
+def _offsets(groups):
+    out, start = [], 0
+    for group in groups:
+        out.append(start)
+        start += len(group["params"])
+    return out
+
+
+def _fresh(trainers):
+    t = trainers["sds"]
+    return CellTrainer(t.config, "sds", "a snowman", 1, t.prior, torch.device("cpu"))
 
 
 def test_bias_check_runs_at_the_last_checkpoint_by_default(world_prior_small):

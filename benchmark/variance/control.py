@@ -15,12 +15,10 @@ trace (co)variances over the K samples (unbiased, streamed):
 with tr Cov(A, C) = (tr Var(A) + tr Var(C) - tr Var(G)) / 2. Theta space uses the per-sample
 theta-gradients a_k, g_k, c_k = a_k - g_k; the ``img_`` forms the image-space A, G, C.
 
-The update view: Adam's step on one gradient, linearised at the optimiser's current second
-moments, is u = lr / (sqrt(v_hat) + eps) (.) g with v_hat = exp_avg_sq / (1 - beta2^step);
+The update view: the step Adam would take from its current state if g_k were this step's
+gradient (``AdamStep``; scale-free per parameter, unlike g):
 
-    update_log_var  = ln tr Var(u)                    what the optimiser actually feels
-
-(NaN before the first optimiser step, when Adam has no second moments yet).
+    update_log_var  = ln tr Var_k(u_k)               what the optimiser actually feels
 
 >>> import torch
 >>> a = torch.tensor([[1.0, 0.0], [3.0, 0.0], [5.0, 0.0]])
@@ -34,6 +32,7 @@ moments, is u = lr / (sqrt(v_hat) + eps) (.) g with v_hat = exp_avg_sq / (1 - be
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -78,22 +77,61 @@ def control_variate_metrics(
     }
 
 
-def adam_preconditioner(
+@dataclass(frozen=True)
+class AdamStep:
+    """Adam's step for one per-sample gradient g from the optimiser's current state, flat over
+    theta: with (m, v, k) the current moments and step count (zeros and 0 before any step),
+
+        m' = b1 m + (1 - b1) g,   v' = b2 v + (1 - b2) g^2
+        u  = lr (m' / (1 - b1^(k+1))) / (sqrt(v' / (1 - b2^(k+1))) + eps)
+
+    exactly the update ``torch.optim.Adam.step`` would apply (tested); at k = 0 it is
+    lr g / (|g| + eps)."""
+
+    exp_avg: torch.Tensor
+    exp_avg_sq: torch.Tensor
+    lr: torch.Tensor
+    beta1: torch.Tensor
+    beta2: torch.Tensor
+    eps: torch.Tensor
+    step: torch.Tensor
+
+    def __call__(self, g: torch.Tensor) -> torch.Tensor:
+        g = g.double()
+        m = self.beta1 * self.exp_avg + (1 - self.beta1) * g
+        v = self.beta2 * self.exp_avg_sq + (1 - self.beta2) * g * g
+        k = self.step + 1
+        m_hat = m / (1 - self.beta1**k)
+        v_hat = v / (1 - self.beta2**k)
+        return self.lr * m_hat / (v_hat.sqrt() + self.eps)
+
+
+def adam_step(
     optimizer: torch.optim.Optimizer | None, params: list[torch.nn.Parameter]
-) -> torch.Tensor | None:
-    """Flat [P] lr / (sqrt(v_hat) + eps) for ``params`` (theta order), or None when the
-    optimiser has no second moments yet (or is not Adam-like)."""
-    if optimizer is None:
+) -> AdamStep | None:
+    """The ``AdamStep`` of ``params`` (theta order) under ``optimizer``, or None when there
+    is no Adam optimiser."""
+    if optimizer is None or not isinstance(optimizer, torch.optim.Adam):
         return None
     group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
-    parts = []
+    fields: dict[str, list[torch.Tensor]] = {
+        k: [] for k in ("exp_avg", "exp_avg_sq", "lr", "beta1", "beta2", "eps", "step")
+    }
     for p in params:
+        group = group_of[id(p)]
         state = optimizer.state.get(p, {})
-        group = group_of.get(id(p))
-        if "exp_avg_sq" not in state or group is None:
-            return None
-        step = float(state["step"])
-        beta2 = group["betas"][1]
-        v_hat = state["exp_avg_sq"].detach().double() / (1.0 - beta2**step)
-        parts.append((group["lr"] / (v_hat.sqrt() + group["eps"])).reshape(-1))
-    return torch.cat(parts)
+        n = p.numel()
+        zeros = torch.zeros(n, dtype=torch.float64, device=p.device)
+        fields["exp_avg"].append(state["exp_avg"].detach().double().reshape(-1) if state else zeros)
+        fields["exp_avg_sq"].append(
+            state["exp_avg_sq"].detach().double().reshape(-1) if state else zeros
+        )
+        for key, value in (
+            ("lr", group["lr"]),
+            ("beta1", group["betas"][0]),
+            ("beta2", group["betas"][1]),
+            ("eps", group["eps"]),
+            ("step", float(state["step"]) if state else 0.0),
+        ):
+            fields[key].append(torch.full((n,), float(value), dtype=torch.float64, device=p.device))
+    return AdamStep(**{k: torch.cat(v) for k, v in fields.items()})

@@ -80,7 +80,7 @@ import time
 import torch
 
 from benchmark.config import MeasureConfig
-from benchmark.variance.control import adam_preconditioner, control_variate_metrics
+from benchmark.variance.control import AdamStep, adam_step, control_variate_metrics
 from benchmark.variance.draws import (
     MeasureDraws,
     draw_measure_inputs,
@@ -116,11 +116,11 @@ def variant_moments(
     draws: MeasureDraws,
     chunk: int,
     gram_dim: int,
-    preconditioner: torch.Tensor | None = None,
+    update: AdamStep | None = None,
 ) -> dict[str, StreamingMoments]:
     """Moments of the per-sample gradients of ``draws``: ``theta`` and ``image`` (G), with a
     raw-term sampler also ``raw``/``img_raw`` (A) and ``control``/``img_control`` (A - G), and
-    with a ``preconditioner`` [P] the Adam update ``update`` (see benchmark/variance/control)."""
+    with an ``update`` map the per-sample Adam steps ``update`` (benchmark/variance/control)."""
     n = len(draws)
     moments = {"theta": StreamingMoments(gram_dim, n), "image": StreamingMoments(gram_dim, n)}
     for start in range(0, len(draws), chunk):
@@ -137,8 +137,8 @@ def variant_moments(
                 ("img_control", (raw - grad).flatten(1)),
             ):
                 moments.setdefault(name, StreamingMoments()).update(value)
-        if preconditioner is not None:
-            moments.setdefault("update", StreamingMoments()).update(g.double() * preconditioner)
+        if update is not None:
+            moments.setdefault("update", StreamingMoments()).update(update(g))
     return moments
 
 
@@ -181,16 +181,13 @@ def measure_gradient_variance(
         groups = sampler.group_slices()
         chunk = max(1, min(config.chunk, config.samples))
         gram_dim = config.sketch_dim if config.bootstrap > 0 else 0
-        preconditioner = None
+        update = None
         if config.control_variate:
-            params = [p for _, _, p in sampler.theta]
-            preconditioner = adam_preconditioner(subject.optimizer, params)
+            update = adam_step(subject.optimizer, [p for _, _, p in sampler.theta])
         for variant in config.variants:
             began = time.perf_counter()
             prefix = f"var/{variant}/"
-            moments = variant_moments(
-                sampler, draws.variant(variant), chunk, gram_dim, preconditioner
-            )
+            moments = variant_moments(sampler, draws.variant(variant), chunk, gram_dim, update)
             theta, image = moments["theta"], moments["image"]
             metrics.update(summarize(theta, prefix, config.bootstrap, seeds["bootstrap"], groups))
             metrics.update(summarize(image, prefix + "img_", config.bootstrap, seeds["bootstrap"]))
@@ -204,9 +201,9 @@ def measure_gradient_variance(
                     )
                 )
             if config.control_variate:
-                update = moments.get("update")
+                steps = moments.get("update")
                 metrics[prefix + "update_log_var"] = (
-                    _log_or_neg_inf(update.var_trace()) if update is not None else float("nan")
+                    _log_or_neg_inf(steps.var_trace()) if steps is not None else float("nan")
                 )
             if bias_check and variant in config.reference_variants:
                 check = _bias_check(
