@@ -5,10 +5,10 @@
     summary = summarize(df)            # Summary: .table, .paired, .wide(), .notes
     fig = plot_variance(df, "theta")   # a matplotlib Figure
 
-Modules: load (results -> DataFrame), runs (manifest, config, snapshots), stats (bootstrap
-CIs), summary (``summarize``), plots (figures), report (HTML), regress (golden variance
-numbers), fixtures (tiny runs for notebooks and tests). Names are imported lazily, so
-``import analysis`` stays cheap.
+Modules: load (results -> DataFrame), runs (manifest, config, snapshots), stats (t and
+bootstrap CIs), summary (``summarize``), plots (figures), report (HTML). Names are imported
+lazily, so ``import analysis`` stays cheap. The golden regression and the tiny runs that
+train models live in the harness (benchmark.regress, benchmark.tiny_runs).
 """
 
 from importlib import import_module
@@ -18,6 +18,7 @@ _EXPORTS = {
     "summarize": "analysis.summary",
     "Summary": "analysis.summary",
     "bootstrap_mean": "analysis.stats",
+    "mean_ci": "analysis.stats",
     "paired_difference": "analysis.stats",
     "plot_variance": "analysis.plots",
     "plot_convergence": "analysis.plots",
@@ -32,6 +33,7 @@ __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
+    # not core.lazy: analysis imports only results/ (tests/test_layering.py)
     if name in _EXPORTS:
         return getattr(import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'analysis' has no attribute {name!r}")

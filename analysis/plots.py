@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.stats import bootstrap_mean
+from analysis.stats import mean_ci
 from analysis.summary import CELL, add_labels, sort_labels
+from results.catalogue import title as metric_title
 
 VARIANTS = ("all", "fixed_camera", "fixed_camera_t")
 VARIANT_TITLES = {
@@ -29,14 +30,6 @@ VARIANT_TITLES = {
     "fixed_camera_t": "camera and t fixed",
 }
 X_AXES = {"step": "step", "n_evals": "network calls", "train_seconds": "training seconds"}
-METRIC_TITLES = {
-    "psnr": "held-out PSNR (dB)",
-    "ssim": "held-out SSIM",
-    "depth_l1": "depth L1 error",
-    "mask_iou": "mask IoU",
-    "janus": "Janus score",
-    "janus_deg": "Janus angle (deg)",
-}
 PLOT_N_BOOT = 1000
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 _COLORS = {"sds": 0, "vsd": 1, "ssd": 2}
@@ -79,7 +72,7 @@ def message_figure(text: str, width: float = 7.0, height: float = 1.2) -> Figure
 
 
 def _band(values_by_step: pd.DataFrame, lo_col: str | None = None, hi_col: str | None = None):
-    """Mean over seeds per step with a bootstrap CI over seeds; with one seed, the per-cell
+    """Mean over seeds per step with a t CI over seeds; with one seed, the per-cell
     CI columns (lo_col / hi_col) if given. values_by_step: step, value[, lo_col, hi_col]."""
     steps, mean, lo, hi = [], [], [], []
     for step, rows in values_by_step.groupby("step"):
@@ -89,7 +82,7 @@ def _band(values_by_step: pd.DataFrame, lo_col: str | None = None, hi_col: str |
             continue
         steps.append(step)
         if finite.size >= 2:
-            est = bootstrap_mean(finite, n_boot=PLOT_N_BOOT)
+            est = mean_ci(finite, n_boot=PLOT_N_BOOT)
             mean.append(est.mean)
             lo.append(est.lo)
             hi.append(est.hi)
@@ -127,7 +120,7 @@ def plot_variance(
     quality: str = "psnr",
 ) -> Figure:
     """Log gradient variance (ln trace Var) vs step, one line per method, mean over seeds with
-    a 95% bootstrap band over seeds (with one seed: the probe's bootstrap band over its K
+    a 95% t band over seeds (with one seed: the probe's CI band over its K
     samples). Rows: prompts; columns: the randomness variants, then ``quality`` vs step.
 
     Args:
@@ -179,13 +172,13 @@ def plot_variance(
             if has_quality:
                 ax = axes[i, -1]
                 _convergence_axis(ax, df[df["prompt"] == prompt], quality, "step", colors)
-                ax.set_title(f"{prompt}\n{METRIC_TITLES.get(quality, quality)}", fontsize=9)
+                ax.set_title(f"{prompt}\n{metric_title(quality)}", fontsize=9)
         for ax in axes[-1]:
             ax.set_xlabel("step")
         band = (
-            "band: 95% bootstrap CI of the probe over its K samples (one seed)"
+            "band: 95% CI of the probe over its K samples (one seed)"
             if one_seed
-            else "band: 95% bootstrap CI over seeds"
+            else "band: 95% t CI over seeds"
         )
         fig.suptitle(
             f"Gradient variance, {space} space (log of the trace of the covariance; lower is "
@@ -249,7 +242,7 @@ def plot_convergence(
     prompts: list[str] | None = None,
 ) -> Figure:
     """``metric`` vs step, vs prior network calls and vs training wall-clock (columns), one
-    row per prompt; mean over seeds with a 95% bootstrap band over seeds."""
+    row per prompt; mean over seeds with a 95% t band over seeds."""
     df = add_labels(df)
     if not (df["metric"] == metric).any():
         return message_figure(f"No '{metric}' values in these runs.")
@@ -265,12 +258,12 @@ def plot_convergence(
                 _convergence_axis(ax, df[df["prompt"] == prompt], metric, x, colors)
                 ax.set_title(prompt, fontsize=9)
                 if j == 0:
-                    ax.set_ylabel(METRIC_TITLES.get(metric, metric))
+                    ax.set_ylabel(metric_title(metric))
                 if i == len(prompts) - 1:
                     ax.set_xlabel(X_AXES.get(x, x))
         fig.suptitle(
-            f"{METRIC_TITLES.get(metric, metric)} vs steps, network calls and training time "
-            "(mean over seeds, band: 95% bootstrap CI over seeds)",
+            f"{metric_title(metric)} vs steps, network calls and training time "
+            "(mean over seeds, band: 95% t CI over seeds)",
             fontsize=9,
         )
         _legend(fig, axes[0, 0])

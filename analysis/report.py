@@ -260,8 +260,8 @@ def _failures(infos: list[RunInfo], df: pd.DataFrame) -> str:
 def _summary(summary: Summary) -> str:
     parts = ["<h2>Summary</h2>"]
     parts.append(
-        "<p class='meta'>Mean over seeds with a 95% percentile-bootstrap CI over seeds in "
-        "brackets (fixed-seed resampling); '(n/N)': only n of N seeds have a value. Failed "
+        "<p class='meta'>Mean over seeds with a 95% Student t CI over seeds in "
+        "brackets; '(n/N)': only n of N seeds have a value. Failed "
         "cells are left out. PSNR thresholds (dB) per prompt: "
         + esc(", ".join(f"{p}: {v:.2f}" for p, v in summary.thresholds.items()))
         + ".</p>"
@@ -293,7 +293,7 @@ def _summary(summary: Summary) -> str:
         parts.append("<h3>Paired differences vs SDS (method - SDS, same seeds)</h3>")
         parts.append(
             "<p class='meta'>Per seed, the method's value minus SDS's value on the same seed "
-            "(same random streams), averaged over the seeds both have, with a bootstrap CI over "
+            "(same random streams), averaged over the seeds both have, with a t CI over "
             "those pairs. A CI that excludes 0 is a difference the seeds agree on.</p>"
         )
         for title, keep in groups:
@@ -404,22 +404,10 @@ def write_report(
     psnr_threshold: float | None = None,
 ) -> Path:
     """Write the report of ``run_dirs`` to ``out`` atomically; returns the path."""
-    import os
-    import tempfile
+    from results.atomic import atomic_write_text
 
     text = build_report_html(run_dirs, title=title, psnr_threshold=psnr_threshold)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return atomic_write_text(out, text)
 
 
 def write_run_report(run_dir: str | Path, console=None) -> Path | None:

@@ -8,16 +8,19 @@ A run dir is what ``benchmark.runner.run_benchmark`` writes: ``config.yaml``,
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-_SNAPSHOT = re.compile(r"^(?P<method>[^_]+)_(?P<slug>.+)_s(?P<seed>\d+)_step(?P<step>\d+)\.png$")
+from results.schema import (
+    SNAPSHOT_DIR,
+    SNAPSHOT_PATTERN,
+    cell_name,
+    slug,
+    snapshot_name,
+    truth_snapshot_name,
+)
 
-
-def slug(text: str) -> str:
-    """File-name form of a prompt; the same rule as ``evaluation.heldout.slug``."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "prompt"
+__all__ = ["RunInfo", "slug"]
 
 
 @dataclass
@@ -38,22 +41,22 @@ class RunInfo:
         return self.manifest.get("status") == "finished"
 
     def snapshot(self, method: str, prompt: str, seed: int, step: int) -> Path | None:
-        path = self.path / "snapshots" / f"{method}_{slug(prompt)}_s{seed}_step{step:05d}.png"
+        path = self.path / SNAPSHOT_DIR / snapshot_name(method, prompt, seed, step)
         return path if path.is_file() else None
 
     def truth(self, prompt: str) -> Path | None:
-        path = self.path / "snapshots" / f"truth_{slug(prompt)}.png"
+        path = self.path / SNAPSHOT_DIR / truth_snapshot_name(prompt)
         return path if path.is_file() else None
 
     def snapshot_steps(self, method: str, prompt: str, seed: int) -> list[int]:
         """Checkpoint steps with a snapshot of this cell, ascending."""
-        folder = self.path / "snapshots"
+        folder = self.path / SNAPSHOT_DIR
         if not folder.is_dir():
             return []
-        prefix = f"{method}_{slug(prompt)}_s{seed}_step"
+        prefix = cell_name(method, prompt, seed) + "_step"
         steps = []
         for file in folder.glob(f"{prefix}*.png"):
-            match = _SNAPSHOT.match(file.name)
+            match = SNAPSHOT_PATTERN.match(file.name)
             if match and file.name.startswith(prefix):
                 steps.append(int(match["step"]))
         return sorted(steps)

@@ -1,9 +1,20 @@
-"""Confidence intervals over seeds: percentile bootstrap with a fixed-seed numpy Generator.
+"""Confidence intervals over independent replicates (prompts x seeds): Student t intervals.
 
-Every CI in the report is a 95% percentile bootstrap of the mean over seeds (resampling
-seeds with replacement, ``n_boot`` resamples, ``numpy.random.default_rng(seed)``), so the
-same data give the same interval. Quantiles use ``method="inverted_cdf"`` (no interpolation),
-which keeps infinite values (log variance of an exactly zero variance) well defined.
+Every CI in the report is the 95% t interval of the mean over replicates (``mean_ci``),
+
+    mean +- t_{(1+level)/2, n-1} s / sqrt(n),     s the sample sd (ddof 1),
+
+and a method comparison is the t interval of the mean of the paired differences a_i - b_i
+(same seed and prompt, i.e. the same random streams: common random numbers). Measured by
+simulation (tests/test_replicate_stats.py, docs/variance_ci.md), at n = 12 the t interval
+covers 0.95 for normal data (the percentile bootstrap it replaces: 0.91; scipy's BCa 0.91),
+0.96 for t(3) data (0.89; BCa 0.87) and 0.86 for log-normal(0, 1) data (0.83; BCa 0.85).
+
+Infinite values (log variance of an exactly zero variance) have no sd: when a sample holds
+any, ``mean_ci`` falls back to the percentile bootstrap (``bootstrap_mean``: resampling with
+replacement, ``n_boot`` resamples, ``numpy.random.default_rng(seed)``, quantiles with
+``method="inverted_cdf"``, which keeps infinities well defined), so the same data always give
+the same interval.
 """
 
 from __future__ import annotations
@@ -19,7 +30,7 @@ LEVEL = 0.95
 
 @dataclass(frozen=True)
 class Estimate:
-    """A mean over n samples with its bootstrap CI [lo, hi] (NaN when n < 2)."""
+    """A mean over n samples with its CI [lo, hi] (NaN when n < 2)."""
 
     mean: float
     lo: float
@@ -62,6 +73,37 @@ def bootstrap_mean(
     return Estimate(mean, float(lo), float(hi), n)
 
 
+def mean_ci(
+    values,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = DEFAULT_SEED,
+    level: float = LEVEL,
+) -> Estimate:
+    """Mean of ``values`` (NaN dropped) and its Student t CI (see the module doc).
+
+    ``n_boot`` and ``seed`` are used only by the percentile-bootstrap fallback for samples
+    with infinite values.
+
+    >>> est = mean_ci([1.0, 2.0, 3.0, 4.0])
+    >>> round(est.mean, 3), round(est.lo, 3), round(est.hi, 3), est.n
+    (2.5, 0.446, 4.554, 4)
+    """
+    x = np.asarray(values, dtype=np.float64).ravel()
+    x = x[~np.isnan(x)]
+    if not np.isfinite(x).all():
+        return bootstrap_mean(x, n_boot=n_boot, seed=seed, level=level)
+    n = int(x.size)
+    if n == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0)
+    mean = float(x.mean())
+    if n < 2:
+        return Estimate(mean, float("nan"), float("nan"), n)
+    from scipy import stats  # ~0.3 s import, kept out of ``import analysis``
+
+    half = float(stats.t.ppf(0.5 + level / 2.0, n - 1)) * float(x.std(ddof=1)) / np.sqrt(n)
+    return Estimate(mean, float(mean - half), float(mean + half), n)
+
+
 def paired_difference(
     a,
     b,
@@ -69,7 +111,7 @@ def paired_difference(
     seed: int = DEFAULT_SEED,
     level: float = LEVEL,
 ) -> Estimate:
-    """Mean of a_i - b_i over pairs (same seed) with a bootstrap CI over pairs.
+    """Mean of a_i - b_i over pairs (same seed) with the t CI over pairs (``mean_ci``).
 
     ``a`` and ``b`` must be aligned (element i of both comes from the same seed); pairs with
     a NaN on either side are dropped.
@@ -80,7 +122,7 @@ def paired_difference(
         raise ValueError(f"paired samples must have the same length, got {a.size} and {b.size}")
     with np.errstate(invalid="ignore"):
         diff = a - b
-    return bootstrap_mean(diff, n_boot=n_boot, seed=seed, level=level)
+    return mean_ci(diff, n_boot=n_boot, seed=seed, level=level)
 
 
 def format_estimate(est: Estimate, digits: int = 2) -> str:

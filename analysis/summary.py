@@ -1,4 +1,4 @@
-"""``summarize(df)``: per method x prompt numbers with bootstrap CIs over seeds, and paired
+"""``summarize(df)``: per method x prompt numbers with t CIs over seeds, and paired
 differences against SDS on matching seeds.
 
 Per cell (run, method, prompt, seed) it computes, from the long-format results:
@@ -13,9 +13,9 @@ Per cell (run, method, prompt, seed) it computes, from the long-format results:
     steps/s, calls/step    over the whole cell (last step / train_seconds, n_evals / steps)
     peak memory            any metric named peak_* or mem* (last value), if logged
 
-then the mean over seeds with a 95% percentile bootstrap CI (``analysis.stats``), and for
+then the mean over seeds with a 95% Student t CI (``analysis.stats.mean_ci``), and for
 every method other than SDS the paired difference (method - SDS) over the seeds both have,
-with a bootstrap CI over those pairs. Pairing is within a run (same streams, same config);
+with a t CI over those pairs. Pairing is within a run (same streams, same config);
 a run without SDS is paired with the only SDS in the data, if there is exactly one.
 
 Convergence is measured on the quality fraction when the runs logged it (``quality/psnr``,
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.stats import DEFAULT_N_BOOT, DEFAULT_SEED, bootstrap_mean, format_estimate
+from analysis.stats import DEFAULT_N_BOOT, DEFAULT_SEED, format_estimate, mean_ci
 from analysis.stats import paired_difference as paired_estimate
 
 EVAL_METRICS = (
@@ -292,7 +292,7 @@ def _estimate_rows(groups, quantities, n_boot, seed) -> list[dict]:
     rows = []
     for (label, prompt), cells in groups:
         for q in quantities:
-            est = bootstrap_mean(cells[q].to_numpy(), n_boot=n_boot, seed=seed)
+            est = mean_ci(cells[q].to_numpy(), n_boot=n_boot, seed=seed)
             rows.append(
                 dict(
                     label=label,
@@ -408,7 +408,7 @@ OVERVIEW_COLUMNS = (
 def method_overview(
     df: pd.DataFrame, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED
 ) -> pd.DataFrame:
-    """One row per method: mean over all its cells (prompts x seeds) with a 95% bootstrap
+    """One row per method: mean over all its cells (prompts x seeds) with a 95% t
     CI over cells, for the OVERVIEW_COLUMNS; log_var / NSR (theta space, all randomness)
     at the last measured step. Columns a run lacks (no probe, no CLIP scorer) are 'n/a';
     'calls to thr' adds how many cells reached the PSNR threshold."""
@@ -427,7 +427,7 @@ def method_overview(
             if quantity == "calls to psnr thr" and "calls to q80" in mine:
                 column, quantity = "calls to q80", "calls to q80"
             values = mine[quantity] if quantity in mine else pd.Series(dtype=float)
-            est = bootstrap_mean(values.to_numpy(), n_boot=n_boot, seed=seed)
+            est = mean_ci(values.to_numpy(), n_boot=n_boot, seed=seed)
             text = format_estimate(est, digits)
             if quantity.startswith("calls to"):
                 text += f" ({est.n}/{len(mine)} reached)"

@@ -7,7 +7,7 @@ metrics. Random streams need no state: every draw is a pure function of (seed, s
 prompt, step) (benchmark/streams.py), so continuing at step k draws what an uninterrupted
 run draws at step k.
 
-Files are written atomically (benchmark.results.atomic_write_bytes) and read with
+Files are written atomically (results.atomic.atomic_write_bytes) and read with
 ``torch.load(weights_only=True)``; an unreadable file is reported, never overwritten.
 """
 
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from benchmark.results import atomic_write_bytes
 from core.errors import UserError
+from results.atomic import atomic_write_bytes
 
 FORMAT_VERSION = 1
 

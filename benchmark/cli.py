@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from core.errors import UserError
@@ -31,15 +32,8 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(message)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="python -m benchmark",
-        description="steinbench: benchmark score-distillation gradient estimators "
-        "(SDS, VSD, SSD) under identical random streams and 3D backbones.",
-        epilog="Example: python -m benchmark run --methods sds --prompts prompts/objects.txt",
-    )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
+def _add_run_parser(commands) -> None:
+    """``run``."""
     run = commands.add_parser(
         "run",
         help="train every method x prompt x seed and record metrics",
@@ -86,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the interrupted run in RUN_DIR with its own config (= resume RUN_DIR)",
     )
 
+
+def _add_resume_parser(commands) -> None:
+    """``resume``."""
     resume = commands.add_parser(
         "resume",
         help="continue an interrupted run (bit-identical to an uninterrupted one on CPU)",
@@ -98,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
     resume.add_argument("--no-report", action="store_true", help="skip report.html")
 
+
+def _add_prompts_parser(commands) -> None:
+    """``prompts``."""
     prompts = commands.add_parser(
         "prompts",
         help="list the prompts the ground-truth world knows (and write a thumbnail grid)",
@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     prompts.add_argument("--no-grid", action="store_true", help="only list the prompts")
     prompts.add_argument("--size", type=int, default=64, help="thumbnail side in pixels")
 
+
+def _add_report_parser(commands) -> None:
+    """``report``."""
     report = commands.add_parser(
         "report",
         help="one self-contained HTML report of one or more runs",
@@ -129,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
         "the best method's gain)",
     )
 
+
+def _add_regress_parser(commands) -> None:
+    """``regress``."""
     regress = commands.add_parser(
         "regress",
         help="check variance numbers of a small fixed-seed run against a golden file",
@@ -141,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     regress.add_argument("--update", action="store_true", help="rerun and rewrite the golden file")
     regress.add_argument("--reason", default=None, help="why the golden numbers change")
+
+
+def _add_sweep_parser(commands) -> None:
+    """``sweep``."""
     sweep = commands.add_parser(
         "sweep",
         help="run a sweep spec (methods x prompts x seeds x config grid) locally or on Ray",
@@ -174,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--report", action="store_true", help="also write OUT/report.html over finished cells"
     )
 
+
+def _add_make_fixtures_parser(commands) -> None:
+    """``make-fixtures``."""
     fixtures = commands.add_parser(
         "make-fixtures",
         help="write tiny random models of the real architectures (for tests, offline)",
@@ -184,6 +197,49 @@ def build_parser() -> argparse.ArgumentParser:
     fixtures.add_argument("directory", metavar="DIR", help="output folder")
     fixtures.add_argument("--only", type=_csv, default=None, help="comma list of fixture names")
     fixtures.add_argument("--seed", type=int, default=0, help="weights seed (default 0)")
+
+
+def _add_methods_parser(commands) -> None:
+    """``methods``."""
+    commands.add_parser(
+        "methods",
+        help="list the registered estimators, backbones and priors",
+        description="The registries (estimators/registry.py METHODS, backbones/registry.py "
+        "BACKBONES, benchmark/factories.py PRIORS): names, titles and each method's network "
+        "evaluations per step and image at its default config.",
+    )
+
+
+def _add_doctor_parser(commands) -> None:
+    """``doctor``."""
+    doctor = commands.add_parser(
+        "doctor",
+        help="versions, CUDA, optional CUDA paths; with --device cuda a timed battery",
+        description="Report what this machine can run (benchmark/doctor.py). On a machine "
+        "without CUDA it says so and exits 0.",
+    )
+    doctor.add_argument("--device", default=None, help="cuda: also run the timed battery")
+    doctor.add_argument("--out", default=None, help="also write the report as JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m benchmark",
+        description="steinbench: benchmark score-distillation gradient estimators "
+        "(SDS, VSD, SSD) under identical random streams and 3D backbones.",
+        epilog="Example: python -m benchmark run --methods sds --prompts prompts/objects.txt",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    _add_run_parser(commands)
+    _add_resume_parser(commands)
+    _add_prompts_parser(commands)
+    _add_report_parser(commands)
+    _add_regress_parser(commands)
+    _add_sweep_parser(commands)
+    _add_make_fixtures_parser(commands)
+    _add_methods_parser(commands)
+    _add_doctor_parser(commands)
     return parser
 
 
@@ -218,7 +274,7 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
             )
         return _resume(args.resume, argv, args.quiet, not args.no_report)
     from benchmark.config import load_config
-    from benchmark.methods import validate_methods
+    from benchmark.factories import validate_methods
     from benchmark.prompts import read_prompts, validate_prompts
 
     overrides = list(args.overrides) + ([f"eval.clip={args.clip}"] if args.clip else [])
@@ -277,48 +333,11 @@ def cmd_prompts(args: argparse.Namespace, argv: list[str]) -> int:
         if not 8 <= args.size <= 512:
             raise UserError(f"--size must lie in [8, 512], got {args.size}")
         sys.stdout.flush()
+        from world.thumbnails import write_prompt_grid
+
         path = write_prompt_grid(args.grid, args.size)
         print(f"thumbnail grid: {path}", file=sys.stderr)
     return EXIT_OK
-
-
-def write_prompt_grid(path: str, size: int = 64, azimuths=(0.0, 90.0, 180.0, 270.0)) -> str:
-    """PNG grid: one row per world object (prompt on the left), one column per azimuth."""
-    from pathlib import Path
-
-    import numpy as np
-    import torch
-    from PIL import Image, ImageDraw
-
-    from core.cameras import look_at_origin
-    from world.objects import get_object, known_prompts
-    from world.renderer import render_object
-
-    prompts = known_prompts()
-    n = len(azimuths)
-    ones = torch.ones(n)
-    cameras = look_at_origin(ones * 20.0, torch.tensor(azimuths), ones * 2.5, ones * 40.0)
-    label_width, pad = 6 * max(len(p) for p in prompts) + 12, 2
-    canvas = Image.new(
-        "RGB", (label_width + n * (size + pad), len(prompts) * (size + pad) + 16), "white"
-    )
-    draw = ImageDraw.Draw(canvas)
-    for j, azimuth in enumerate(azimuths):
-        draw.text((label_width + j * (size + pad) + 4, 2), f"az {azimuth:g}", fill="black")
-    for i, prompt in enumerate(prompts):
-        rgb = render_object(get_object(prompt), cameras, size, size, supersample=1)["rgb"]
-        tiles = (rgb.permute(0, 2, 3, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
-        top = 16 + i * (size + pad)
-        draw.text((4, top + size // 2 - 5), prompt, fill="black")
-        for j, tile in enumerate(tiles):
-            canvas.paste(Image.fromarray(tile), (label_width + j * (size + pad), top))
-    target = Path(path)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        canvas.save(target, format="PNG")
-    except OSError as exc:
-        raise UserError(f"cannot write the prompt grid {path}: {exc.strerror}") from None
-    return str(target)
 
 
 def cmd_report(args: argparse.Namespace, argv: list[str]) -> int:
@@ -342,7 +361,7 @@ def cmd_report(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def cmd_regress(args: argparse.Namespace, argv: list[str]) -> int:
-    from analysis.regress import GoldenError, check, update
+    from benchmark.regress import GoldenError, check, update
 
     if args.reason is not None and not args.update:
         raise UserError("--reason is only used with --update")
@@ -354,6 +373,42 @@ def cmd_regress(args: argparse.Namespace, argv: list[str]) -> int:
     except GoldenError as exc:
         raise UserError(str(exc)) from None
     return code
+
+
+def cmd_methods(args: argparse.Namespace, argv: list[str]) -> int:
+    from backbones.registry import BACKBONES
+    from benchmark.factories import PRIORS
+    from estimators.registry import METHODS
+
+    print("methods (--methods; config section = name):")
+    for name, spec in METHODS.items():
+        cost = spec.nfe_per_step(spec.config_class(), None)
+        nfe = ", ".join(f"{k} {v}" for k, v in cost.items() if v)
+        print(f"  {name:8s} {spec.title:28s} NFE/step/image at defaults (world): {nfe}")
+    print("backbones (--backbone; config section = name):")
+    for name, spec in BACKBONES.items():
+        print(f"  {name:8s} {spec.description}")
+    print("priors (--prior):")
+    for name, spec in PRIORS.items():
+        print(f"  {name:8s} {spec.description}")
+    return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace, argv: list[str]) -> int:
+    if args.device not in (None, "cpu", "cuda"):
+        raise UserError(f"bad value for --device: {args.device!r}; expected 'cpu' or 'cuda'")
+    from benchmark.doctor import doctor, print_report
+
+    report = doctor(args.device)
+    print_report(report)
+    if args.out:
+        from results.atomic import atomic_write_text
+
+        try:
+            atomic_write_text(args.out, json.dumps(report, indent=2, default=str) + "\n")
+        except OSError as exc:
+            raise UserError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    return EXIT_OK
 
 
 def cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
@@ -370,6 +425,8 @@ COMMANDS = {
     "report": cmd_report,
     "regress": cmd_regress,
     "make-fixtures": cmd_make_fixtures,
+    "methods": cmd_methods,
+    "doctor": cmd_doctor,
 }
 
 

@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from typing import Literal
 
 import yaml
 
-from backbones.hashgrid import HashGridConfig
 from backbones.image import ImageConfig
-from backbones.voxel import VoxelConfig
+from backbones.registry import BACKBONES
 from benchmark.typed_config import deep_merge, from_dict, set_dotted, to_dict
 from benchmark.yaml_io import read_yaml_mapping
 from core.cameras import CameraConfig
 from core.errors import ConfigError
-from estimators.base import GuidanceConfig
-from estimators.ssd import SSDConfig
-from estimators.vsd import VSDConfig
+from estimators.registry import METHODS
 from evaluation.clip_spec import check_clip_spec
 from priors.stable_diffusion import SDPriorConfig, parse_prior
 from world.prior import WorldPriorConfig
 
-BackboneName = Literal["voxel", "hashgrid", "image"]
 DeviceName = Literal["cpu", "cuda"]
 
 
@@ -67,19 +63,18 @@ class OptimConfig:
 
 
 @dataclass
-class SDSConfig(GuidanceConfig):
-    pass
-
-
-@dataclass
 class MeasureConfig:
-    """Gradient-variance probe (DESIGN.md section 4, benchmark/measure.py): every ``every``
+    """Gradient-variance probe (DESIGN.md section 4, benchmark/variance/): every ``every``
     steps (0 = off) and at step 0 and the last step, K = ``samples`` draws of (camera, t, eps)
     from the ``measure`` stream, theta frozen. ``chunk`` samples are vectorised at once
     (memory O(chunk x parameters)); ``engine`` picks torch.func or plain autograd ("auto":
     func, autograd if the backbone cannot be vmapped); ``bootstrap`` resamples give the 95% CI
-    of log_var from a K x K Gram matrix, exact up to ``sketch_dim`` parameters, count-sketched
-    beyond; ``reference_samples`` > 0 adds the bias check against a large-sample mean."""
+    of log_var (studentized, benchmark/variance/ci.py) from a K x K Gram matrix, exact up to
+    ``sketch_dim`` parameters, count-sketched beyond; ``reference_samples`` > 0 adds the bias
+    check against a large-sample mean, at the last checkpoint only (``reference_at: last``,
+    the default) or at every probe (``all``), for ``reference_variants``; ``control_variate``
+    adds raw_log_var / cv_gain / cv_oracle_* and ``update_log_var`` (benchmark/variance/
+    control.py; one more backward per sample)."""
 
     every: int = 50
     samples: int = 16
@@ -88,8 +83,11 @@ class MeasureConfig:
         "fixed_camera",
         "fixed_camera_t",
     )
-    reference_samples: int = 0
-    bootstrap: int = 200
+    reference_samples: int = 64
+    reference_at: Literal["last", "all"] = "last"
+    reference_variants: tuple[Literal["all", "fixed_camera", "fixed_camera_t"], ...] = ("all",)
+    control_variate: bool = True
+    bootstrap: int = 1000
     chunk: int = 16
     engine: Literal["auto", "func", "autograd"] = "auto"
     sketch_dim: int = 131072
@@ -103,31 +101,8 @@ class MeasureConfig:
             raise ValueError(f"duplicate measurement variants in {self.variants}")
 
 
-@dataclass
-class RunConfig:
-    methods: list[str] = field(default_factory=lambda: ["sds"])
-    prompts_file: str = "prompts/objects.txt"
-    seeds: list[int] = field(default_factory=lambda: [0])
-    steps: int = 300
-    device: DeviceName = "cpu"
-    out: str = "runs"
-    threads: int = 2
-    checkpoint_every: int = 50
-    backbone: BackboneName = "voxel"
-    prior: str = "world"  # "world" or "sd:PATH" (a diffusers Stable Diffusion directory)
-    voxel: VoxelConfig = field(default_factory=VoxelConfig)
-    hashgrid: HashGridConfig = field(default_factory=HashGridConfig)
-    image: ImageConfig = field(default_factory=ImageConfig)
-    world: WorldPriorConfig = field(default_factory=WorldPriorConfig)
-    camera: CameraConfig = field(default_factory=CameraConfig)
-    render: RenderConfig = field(default_factory=RenderConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    measure: MeasureConfig = field(default_factory=MeasureConfig)
-    sds: SDSConfig = field(default_factory=SDSConfig)
-    vsd: VSDConfig = field(default_factory=VSDConfig)
-    ssd: SSDConfig = field(default_factory=SSDConfig)
-    sd: SDPriorConfig = field(default_factory=SDPriorConfig)
+class RunConfigBase:
+    """Validation and section lookup of ``RunConfig`` (whose fields are built below)."""
 
     def __post_init__(self) -> None:
         try:
@@ -147,6 +122,51 @@ class RunConfig:
             raise ValueError("checkpoint_every must be >= 0 (0: only on Ctrl-C)")
         if self.backbone == "image":
             self.camera = fixed_image_camera(self.camera, self.image)
+
+    def sections(self) -> dict[str, object]:
+        """Registry name -> config section, for every method and backbone."""
+        return {name: getattr(self, name) for name in (*BACKBONES, *METHODS)}
+
+
+def _section(cls: type):
+    return field(default_factory=cls)
+
+
+def _sections(registry: dict) -> list[tuple]:
+    """(name, config class, default) of every registry row: one config section each."""
+    return [
+        (name, spec.config_class, _section(spec.config_class)) for name, spec in registry.items()
+    ]
+
+
+#: The run configuration. Its method and backbone sections come from the registries
+#: (METHODS, BACKBONES): a new method or backbone gets its section without an edit here.
+RunConfig = make_dataclass(
+    "RunConfig",
+    [
+        ("methods", list[str], field(default_factory=lambda: ["sds"])),
+        ("prompts_file", str, "prompts/objects.txt"),
+        ("seeds", list[int], field(default_factory=lambda: [0])),
+        ("steps", int, 300),
+        ("device", DeviceName, "cpu"),
+        ("out", str, "runs"),
+        ("threads", int, 2),
+        ("checkpoint_every", int, 50),
+        ("backbone", Literal[tuple(BACKBONES)], "voxel"),
+        ("prior", str, "world"),  # "world" or "sd:PATH" (a diffusers Stable Diffusion dir)
+        *_sections(BACKBONES),
+        ("world", WorldPriorConfig, _section(WorldPriorConfig)),
+        ("camera", CameraConfig, _section(CameraConfig)),
+        ("render", RenderConfig, _section(RenderConfig)),
+        ("eval", EvalConfig, _section(EvalConfig)),
+        ("optim", OptimConfig, _section(OptimConfig)),
+        ("measure", MeasureConfig, _section(MeasureConfig)),
+        *_sections(METHODS),
+        ("sd", SDPriorConfig, _section(SDPriorConfig)),
+    ],
+    bases=(RunConfigBase,),
+    namespace={"__module__": __name__, "__doc__": "The resolved configuration of one run."},
+)
 
 
 def fixed_image_camera(camera: CameraConfig, image: ImageConfig) -> CameraConfig:

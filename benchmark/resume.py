@@ -55,9 +55,9 @@ def _check_not_running(manifest: dict, run_dir: Path) -> None:
 def open_run(run_dir: str | Path):
     """(config, methods, prompts, ResumeState) of an interrupted run at ``run_dir``."""
     from benchmark.config import load_config
-    from benchmark.methods import validate_methods
-    from benchmark.results import RunStore
+    from benchmark.factories import validate_methods
     from benchmark.runner import ResumeState
+    from benchmark.store import RunStore
     from benchmark.trainer import CellResult
     from core.errors import ConfigError
 

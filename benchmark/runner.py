@@ -4,102 +4,34 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 
 import torch
 
 from benchmark.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from benchmark.config import RunConfig, config_to_yaml
-from benchmark.results import RunStore
+from benchmark.factories import build_backbone, build_optimizer, build_prior, resolve_device
+from benchmark.store import RunStore
+from benchmark.streams import RandomStreams
 from benchmark.trainer import (
     CellHooks,
     CellInterrupted,
     CellResult,
     CellTrainer,
-    build_backbone,
-    build_optimizer,
     configure_torch,
     run_cell,
 )
-from core.errors import UserError
 from evaluation.ceiling import ceiling_log_metrics, quality_ceiling, quality_metrics
 from evaluation.clip import load_clip_scorer
 from evaluation.clip_spec import resolve_clip_spec
-from evaluation.heldout import HeldOutEvaluator, RenderOnlyEvaluator, image_row, slug
-
-PACKAGES = ("torch", "diffusers", "nerfacc", "numpy", "pandas", "steinbench")
-
-
-def package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was requested but no CUDA device is available")
-    return torch.device(name)
-
-
-def build_prior(config: RunConfig, prompts: list[str], device: torch.device):
-    if config.prior == "world":
-        from world.prior import WorldPrior
-
-        distance, fovy = config.camera.center()
-        return WorldPrior(
-            prompts,
-            config.render.height,
-            config.render.width,
-            distance=distance,
-            fovy=fovy,
-            config=config.world,
-            device=device,
-        )
-    if config.prior.startswith("sd:"):
-        return build_sd_prior(config, prompts, device)
-    raise UserError(f"unknown prior '{config.prior}'")
-
-
-def build_sd_prior(config: RunConfig, prompts: list[str], device: torch.device):
-    """``--prior sd:PATH``: a local diffusers Stable Diffusion directory (priors/stable_diffusion);
-    a missing, incomplete or wrong directory and over-long prompts are one-line user errors."""
-    from priors.stable_diffusion import StableDiffusionPrior, WeightsError, parse_prior
-
-    _, path = parse_prior(config.prior)
-    try:
-        prior = StableDiffusionPrior(path, config.sd, device, prompts)
-    except (WeightsError, ValueError) as exc:
-        raise UserError(str(exc)) from None
-    if "ssd" in config.methods and config.ssd.baseline != "constant":
-        from benchmark.methods import geometry_estimator
-
-        geometry_estimator(prior, config)  # load (and cache) the depth model before any cell
-    return prior
+from evaluation.heldout import HeldOutEvaluator, RenderOnlyEvaluator, image_row
+from results.provenance import git_commit, package_versions
+from results.schema import cell_name, snapshot_name, truth_snapshot_name
 
 
 def _evaluator(prompt: str, config: RunConfig, device: torch.device, clip=None):
@@ -110,6 +42,17 @@ def _evaluator(prompt: str, config: RunConfig, device: torch.device, clip=None):
     if config.prior != "world" and prompt not in known_prompts():
         return RenderOnlyEvaluator(config, device)
     return HeldOutEvaluator(prompt, config, device, clip)
+
+
+def format_rate(steps_per_second: float) -> str:
+    """'12.3 it/s', or seconds per step for slow cells ('45.2 s/it'), never '0.0 it/s'.
+
+    >>> format_rate(12.34), format_rate(0.02)
+    ('  12.3 it/s', '  50.0 s/it')
+    """
+    if steps_per_second >= 1.0:
+        return f"{steps_per_second:6.1f} it/s"
+    return f"{1.0 / max(steps_per_second, 1e-12):6.1f} s/it"
 
 
 class Reporter:
@@ -155,7 +98,7 @@ class Reporter:
 
         def on_step(done: int) -> None:
             rate = (done - first) / max(time.perf_counter() - started, 1e-9)
-            self.progress.update(task, completed=done, rate=f"{rate:6.1f} it/s")
+            self.progress.update(task, completed=done, rate=format_rate(rate))
 
         return on_step
 
@@ -210,11 +153,6 @@ class Reporter:
         for method, row in overview.iterrows():
             table.add_row(method, *[str(v) for v in row])
         self.console.print(table)
-
-
-def cell_name(method: str, prompt: str, seed: int) -> str:
-    """File-name id of a cell: ``<method>_<prompt slug>_s<seed>``."""
-    return f"{method}_{slug(prompt)}_s{seed}"
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -284,6 +222,7 @@ def run_benchmark(
     report: bool = True,
     resume: ResumeState | None = None,
     run_id: str | None = None,
+    before_step: Callable[[int], None] | None = None,
 ) -> tuple[Path, list[CellResult]]:
     """Run every (method, prompt, seed) cell; returns the run directory and cell results.
 
@@ -292,7 +231,8 @@ def run_benchmark(
     ``checkpoints/<cell>.pt`` and the metrics are flushed; the manifest lists finished cells
     as they finish. With ``resume`` (benchmark.resume.open_run) finished cells are skipped
     and an interrupted cell continues from its checkpoint, bit-identically on CPU. ``run_id``
-    names a new run dir (default: a new timestamped id; sweeps pass their cell id).
+    names a new run dir (default: a new timestamped id; sweeps pass their cell id);
+    ``before_step`` is called before every training step (a test hook for fault injection).
     """
     device = resolve_device(config.device)
     configure_torch(config.threads)
@@ -301,7 +241,7 @@ def run_benchmark(
     evaluators = {p: _evaluator(p, config, device, clip) for p in prompts}
     # quality ceilings (evaluation/ceiling.py): cached per config, computed on a cache miss
     ceilings = {
-        p: quality_ceiling(p, config, device, build_backbone, build_optimizer)
+        p: quality_ceiling(p, config, device, build_backbone, build_optimizer, RandomStreams)
         for p, evaluator in evaluators.items()
         if config.eval.ceiling and evaluator.truth is not None
     }
@@ -337,7 +277,7 @@ def run_benchmark(
         for prompt, evaluator in evaluators.items():
             if evaluator.truth is None:
                 continue
-            store.save_image(f"truth_{slug(prompt)}.png", image_row(evaluator.truth["rgb"]))
+            store.save_image(truth_snapshot_name(prompt), image_row(evaluator.truth["rgb"]))
 
     finished = {cell_name(r.method, r.prompt, r.seed) for r in results}
     status = "interrupted"
@@ -365,6 +305,7 @@ def run_benchmark(
                                 store,
                                 reporter,
                                 stop,
+                                before_step,
                                 ceilings.get(prompt),
                             )
                         )
@@ -393,7 +334,18 @@ def run_benchmark(
 
 
 def _run_one_cell(
-    config, method, prompt, seed, prior, device, evaluator, store, reporter, stop, ceiling=None
+    config,
+    method,
+    prompt,
+    seed,
+    prior,
+    device,
+    evaluator,
+    store,
+    reporter,
+    stop,
+    before_step,
+    ceiling=None,
 ) -> CellResult:
     """One cell into ``store``: from its checkpoint if there is one, else from step 0."""
     name = cell_name(method, prompt, seed)
@@ -412,7 +364,7 @@ def _run_one_cell(
             metrics.update(quality_metrics(metrics, initial, ceiling))
             metrics.update(ceiling_log_metrics(ceiling) if step == 0 else {})
         if config.eval.snapshots:
-            store.save_image(f"{name}_step{step:05d}.png", image_row(renders))
+            store.save_image(snapshot_name(method, prompt, seed, step), image_row(renders))
         return metrics
 
     def log(step, metrics):
@@ -427,5 +379,6 @@ def _run_one_cell(
         checkpoint=save,
         checkpoint_every=config.checkpoint_every,
         stop_requested=stop,
+        before_step=before_step,
     )
     return run_cell(trainer, evaluate, log, hooks=hooks, resume=start)

@@ -20,11 +20,11 @@ import torch
 from backbones.base import Backbone
 from benchmark.checkpoint import CellCheckpoint
 from benchmark.config import RunConfig
-from benchmark.measure import measure_gradient_variance
-from benchmark.methods import build_estimator
+from benchmark.factories import build_backbone, build_estimator, build_optimizer, method_config
 from benchmark.streams import RandomStreams
 from benchmark.timing import SectionTimer, memory_metrics, reset_peak_memory
-from core.cameras import sample_cameras
+from benchmark.variance.probe import measure_gradient_variance
+from benchmark.variance.subject import ProbeSubject, draw_cameras_and_t
 from core.interfaces import DiffusionPrior
 from estimators.base import EstimatorContext, GradientEstimator
 
@@ -43,34 +43,6 @@ def configure_torch(threads: int) -> None:
     (transmittance exp(-large) underflows into denormals, which slow CPU steps 50x)."""
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)
-
-
-def build_backbone(
-    config: RunConfig, device: torch.device, generator: torch.Generator | None = None
-) -> Backbone:
-    """The configured backbone; ``generator`` (the cell's ``init`` stream, step 0) draws any
-    random initial parameters (the hash grid's table and MLPs)."""
-    if config.backbone == "voxel":
-        from backbones.voxel import VoxelGrid
-
-        return VoxelGrid(config.voxel, device=device)
-    if config.backbone == "image":
-        from backbones.image import ImageBackbone
-
-        return ImageBackbone(config.image, config.render.height, config.render.width, device)
-    if config.backbone == "hashgrid":
-        from backbones.hashgrid import HashGridNeRF
-
-        return HashGridNeRF(config.hashgrid, device, generator)
-    raise ValueError(f"unknown backbone {config.backbone!r}")
-
-
-def build_optimizer(backbone: Backbone, config: RunConfig) -> torch.optim.Optimizer:
-    return torch.optim.Adam(
-        backbone.param_groups(),
-        betas=(config.optim.beta1, config.optim.beta2),
-        eps=config.optim.eps,
-    )
 
 
 @dataclass
@@ -104,7 +76,7 @@ class CellTrainer:
             method, config, prior, self.streams.generator("init", 1), device
         )
         self.optimizer = build_optimizer(self.backbone, config)
-        self.guidance = getattr(config, method)
+        self.guidance = method_config(config, method)
 
     def sample_step_inputs(self, step: int):
         """Cameras [B] and timesteps [B] of ``step`` from the camera / timestep streams."""
@@ -124,19 +96,32 @@ class CellTrainer:
     ):
         """n training-distribution cameras and n timesteps (schedule at ``step``) drawn from
         the given generators (the training streams, or the probe's ``measure`` stream)."""
-        cam = self.config.camera
-        cameras = sample_cameras(
+        return draw_cameras_and_t(
+            self.config.camera,
+            self.guidance.timesteps,
             n,
+            step,
+            self.prior.num_train_timesteps,
             camera_generator,
-            cam.elevation_range,
-            cam.azimuth_range,
-            cam.distance_range,
-            cam.fovy_range,
-        ).to(self.device)
-        t = self.guidance.timesteps.sample(
-            n, step, self.prior.num_train_timesteps, timestep_generator
-        ).to(self.device)
-        return cameras, t
+            timestep_generator,
+            self.device,
+        )
+
+    def probe_subject(self) -> ProbeSubject:
+        """What the gradient-variance probe measures at the current state (no trainer)."""
+        return ProbeSubject(
+            backbone=self.backbone,
+            estimator=self.estimator,
+            prior=self.prior,
+            prompt=self.prompt,
+            streams=self.streams,
+            device=self.device,
+            camera=self.config.camera,
+            timesteps=self.guidance.timesteps,
+            height=self.config.render.height,
+            width=self.config.render.width,
+            optimizer=self.optimizer,
+        )
 
     def step(self, step: int) -> StepOutput:
         """One optimisation step of theta (and the estimator's own update).
@@ -150,6 +135,7 @@ class CellTrainer:
         cameras, t = self.sample_step_inputs(step)
         with timer.section("time/render"):
             self.backbone.before_step(step)
+            self.backbone.update_optimizer(self.optimizer)
             render = self.backbone.render(
                 cameras,
                 self.config.render.height,
@@ -167,7 +153,8 @@ class CellTrainer:
             generator=self.streams.generator("estimator", step),
         )
         with timer.section("time/estimator"):
-            grad, diagnostics = self.estimator.grad(x, t, eps, self.prior, ctx)
+            output = self.estimator.grad(x, t, eps, self.prior, ctx)
+        grad, diagnostics = output.grad, output.diagnostics
         if not bool(torch.isfinite(grad).all()):
             raise CellDiverged(step, "non-finite estimator gradient")
         with timer.section("time/backward"):
@@ -181,7 +168,7 @@ class CellTrainer:
         with timer.section("time/optimizer"):
             self.optimizer.step()
         with timer.section("time/estimator"):
-            self.estimator.update(x.detach(), self.prior, ctx)
+            self.estimator.update(x.detach(), self.prior, ctx, output)
         prior_seconds = self.prior.seconds - prior_seconds
         timer.add("time/prior", prior_seconds)
         timer.add("time/estimator", -prior_seconds)
@@ -232,12 +219,15 @@ class CellHooks:
     checkpoint: called with a CellCheckpoint every ``checkpoint_every`` steps (after all of
         that step's rows are logged) and when a stop is requested; None = no checkpoints.
     stop_requested: polled after every step; True -> checkpoint, then CellInterrupted.
+    before_step: called with the step index before each training step (fault injection in
+        the sweep tests, benchmark/sweep/faults.py).
     """
 
     on_step: Callable[[int], None] | None = None
     checkpoint: Callable[[CellCheckpoint], None] | None = None
     checkpoint_every: int = 0
     stop_requested: Callable[[], bool] | None = None
+    before_step: Callable[[int], None] | None = None
 
 
 def run_cell(
@@ -254,8 +244,9 @@ def run_cell(
     ``grad_norm`` (and estimator diagnostics, ``time/*`` sections), cumulative ``n_evals``
     (prior network evaluations) and ``train_seconds`` (wall-clock excluding evaluation); at
     checkpoints (0, every, 2 every, ..., steps) the evaluation metrics, ``time/eval`` and
-    ``mem/*``; with ``measure.every`` > 0 the gradient-variance probe (benchmark/measure.py,
-    ``var/...``, its wall-clock ``var/seconds``) at 0, every measure.every steps and the last step,
+    ``mem/*``; with ``measure.every`` > 0 the gradient-variance probe (benchmark/variance/,
+    ``var/...``, its wall-clock ``var/seconds``) at 0, every measure.every steps and the last
+    step,
     excluded from ``train_seconds`` like the evaluation.
 
     With ``resume`` the trainer state is loaded and training continues at ``resume.step``;
@@ -275,7 +266,9 @@ def run_cell(
         return metrics
 
     def measure_and_log(done: int) -> None:
-        log(done, measure_gradient_variance(trainer, done, probe))  # its time: var/seconds
+        final = done == config.steps
+        # its time: var/seconds
+        log(done, measure_gradient_variance(trainer.probe_subject(), done, probe, final))
 
     if resume is None:
         first, elapsed, evals_offset = 0, 0.0, 0
@@ -300,6 +293,8 @@ def run_cell(
         )
 
     for step in range(first, config.steps):
+        if hooks.before_step is not None:
+            hooks.before_step(step)
         start = time.perf_counter()
         try:
             out = trainer.step(step)

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from core.errors import UserError
 from core.guidance import CFGMode, classifier_free_guidance, needs_unconditional
 
 
@@ -27,9 +28,16 @@ class PriorContext:
 
 
 class DiffusionPrior(ABC):
-    """Base class: subclasses provide ``alphas_cumprod``, ``encode`` and ``_predict_branch``."""
+    """Base class: subclasses provide ``alphas_cumprod``, ``encode`` and ``_predict_branch``.
+
+    Capabilities (read by the registries instead of type checks):
+        eps_phi_kind: how VSD builds its eps_phi over this prior: ``residual`` (prior +
+            a small pixel-space network, the world) or ``lora`` (a LoRA copy of the UNet).
+        geometry_estimator(depth_model): the depth/normal model SSD's baseline uses.
+    """
 
     alphas_cumprod: torch.Tensor  # [T]
+    eps_phi_kind: str = "residual"
 
     def __init__(self) -> None:
         self.n_evals = 0
@@ -38,6 +46,10 @@ class DiffusionPrior(ABC):
     @property
     def num_train_timesteps(self) -> int:
         return int(self.alphas_cumprod.shape[0])
+
+    def geometry_estimator(self, depth_model: str = "") -> GeometryEstimator:
+        """The monocular depth/normal estimator on this prior's (noisy) images."""
+        raise UserError(f"no depth/normal estimator is available for prior {type(self).__name__}")
 
     @abstractmethod
     def encode(self, rgb: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,30 @@ class EstimatorContext(PriorContext):
 
 
 @dataclass
+class EstimatorOutput:
+    """What ``grad`` returns (diffusers-style explicit output, no hidden state for ``update``).
+
+    Attributes:
+        grad: G [B, ...], the image-space descent direction (no graph).
+        diagnostics: scalar diagnostics logged per step.
+        update_inputs: what ``update`` needs from this step (e.g. SSD's w eps_hat and w S
+            for mu); the trainer passes the whole output to ``update``.
+        score_term: the raw score term w eps_hat [B, ...] before any control variate (G =
+            score_term - control variate), or None; the probe's control-variate view.
+
+    Unpacks as ``grad, diagnostics = estimator.grad(...)``.
+    """
+
+    grad: torch.Tensor
+    diagnostics: dict[str, float] = field(default_factory=dict)
+    update_inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    score_term: torch.Tensor | None = None
+
+    def __iter__(self):
+        return iter((self.grad, self.diagnostics))
+
+
+@dataclass
 class GuidanceConfig:
     """How the prior's noise prediction is formed and weighted (shared by all estimators)."""
 
@@ -78,8 +102,11 @@ class GradientEstimator(ABC):
         eps: torch.Tensor,
         prior: DiffusionPrior,
         ctx: EstimatorContext,
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> EstimatorOutput:
         """Descent direction G [B, ...] (same shape as x, no graph) and scalar diagnostics.
+
+        Pure: no side effect on the estimator (its state changes only in ``update``), so
+        the gradient-variance probe can call it at a frozen checkpoint.
 
         Args:
             x: [B, C, H, W] renders in the prior's space (may require grad; G must not).
@@ -87,8 +114,24 @@ class GradientEstimator(ABC):
             eps: [B, C, H, W] standard normal noise.
         """
 
-    def update(self, x: torch.Tensor, prior: DiffusionPrior, ctx: EstimatorContext) -> None:
-        """Optional online update after the theta step (VSD's LoRA, SSD's mu). x is detached."""
+    def update(
+        self,
+        x: torch.Tensor,
+        prior: DiffusionPrior,
+        ctx: EstimatorContext,
+        output: EstimatorOutput | None = None,
+    ) -> None:
+        """Optional online update after the theta step (VSD's LoRA, SSD's mu), given this
+        step's ``grad`` output. x is detached."""
+
+    def probe_flags(self) -> dict[str, float]:
+        """Flags the variance probe logs as ``var/<name>`` (e.g. ``mu_uninformed``)."""
+        return {}
+
+    def network_evaluations(self) -> dict[str, int]:
+        """Cumulative evaluations of the estimator's own networks by kind (``phi``: VSD's
+        eps_phi, ``depth``: SSD's depth/normal model); the prior counts its own."""
+        return {}
 
     def state_dict(self) -> dict:
         return {}

@@ -57,8 +57,10 @@ class ControlCoefficient:
                 self.optimizer = torch.optim.Adam([self.mu], lr=self.lr)
 
     def value(self, like: torch.Tensor) -> torch.Tensor:
-        """mu to use now (from past samples only), broadcastable to ``like``."""
-        self._ensure(like)
+        """mu to use now (from past samples only), broadcastable to ``like``. Reads state,
+        never creates it (before the first ``observe``, mu is ``init``)."""
+        if self.mu is None:
+            return torch.full(self._param_shape(like), self.init, device=like.device)
         if self.strategy == "optimal" and self.numerator is not None:
             return self.numerator / self.denominator.clamp_min(1e-12)
         return self.mu.detach()

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from core.interfaces import DiffusionPrior
 from core.schedule import add_noise
 from core.weighting import timestep_weight
-from estimators.base import EstimatorContext, GradientEstimator, GuidanceConfig
+from estimators.base import (
+    EstimatorContext,
+    EstimatorOutput,
+    GradientEstimator,
+    GuidanceConfig,
+)
 
 
 def guided_residual_terms(
@@ -26,6 +33,11 @@ def guided_residual_terms(
     return x_t, eps_hat, w.view((-1,) + (1,) * (x.dim() - 1)).to(x.dtype)
 
 
+@dataclass
+class SDSConfig(GuidanceConfig):
+    """SDS knobs: exactly the shared guidance / weighting / timestep config."""
+
+
 class SDS(GradientEstimator):
     name = "sds"
 
@@ -35,4 +47,5 @@ class SDS(GradientEstimator):
     def grad(self, x, t, eps, prior, ctx):
         _, eps_hat, w = guided_residual_terms(x, t, eps, prior, ctx, self.guidance)
         g = w * (eps_hat - eps)
-        return g, {"grad_norm": float(g.flatten(1).norm(dim=1).mean())}
+        diagnostics = {"grad_norm": float(g.flatten(1).norm(dim=1).mean())}
+        return EstimatorOutput(g, diagnostics, score_term=w * eps_hat)

@@ -22,7 +22,12 @@ import torch
 from core.guidance import needs_unconditional
 from core.interfaces import DiffusionPrior
 from core.timesteps import TimestepSchedule
-from estimators.base import EstimatorContext, GradientEstimator, GuidanceConfig
+from estimators.base import (
+    EstimatorContext,
+    EstimatorOutput,
+    GradientEstimator,
+    GuidanceConfig,
+)
 from estimators.eps_phi import (
     PhiLossWeighting,
     PhiParameterization,
@@ -152,9 +157,14 @@ class VSD(GradientEstimator):
     def parameters(self) -> list[torch.nn.Parameter]:
         return self.model.parameters()
 
+    def network_evaluations(self) -> dict[str, int]:
+        return {"phi": self.n_evals_phi}
+
     def grad(self, x, t, eps, prior, ctx):
         if ctx.step < self.config.warmup_steps:
-            return torch.zeros_like(x), {"grad_norm": 0.0, **self._loss_diagnostics()}
+            return EstimatorOutput(
+                torch.zeros_like(x), {"grad_norm": 0.0, **self._loss_diagnostics()}
+            )
         x_t, eps_hat, w = guided_residual_terms(x, t, eps, prior, ctx, self.config)
         guided = needs_unconditional(self.config.guidance_scale, self.config.cfg_mode)
         with torch.no_grad():
@@ -163,12 +173,13 @@ class VSD(GradientEstimator):
             )
         residual = eps_hat - eps_phi
         g = w * residual
-        return g, {
+        diagnostics = {
             "grad_norm": float(g.flatten(1).norm(dim=1).mean()),
             "phi_residual_norm": float(residual.flatten(1).norm(dim=1).mean()),
             "n_evals_phi": float(self.n_evals_phi),
             **self._loss_diagnostics(),
         }
+        return EstimatorOutput(g, diagnostics, score_term=w * eps_hat)
 
     def _loss_diagnostics(self) -> dict[str, float]:
         """eps_phi's loss in the latest update (absent before the first one)."""
@@ -181,7 +192,13 @@ class VSD(GradientEstimator):
             schedule = TimestepSchedule(0.0, 1.0)
         return schedule.sample(n, step, num_train_timesteps, generator)
 
-    def update(self, x: torch.Tensor, prior: DiffusionPrior, ctx: EstimatorContext) -> None:
+    def update(
+        self,
+        x: torch.Tensor,
+        prior: DiffusionPrior,
+        ctx: EstimatorContext,
+        output: EstimatorOutput | None = None,
+    ) -> None:
         """``updates_per_step`` AdamW steps of eps_phi on the detached renders x [B, C, H, W].
 
         Per step, from ``ctx.generator`` in this order: t [B], eps [B, C, H, W], camera

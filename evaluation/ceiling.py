@@ -36,19 +36,23 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from benchmark.results import atomic_write_bytes
-from benchmark.streams import RandomStreams
 from core.cameras import Cameras
+from results.atomic import atomic_write_bytes
 from world.objects import get_object
 from world.renderer import render_object
 
 if TYPE_CHECKING:
     from backbones.base import Backbone
-    from benchmark.config import RunConfig
+
+#: the run config (benchmark.config.RunConfig); evaluation/ does not import benchmark/
+RunConfig = Any
+#: streams_for(seed, prompt) -> an object whose generator(name, step) is that cell's stream
+#: (benchmark.streams.RandomStreams)
+StreamsFactory = Callable[[int, str], Any]
 
 #: bump when the fit or its metrics change, so old cache entries miss
 CEILING_VERSION = 1
@@ -159,13 +163,14 @@ def compute_ceiling(
     device: torch.device,
     make_backbone: Callable[[RunConfig, torch.device, torch.Generator], Backbone],
     make_optimizer: Callable[[Backbone, RunConfig], torch.optim.Optimizer],
+    streams_for: StreamsFactory,
 ) -> dict[str, float]:
     """Run the photometric fit of ``prompt`` and return its held-out metrics (``psnr``,
     ``mask_iou``, ...), the start's (``start/psnr``, ...) and ``seconds``. No cache."""
     from evaluation.heldout import HeldOutEvaluator
 
     started = time.perf_counter()
-    streams = RandomStreams(CEILING_SEED, prompt)
+    streams = streams_for(CEILING_SEED, prompt)
     backbone = make_backbone(config, device, streams.generator("init", 0))
     optimizer = make_optimizer(backbone, config)
     obj = get_object(prompt)
@@ -207,6 +212,7 @@ def quality_ceiling(
     device: torch.device,
     make_backbone: Callable[[RunConfig, torch.device, torch.Generator], Backbone],
     make_optimizer: Callable[[Backbone, RunConfig], torch.optim.Optimizer],
+    streams_for: StreamsFactory,
     cache: Path | None = None,
 ) -> dict[str, float]:
     """The cached ceiling of ``prompt`` under ``config`` (``compute_ceiling`` on a miss).
@@ -223,7 +229,7 @@ def quality_ceiling(
             return dict(entry["metrics"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    metrics = compute_ceiling(prompt, config, device, make_backbone, make_optimizer)
+    metrics = compute_ceiling(prompt, config, device, make_backbone, make_optimizer, streams_for)
     folder.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"key": key, "metrics": metrics}, indent=1, sort_keys=True)
     atomic_write_bytes(path, text.encode("utf-8"))

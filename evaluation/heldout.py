@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 from backbones.base import Backbone
-from benchmark.config import RunConfig
 from core.cameras import Cameras, look_at_origin, orbit_cameras
 from world.metrics import angular_distance, depth_l1, janus_score, mask_iou, psnr, ssim
 from world.objects import get_object, known_prompts
@@ -18,9 +16,16 @@ if TYPE_CHECKING:
     from evaluation.clip import ClipScorer
 
 
-def slug(text: str) -> str:
-    """File-name-safe form of a prompt: 'a red sphere' -> 'a-red-sphere'."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "prompt"
+class RunConfig(Protocol):
+    """What held-out evaluation reads of the run config (benchmark.config.RunConfig)."""
+
+    backbone: str
+    camera: Any  # core.cameras.CameraConfig
+    eval: Any  # n_views, elevation, azimuth_offset
+    render: Any  # height, width
+    world: Any  # supersample
+    voxel: Any  # background
+    image: Any  # elevation, azimuth (the 2D world's fixed camera)
 
 
 def held_out_cameras(config: RunConfig) -> Cameras:
@@ -83,9 +88,10 @@ class HeldOutEvaluator:
                             azimuth (8 extra renders per evaluation); janus_deg = 180 janus,
                             the mean nearest-azimuth error in degrees.
         clip_score,         with a ``clip`` scorer (evaluation/clip.py): the mean CLIP score
-        clip_r_precision    100 max(cos, 0) of the renders with the prompt, and the fraction of
-                            renders whose best-matching prompt among ``clip_candidates``
-                            (default: the world's prompts and this one) is this prompt.
+        clip_r_precision    100 cos (not clamped) of the renders with the prompt, and the
+                            fraction of renders whose best-matching prompt among
+                            ``clip_candidates`` (default: the world's prompts and this one)
+                            is this prompt.
     With the image backbone there is one view, the image's fixed camera.
     """
 

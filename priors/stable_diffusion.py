@@ -260,6 +260,29 @@ class StableDiffusionPrior(DiffusionPrior):
         for prompt in prompts or []:
             self.check_prompt(prompt)
 
+    eps_phi_kind = "lora"
+
+    def geometry_estimator(self, depth_model: str = ""):
+        """A frozen DPT on the VAE decode of the noisy latent: ``depth_model`` (a transformers
+        DPTForDepthEstimation directory) or ``PATH/depth``; loaded once per prior."""
+        from core.errors import UserError
+        from priors.dpt import DPTGeometry
+
+        path = depth_model or str(self.path / "depth")
+        if not depth_model and not (self.path / "depth").is_dir():
+            raise UserError(
+                "SSD's depth/normal baseline on an SD prior needs a depth model: set "
+                "--set sd.depth_model=PATH (a transformers DPTForDepthEstimation directory) "
+                "or use --set ssd.baseline=constant"
+            )
+        key = f"dpt:{path}"
+        if key not in self.auxiliary:
+            try:
+                self.auxiliary[key] = DPTGeometry(path, self, self.device)
+            except WeightsError as exc:
+                raise UserError(str(exc)) from None
+        return self.auxiliary[key]
+
     def _variant(self, component: str) -> str | None:
         files, _ = SD_COMPONENTS[component]
         return weights_variant(self.path / component, files[-1])

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from benchmark.config import load_config
-from benchmark.trainer import CellTrainer, build_backbone, build_optimizer, run_cell
+from benchmark.factories import build_backbone, build_optimizer
+from benchmark.streams import RandomStreams
+from benchmark.trainer import CellTrainer, run_cell
 from evaluation.ceiling import (
     ceiling_key,
     key_hash,
@@ -65,18 +67,22 @@ def test_quality_fraction_is_zero_at_start_one_at_ceiling_nan_without_gap():
 def test_ceiling_is_cached_and_keyed_by_its_config(tmp_path):
     config = tiny_config(steps=10)
     builder = CountingBuilder()
-    first = quality_ceiling(PROMPT, config, torch.device("cpu"), builder, build_optimizer, tmp_path)
+    first = quality_ceiling(
+        PROMPT, config, torch.device("cpu"), builder, build_optimizer, RandomStreams, tmp_path
+    )
     assert builder.calls == 1
     files = list(tmp_path.glob("*.json"))
     assert [f.name for f in files] == [f"{key_hash(ceiling_key(PROMPT, config, 'cpu'))}.json"]
     assert json.loads(files[0].read_text())["key"]["prompt"] == PROMPT
 
-    again = quality_ceiling(PROMPT, config, torch.device("cpu"), builder, build_optimizer, tmp_path)
+    again = quality_ceiling(
+        PROMPT, config, torch.device("cpu"), builder, build_optimizer, RandomStreams, tmp_path
+    )
     assert builder.calls == 1 and again == first  # a hit: identical values, no fit
 
     other_lr = tiny_config(steps=10, extra=["voxel.lr_color=0.02"])
     changed = quality_ceiling(
-        PROMPT, other_lr, torch.device("cpu"), builder, build_optimizer, tmp_path
+        PROMPT, other_lr, torch.device("cpu"), builder, build_optimizer, RandomStreams, tmp_path
     )
     assert builder.calls == 2 and len(list(tmp_path.glob("*.json"))) == 2
     assert changed["psnr"] != first["psnr"]
@@ -85,7 +91,9 @@ def test_ceiling_is_cached_and_keyed_by_its_config(tmp_path):
 
     # a corrupt entry is recomputed, not trusted
     files[0].write_text("{not json")
-    quality_ceiling(PROMPT, config, torch.device("cpu"), builder, build_optimizer, tmp_path)
+    quality_ceiling(
+        PROMPT, config, torch.device("cpu"), builder, build_optimizer, RandomStreams, tmp_path
+    )
     assert builder.calls == 3
 
 
@@ -100,7 +108,9 @@ def test_ceiling_beats_sds_and_starts_where_the_cell_starts(tmp_path):
     evaluator = HeldOutEvaluator(PROMPT, config, device)
     trainer = CellTrainer(config, "sds", PROMPT, 0, prior, device)
     sds = run_cell(trainer, lambda b, s: evaluator(b)[0], lambda s, m: None)
-    ceiling = quality_ceiling(PROMPT, config, device, build_backbone, build_optimizer, tmp_path)
+    ceiling = quality_ceiling(
+        PROMPT, config, device, build_backbone, build_optimizer, RandomStreams, tmp_path
+    )
     assert ceiling["start/psnr"] == sds.initial["psnr"]
     assert ceiling["psnr"] >= sds.final["psnr"], (ceiling, sds.final)
     assert ceiling["mask_iou"] >= sds.final["mask_iou"], (ceiling, sds.final)

@@ -13,10 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.methods import BUILDERS, KNOWN_METHODS
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
-UNIMPLEMENTED = [name for name in KNOWN_METHODS if name not in BUILDERS]
 
 
 def run_cli(
@@ -179,16 +176,6 @@ def test_bad_input_is_one_line_usage_error(tmp_path, make_args, expected):
     for text in expected:
         text = text.replace("<inputs>", str(inputs))
         assert text in line, f"{text!r} not in {line!r}"
-
-
-@pytest.mark.skipif(not UNIMPLEMENTED, reason="every known method is implemented")
-def test_known_but_unimplemented_method(tmp_path):
-    name = UNIMPLEMENTED[0]
-    out = tmp_path / "out"
-    proc = run_cli("run", "--steps", "2", "--out", str(out), "--methods", f"sds,{name}")
-    line = assert_clean_usage_error(proc, out)
-    assert f"'{name}'" in line, line
-    assert "not implemented" in line, line
 
 
 def test_top_level_help():

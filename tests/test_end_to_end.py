@@ -11,8 +11,8 @@ import pytest
 
 from analysis import load_results
 from benchmark.cli import main
-from benchmark.methods import BUILDERS
-from benchmark.results import is_machine_metric
+from estimators.registry import METHODS
+from results.schema import is_machine_metric
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,7 +80,7 @@ def test_same_seed_is_bit_identical_and_seeds_differ(tmp_path):
 def test_main_job_improves_psnr_for_every_method(tmp_path):
     """`run --methods <all registered> --steps 200` on identical streams raises held-out PSNR
     by >= 3 dB on >= 2 of 3 prompts for every method."""
-    methods = list(BUILDERS)
+    methods = list(METHODS)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("# three world objects\na red sphere\r\na snowman\r\n\r\na blue cube\r\n")
     out = tmp_path / "runs"

@@ -13,11 +13,11 @@ def test_nan_in_one_cell_is_recorded_and_others_finish(tmp_path, monkeypatch):
     original = SDS.grad
 
     def poisoned(self, x, t, eps, prior, ctx):
-        g, d = original(self, x, t, eps, prior, ctx)
+        out = original(self, x, t, eps, prior, ctx)
         if ctx.prompt == "a snowman" and ctx.step == 3:
-            g = g.clone()
-            g[0, 0, 0, 0] = torch.nan
-        return g, d
+            out.grad = out.grad.clone()
+            out.grad[0, 0, 0, 0] = torch.nan
+        return out
 
     monkeypatch.setattr(SDS, "grad", poisoned)
     prompts = tmp_path / "p.txt"

@@ -337,7 +337,7 @@ def test_cuda_packed_render_runs():
 
 def test_config_selects_hashgrid_and_threestudio_preset_loads():
     from benchmark.config import load_config
-    from benchmark.trainer import build_backbone
+    from benchmark.factories import build_backbone
 
     preset = Path(__file__).resolve().parents[1] / "configs" / "hashgrid_threestudio.yaml"
     config = load_config(str(preset))
@@ -402,7 +402,7 @@ def test_variance_probe_works_with_the_hash_grid(world_prior_small):
     """The probe runs on the autograd engine (the hash grid opts out of vmapping) and its
     per-sample gradients equal separate backward passes (max relative error 1e-4)."""
     from benchmark.config import MeasureConfig
-    from benchmark.measure import (
+    from benchmark.variance import (
         PerSampleGradients,
         draw_measure_inputs,
         measure_gradient_variance,
@@ -412,12 +412,12 @@ def test_variance_probe_works_with_the_hash_grid(world_prior_small):
     trainer = _hashgrid_trainer(world_prior_small)
     trainer.step(0)
     config = MeasureConfig(samples=3, variants=("all", "fixed_camera"), bootstrap=20)
-    metrics = measure_gradient_variance(trainer, 1, config)
+    metrics = measure_gradient_variance(trainer.probe_subject(), 1, config)
     for variant in config.variants:
         assert math.isfinite(metrics[f"var/{variant}/log_var"])
         assert metrics[f"var/{variant}/var_trace/encoding"] > 0
-    draws = draw_measure_inputs(trainer, 1, 3)
-    sampler = PerSampleGradients(trainer, 1, "auto")
+    draws = draw_measure_inputs(trainer.probe_subject(), 1, 3)
+    sampler = PerSampleGradients(trainer.probe_subject(), 1, "auto")
     assert sampler.engine == "autograd"
     grads, rows = sampler(draws)
     theta = [p for _, _, p in theta_parameters(trainer.backbone)]

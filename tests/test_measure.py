@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from benchmark.config import MeasureConfig, load_config
-from benchmark.measure import (
+from benchmark.trainer import CellTrainer, run_cell
+from benchmark.variance import (
     MeasureDraws,
     PerSampleGradients,
     StreamingMoments,
@@ -27,12 +28,11 @@ from benchmark.measure import (
     theta_parameters,
     variant_statistics,
 )
-from benchmark.methods import BUILDERS
-from benchmark.results import is_machine_metric
-from benchmark.trainer import CellTrainer, run_cell
 from core.cameras import Cameras
 from core.errors import ConfigError
+from estimators.registry import METHODS
 from estimators.sds import SDS
+from results.schema import is_machine_metric
 from tests.fakes import LinearPrior
 
 SMALL = [
@@ -88,10 +88,12 @@ def trainer(world_prior_small):
 def test_streaming_statistics_match_brute_force(trainer, variant):
     """Chan/Welford over chunks of 4 (4 + 4 + 2 samples) equals torch.var on the stacked
     K = 10 gradients within 1e-5 relative, in theta and image space, per group too."""
-    draws = draw_measure_inputs(trainer, 3, 10).variant(variant)
-    sampler = PerSampleGradients(trainer, 3)
+    draws = draw_measure_inputs(trainer.probe_subject(), 3, 10).variant(variant)
+    sampler = PerSampleGradients(trainer.probe_subject(), 3)
     grads, g = stacked(sampler, draws, 4)
-    theta, image = variant_statistics(PerSampleGradients(trainer, 3), draws, 4, gram_dim=10**6)
+    theta, image = variant_statistics(
+        PerSampleGradients(trainer.probe_subject(), 3), draws, 4, gram_dim=10**6
+    )
     assert theta.n == image.n == 10
 
     for moments, samples in ((theta, g), (image, grads.flatten(1))):
@@ -124,8 +126,8 @@ def test_vectorised_gradients_match_separate_backward_passes(world_prior_small, 
     """Per-sample theta-gradients of one vectorised call equal K = 5 full backward passes
     within 1e-5 relative; the batched estimator call equals K single-view calls."""
     trainer = make_trainer(world_prior_small)
-    draws = draw_measure_inputs(trainer, 2, 5).variant(variant)
-    sampler = PerSampleGradients(trainer, 2, engine=engine)
+    draws = draw_measure_inputs(trainer.probe_subject(), 2, 5).variant(variant)
+    sampler = PerSampleGradients(trainer.probe_subject(), 2, engine=engine)
     grads, g = sampler(draws)
     assert sampler.engine == engine
     assert g.shape == (5, sampler.numel) and grads.shape == draws.eps.shape
@@ -137,9 +139,16 @@ def test_vectorised_gradients_match_separate_backward_passes(world_prior_small, 
 
 def test_func_and_autograd_engines_agree(trainer):
     """Both engines give the same metrics (1e-5 relative) on the same draws."""
-    config = MeasureConfig(samples=6, chunk=4, bootstrap=0, reference_samples=5)
-    func = measure_gradient_variance(trainer, 4, replace(config, engine="func"))
-    auto = measure_gradient_variance(trainer, 4, replace(config, engine="autograd"))
+    config = MeasureConfig(
+        samples=6,
+        chunk=4,
+        bootstrap=0,
+        reference_samples=5,
+        reference_at="all",
+        reference_variants=VARIANTS,
+    )
+    func = measure_gradient_variance(trainer.probe_subject(), 4, replace(config, engine="func"))
+    auto = measure_gradient_variance(trainer.probe_subject(), 4, replace(config, engine="autograd"))
     assert func.keys() == auto.keys()
     for key, value in func.items():
         if not key.endswith("seconds"):
@@ -152,11 +161,11 @@ def test_degenerate_draws_have_exactly_zero_variance():
     path and the per-camera (vmapped / looped) path, over chunk boundaries. LinearPrior keeps
     G row-wise identical (the world prior's batched matmul differs by ~1e-8 between rows)."""
     trainer = make_trainer(LinearPrior())
-    draws = draw_measure_inputs(trainer, 1, 6)
+    draws = draw_measure_inputs(trainer.probe_subject(), 1, 6)
     t, eps = draws.t[:1].repeat(6), draws.eps[:1].repeat(6, 1, 1, 1)
     for cameras in (draws.cameras[0:1], draws.cameras[[0] * 6]):
         for engine in ("func", "autograd"):
-            sampler = PerSampleGradients(trainer, 1, engine=engine)
+            sampler = PerSampleGradients(trainer.probe_subject(), 1, engine=engine)
             same = MeasureDraws(cameras, t, eps)
             theta, image = variant_statistics(sampler, same, 4, gram_dim=10**6)
             assert theta.var_trace() == 0.0 and image.var_trace() == 0.0, (len(cameras), engine)
@@ -167,8 +176,8 @@ def test_degenerate_draws_have_exactly_zero_variance():
 
 
 def test_two_samples_variance_is_half_squared_difference(trainer):
-    draws = draw_measure_inputs(trainer, 5, 2)
-    sampler = PerSampleGradients(trainer, 5)
+    draws = draw_measure_inputs(trainer.probe_subject(), 5, 2)
+    sampler = PerSampleGradients(trainer.probe_subject(), 5)
     for variant in VARIANTS:
         for chunk in (1, 2):
             _, g = stacked(sampler, draws.variant(variant), chunk)
@@ -212,13 +221,19 @@ def test_probe_changes_nothing_and_training_after_it_is_bit_identical(world_prio
     """Theta, its .grad, the Adam state, the estimator's state and prior.n_evals are
     bit-identical across a probe, and training on after a probe equals training without it
     (the probe advances no training stream), for every method."""
-    if method not in BUILDERS:
+    if method not in METHODS:
         pytest.skip(f"{method} is not registered")
     probed = make_trainer(world_prior_small, warm_steps=3, method=method)
     plain = make_trainer(world_prior_small, warm_steps=3, method=method)
     before = cell_state(probed)
-    config = MeasureConfig(samples=4, bootstrap=10, reference_samples=3)
-    metrics = measure_gradient_variance(probed, 3, config)
+    config = MeasureConfig(
+        samples=4,
+        bootstrap=10,
+        reference_samples=3,
+        reference_at="all",
+        reference_variants=VARIANTS,
+    )
+    metrics = measure_gradient_variance(probed.probe_subject(), 3, config)
     if method == "sds":
         assert metrics["var/n_evals"] == 3 * (4 + 3)  # views per variant, 1 branch (no CFG)
     assert_same_state(before, cell_state(probed))
@@ -237,9 +252,9 @@ class EMASDS(SDS):
         self.ema = torch.zeros(())
 
     def grad(self, x, t, eps, prior, ctx):
-        g, diagnostics = super().grad(x, t, eps, prior, ctx)
-        self.ema.mul_(0.9).add_(0.1 * g.norm())
-        return g, diagnostics
+        out = super().grad(x, t, eps, prior, ctx)
+        self.ema.mul_(0.9).add_(0.1 * out.grad.norm())
+        return out
 
     def state_dict(self):
         return {"ema": self.ema.clone()}
@@ -254,7 +269,7 @@ def test_probe_restores_estimator_state(world_prior_small):
     trainer.step(0)
     ema = trainer.estimator.ema.clone()
     assert ema > 0
-    measure_gradient_variance(trainer, 1, MeasureConfig(samples=3, bootstrap=0))
+    measure_gradient_variance(trainer.probe_subject(), 1, MeasureConfig(samples=3, bootstrap=0))
     assert torch.equal(trainer.estimator.ema, ema)
 
 
@@ -275,8 +290,15 @@ def test_common_random_numbers_across_methods(world_prior_small):
     for guidance in ("sds.guidance_scale=1.0", "sds.guidance_scale=5.0"):
         trainer = make_trainer(world_prior_small, guidance, warm_steps=0)
         trainer.estimator = RecordingSDS(trainer.guidance)
-        config = MeasureConfig(samples=4, chunk=3, reference_samples=4, bootstrap=0)
-        metrics.append(measure_gradient_variance(trainer, 7, config))
+        config = MeasureConfig(
+            samples=4,
+            chunk=3,
+            reference_samples=4,
+            reference_at="all",
+            reference_variants=VARIANTS,
+            bootstrap=0,
+        )
+        metrics.append(measure_gradient_variance(trainer.probe_subject(), 7, config))
         seen.append(trainer.estimator.seen)
     assert len(seen[0]) == len(seen[1]) == 3 * (2 + 2)  # variants x (K chunks + ref chunks)
     for a, b in zip(seen[0], seen[1], strict=True):
@@ -285,12 +307,13 @@ def test_common_random_numbers_across_methods(world_prior_small):
     # draws differ between steps and seeds
     trainer = make_trainer(world_prior_small, warm_steps=0)
     assert not torch.equal(
-        draw_measure_inputs(trainer, 7, 4).eps, draw_measure_inputs(trainer, 8, 4).eps
+        draw_measure_inputs(trainer.probe_subject(), 7, 4).eps,
+        draw_measure_inputs(trainer.probe_subject(), 8, 4).eps,
     )
 
 
 def test_variants_share_the_draws(trainer):
-    draws = draw_measure_inputs(trainer, 0, 5)
+    draws = draw_measure_inputs(trainer.probe_subject(), 0, 5)
     fixed, fixed_t = draws.variant("fixed_camera"), draws.variant("fixed_camera_t")
     assert fixed.shared_camera and fixed_t.shared_camera and not draws.shared_camera
     assert torch.equal(fixed.cameras.c2w[0], draws.cameras.c2w[0])
@@ -308,15 +331,24 @@ def test_bias_check_cos_ref_close_to_one(world_prior_small):
     (K = 32 against 128 draws gave cos_ref(all) = 0.82: with nsr ~ 2 the mean of K = 32
     views is still noisy, so K is kept large.)"""
     trainer = make_trainer(world_prior_small)
-    config = MeasureConfig(samples=64, reference_samples=256, bootstrap=0, chunk=64)
-    metrics = measure_gradient_variance(trainer, 2, config)
+    config = MeasureConfig(
+        samples=64,
+        reference_samples=256,
+        reference_at="all",
+        reference_variants=VARIANTS,
+        bootstrap=0,
+        chunk=64,
+    )
+    metrics = measure_gradient_variance(trainer.probe_subject(), 2, config)
     for variant in VARIANTS:
         assert metrics[f"var/{variant}/cos_ref"] > 0.9, (variant, metrics)
         assert metrics[f"var/{variant}/rel_err_ref"] < 0.5, (variant, metrics)
 
 
 def test_metric_names(trainer):
-    metrics = measure_gradient_variance(trainer, 0, MeasureConfig(samples=3, bootstrap=20))
+    metrics = measure_gradient_variance(
+        trainer.probe_subject(), 0, MeasureConfig(samples=3, bootstrap=20)
+    )
     for variant in VARIANTS:
         for name in (
             "var_trace",
@@ -343,7 +375,9 @@ def test_metric_names(trainer):
         )
         assert parts == pytest.approx(total, rel=1e-12)
     assert metrics["var/seconds"] > 0
-    only = measure_gradient_variance(trainer, 0, MeasureConfig(samples=3, variants=("all",)))
+    only = measure_gradient_variance(
+        trainer.probe_subject(), 0, MeasureConfig(samples=3, variants=("all",))
+    )
     assert not any(k.startswith("var/fixed") for k in only)
     assert only["var/all/var_trace"] == metrics["var/all/var_trace"]
 
@@ -451,8 +485,8 @@ def test_ssd_with_phi_one_mu_one_reports_exactly_sds_numbers(world_prior_small):
     ssd = make_trainer(
         world_prior_small, *config, "ssd.baseline=constant", "ssd.mu=fixed", method="ssd"
     )
-    a = measure_gradient_variance(sds, 2, sds.config.measure)
-    b = measure_gradient_variance(ssd, 2, ssd.config.measure)
+    a = measure_gradient_variance(sds.probe_subject(), 2, sds.config.measure)
+    b = measure_gradient_variance(ssd.probe_subject(), 2, ssd.config.measure)
     keep = sorted(k for k in a if not is_machine_metric(k))
     assert {k: a[k] for k in keep} == {k: b[k] for k in keep if k in a}
     eps_only = a["var/fixed_camera_t/var_trace"]

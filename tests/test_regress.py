@@ -1,20 +1,21 @@
 """`python -m benchmark regress`: the golden variance numbers pass on the current code and
 fail when an estimator formula is perturbed (run in-process so that monkeypatch applies)."""
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 
 import pytest
 
-from analysis.regress import (
-    CANDIDATE_METHODS,
+from benchmark.cli import main
+from benchmark.regress import (
     GoldenError,
     compare,
     load_golden,
+    registered_methods,
     write_golden,
 )
-from benchmark.cli import main
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "variance.json"
 
@@ -32,7 +33,7 @@ def _subset(tmp_path: Path, methods: list[str]) -> Path:
 def test_golden_file_is_complete():
     golden = load_golden(GOLDEN)
     assert golden["reason"] and golden["updated"] and golden["versions"]["torch"]
-    assert set(golden["config"]["methods"]) <= set(CANDIDATE_METHODS)
+    assert set(golden["config"]["methods"]) <= set(registered_methods())
     assert {"log_var", "img_log_var", "nsr", "psnr"} <= set(golden["tolerances"])
     stats = {key.rsplit("/", 1)[-1] for key in golden["values"]}
     assert stats == {"log_var", "img_log_var", "nsr", "psnr"}
@@ -121,9 +122,9 @@ def test_regress_fails_when_the_sds_residual_is_perturbed(tmp_path, monkeypatch,
     original = estimators.sds.SDS.grad
 
     def grad(self, x, t, eps, prior, ctx):
-        g, diagnostics = original(self, x, t, eps, prior, ctx)
+        out = original(self, x, t, eps, prior, ctx)
         _, _, w = estimators.sds.guided_residual_terms(x, t, eps, prior, ctx, self.guidance)
-        return g + 2 * w * eps, diagnostics
+        return dataclasses.replace(out, grad=out.grad + 2 * w * eps)
 
     monkeypatch.setattr(estimators.sds.SDS, "grad", grad)
     assert main(["regress", "--golden", str(golden)]) == 1

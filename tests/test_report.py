@@ -12,12 +12,12 @@ import pytest
 import yaml
 
 from analysis import load_results, summarize
-from analysis.fixtures import small_run
 from analysis.plots import plot_convergence, plot_render_grid, plot_variance
 from analysis.report import build_report_html, write_report
 from analysis.runs import slug
 from analysis.stats import bootstrap_mean
 from benchmark.cli import main
+from benchmark.tiny_runs import small_run
 
 XSS = "<script>alert(1)</script>"
 
@@ -194,7 +194,7 @@ def test_report_of_two_runs_lists_config_differences(run3, tmp_path):
 
 
 def test_slug_matches_the_harness():
-    from evaluation.heldout import slug as harness_slug
+    from results.schema import slug as harness_slug
 
     for text in ("a red sphere", "A House with a RED door!", XSS, "", "  x  "):
         assert slug(text) == harness_slug(text)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmark.results import is_machine_metric
+from results.schema import is_machine_metric
 from tests.test_cli_errors import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -194,7 +194,7 @@ def test_run_cell_resumes_from_an_in_process_checkpoint():
     import torch
 
     from benchmark.config import load_config
-    from benchmark.runner import build_prior
+    from benchmark.factories import build_prior
     from benchmark.trainer import CellHooks, CellInterrupted, CellTrainer, run_cell
 
     config = load_config(

@@ -21,7 +21,8 @@ import pytest
 import yaml
 
 from benchmark.cli import EXIT_CELLS_FAILED, EXIT_OK, EXIT_USAGE, main
-from benchmark.sweep import INJECT_ENV, cell_id, is_machine_metric, run_cell_task
+from benchmark.sweep import INJECT_ENV, run_cell_task
+from results.schema import cell_id, is_machine_metric
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -392,8 +393,10 @@ def test_a_diverged_cell_is_a_result_not_a_failure(tmp_path, monkeypatch):
     original = SDS.grad
 
     def poisoned(self, x, t, eps, prior, ctx):
-        g, d = original(self, x, t, eps, prior, ctx)
-        return (torch.full_like(g, torch.nan) if ctx.step == 1 else g), d
+        out = original(self, x, t, eps, prior, ctx)
+        if ctx.step == 1:
+            out.grad = torch.full_like(out.grad, torch.nan)
+        return out
 
     monkeypatch.setattr(SDS, "grad", poisoned)
     config = to_dict(from_dict(RunConfig, {**TINY, "steps": 3, "threads": 1}))

@@ -260,7 +260,7 @@ def test_view_agnostic_prior_makes_a_two_faced_mask():
     from dataclasses import replace
 
     from benchmark.config import load_config
-    from benchmark.runner import build_prior
+    from benchmark.factories import build_prior
     from benchmark.trainer import CellTrainer, run_cell
     from evaluation.heldout import HeldOutEvaluator
 

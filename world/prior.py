@@ -158,6 +158,12 @@ class WorldPrior(DiffusionPrior):
             torch.cat([r.directions for r in self.references.values()]),
         )  # depth/normal are only needed for the conditional Bayes estimators
 
+    def geometry_estimator(self, depth_model: str = ""):
+        """The world's Bayes depth/normal estimator (a fresh counter per call)."""
+        from world.geometry import WorldBayesGeometry
+
+        return WorldBayesGeometry(self)
+
     def _render_references(self, prompt: str, cameras: Cameras) -> ReferenceSet:
         out = render_object(
             get_object(prompt),

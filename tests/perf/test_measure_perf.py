@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from benchmark.config import load_config
-from benchmark.measure import measure_gradient_variance
-from benchmark.runner import build_prior
+from benchmark.factories import build_prior
 from benchmark.trainer import CellTrainer, configure_torch
+from benchmark.variance.probe import measure_gradient_variance
+from tests.perf.targets import check_ratio, report_ratio
 
 K = 16
 
@@ -28,7 +29,7 @@ def setup():
     trainer = CellTrainer(config, "sds", "a snowman", 0, prior, torch.device("cpu"))
     for k in range(3):  # warm-up (first-call allocations)
         trainer.step(k)
-    measure_gradient_variance(trainer, 3, config.measure)
+    measure_gradient_variance(trainer.probe_subject(), 3, config.measure)
     return config, trainer
 
 
@@ -59,7 +60,7 @@ def test_probe_vs_training_steps(benchmark, setup):
 
     def probe():
         start = time.perf_counter()
-        metrics.update(measure_gradient_variance(trainer, 10, config.measure))
+        metrics.update(measure_gradient_variance(trainer.probe_subject(), 10, config.measure))
         return time.perf_counter() - start
 
     t_steps, t_probe = benchmark.pedantic(
@@ -74,7 +75,7 @@ def test_probe_vs_training_steps(benchmark, setup):
     }
     benchmark.extra_info.update(info)
     print("\nmeasure probe cost:", {k: round(v, 3) for k, v in info.items()})
-    assert t_probe > 0 and t_steps > 0
+    report_ratio(benchmark, "probe_over_16_steps", t_probe / t_steps)
 
 
 @pytest.mark.parametrize("variant", ["all", "fixed_camera"])
@@ -86,7 +87,7 @@ def test_probe_engine_func_vs_autograd(benchmark, setup, variant):
     def run(engine):
         def once():
             start = time.perf_counter()
-            measure_gradient_variance(trainer, 10, replace(base, engine=engine))
+            measure_gradient_variance(trainer.probe_subject(), 10, replace(base, engine=engine))
             return time.perf_counter() - start
 
         return once
@@ -100,7 +101,7 @@ def test_probe_engine_func_vs_autograd(benchmark, setup, variant):
         func_s=t_func, autograd_s=t_autograd, func_over_autograd=t_func / t_autograd
     )
     print(f"\n{variant}: func {t_func:.3f} s, autograd {t_autograd:.3f} s")
-    assert t_func > 0 and t_autograd > 0
+    report_ratio(benchmark, f"{variant}_func_over_autograd", t_func / t_autograd)
 
 
 def test_probe_k8_vs_one_training_step(benchmark, setup):
@@ -117,7 +118,7 @@ def test_probe_k8_vs_one_training_step(benchmark, setup):
 
     def probe():
         start = time.perf_counter()
-        measure_gradient_variance(trainer, 10, probe_config)
+        measure_gradient_variance(trainer.probe_subject(), 10, probe_config)
         return time.perf_counter() - start
 
     repeats = 1 if benchmark.disabled else 15
@@ -127,7 +128,7 @@ def test_probe_k8_vs_one_training_step(benchmark, setup):
     ratio = t_probe / t_step
     benchmark.extra_info.update(step_ms=1000 * t_step, probe_ms=1000 * t_probe, ratio=ratio)
     print(f"\nprobe K=8 {1000 * t_probe:.1f} ms / step {1000 * t_step:.1f} ms = {ratio:.2f}x")
-    assert t_probe > 0 and t_step > 0
+    check_ratio(benchmark, "probe_k8_over_one_step", ratio, target=4.0)
 
 
 def test_harness_overhead_with_measurements_off(benchmark, setup):
@@ -171,4 +172,5 @@ def test_harness_overhead_with_measurements_off(benchmark, setup):
     overhead = t_harness / t_bare - 1.0
     benchmark.extra_info.update(bare_s=t_bare, harness_s=t_harness, overhead=overhead)
     print(f"\nharness overhead with measurements off: {100 * overhead:+.1f}%")
-    assert rows and t_bare > 0
+    assert rows
+    check_ratio(benchmark, "harness_over_bare", t_harness / t_bare, target=1.05, slack=1.1)

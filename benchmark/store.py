@@ -1,42 +1,19 @@
-"""The results store: runs/<run_id>/ with config, manifest, long-format metrics, snapshots.
+"""The results writer: runs/<run_id>/ with config, manifest, long-format metrics, snapshots.
 
-Every file is written atomically (temp file in the same folder, fsync, rename), so a kill at
-any point leaves either the previous complete file or the new one, never a partial one.
+The layout and names are ``results.schema``'s (the reader, ``analysis``, imports the same);
+every file goes through ``results.atomic.atomic_write_bytes``, so a kill at any point leaves
+either the previous complete file or the new one, never a partial one.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 from core.errors import UserError
-
-METRIC_COLUMNS = ("run_id", "method", "prompt", "seed", "step", "metric", "value")
-#: metrics that measure wall-clock or memory: they differ between identical reruns and are
-#: left out of reproducibility comparisons (resume, sweeps, executors)
-MACHINE_METRIC_PREFIXES = ("time/", "mem/", "train_seconds", "var/seconds")
-
-
-def is_machine_metric(name: str) -> bool:
-    """True for timing/memory metrics (``time/*``, ``mem/*``, ``train_seconds``, ``*seconds``)."""
-    return name.startswith(MACHINE_METRIC_PREFIXES) or name.endswith("seconds")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from results.atomic import atomic_write_bytes
+from results.schema import METRIC_COLUMNS, METRICS_FILE, SNAPSHOT_DIR
 
 
 def new_run_id() -> str:
@@ -59,7 +36,7 @@ class RunStore:
         cannot be read is a UserError; the file is left as it is."""
         path = Path(run_dir)
         store = cls(path.parent, path.name, exist_ok=True)
-        target = path / "metrics.parquet"
+        target = path / METRICS_FILE
         if target.exists():
             import pandas as pd
 
@@ -101,7 +78,7 @@ class RunStore:
 
         frame = pd.DataFrame(self.rows, columns=list(METRIC_COLUMNS))
         frame = frame.astype({"seed": "int64", "step": "int64", "value": "float64"})
-        target = self.path / "metrics.parquet"
+        target = self.path / METRICS_FILE
         atomic_write_bytes(target, frame.to_parquet(index=False))
         return target
 
@@ -118,6 +95,6 @@ class RunStore:
         array = (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).squeeze()
         buffer = io.BytesIO()
         Image.fromarray(array).save(buffer, format="PNG")
-        target = self.path / "snapshots" / name
+        target = self.path / SNAPSHOT_DIR / name
         atomic_write_bytes(target, buffer.getvalue())
         return target

@@ -3,8 +3,7 @@ through ``benchmark.runner.run_benchmark`` and returns the run dir; ``compare_va
 trains several estimator settings of the tiny configuration in-process (one shared prior)
 and returns their long-format results.
 
-These (and analysis.regress) are the only places in analysis/ that run a model (through
-the harness, imported lazily); everything else in analysis/ only reads results files.
+They live in the harness (benchmark/), not in analysis/, which only reads results files.
 
 Default tiny config: 16x16 renders, a 16^3 voxel grid with 24 samples per ray, a world prior
 of 8 x 2 reference views, 2 held-out views, evaluation and variance probe (K = 8 samples)
@@ -63,14 +62,14 @@ def small_run(
     """Run the tiny config and return ``out_dir/<run_id>``.
 
     Args:
-        methods: registered method names (``benchmark.methods``).
+        methods: registered method names (``estimators.registry.METHODS``).
         prompts: prompts the world knows (``python -m benchmark prompts``); they are not
             validated here beyond what the world prior does.
         every: evaluation and variance-probe interval (steps).
         overrides: extra ``--set`` strings, e.g. ``("ssd.baseline=constant",)``.
         report: also write report.html into the run dir.
     """
-    from benchmark.methods import validate_methods
+    from benchmark.factories import validate_methods
     from benchmark.runner import run_benchmark
 
     config = tiny_config(methods, steps, seeds, every, out_dir, overrides)
@@ -106,7 +105,7 @@ def compare_variants(
     """
     import pandas as pd
 
-    from benchmark.runner import build_prior, resolve_device
+    from benchmark.factories import build_prior, resolve_device
     from benchmark.trainer import configure_torch
     from evaluation.heldout import HeldOutEvaluator
 

@@ -1,6 +1,6 @@
 """CI regression of variance numbers: ``python -m benchmark regress --golden FILE``.
 
-Runs a small fixed-seed configuration (the methods registered among sds, vsd, ssd; world
+Runs a small fixed-seed configuration (the registry's methods marked ``in_golden``; world
 prior; voxel backbone; 16x16 renders; variance probe at 0, every and last step) through
 ``benchmark.runner.run_benchmark`` in a temporary folder, and compares
 
@@ -18,21 +18,19 @@ The golden file holds the configuration it was made with (``config``), so a chec
 reruns exactly that configuration; ``--update`` rewrites the file atomically from the code's
 ``REGRESS_CONFIG`` with the reason, the date (UTC), the package versions and the commit.
 
-This module runs models through the harness (imported lazily), like analysis.fixtures.
+It runs models through the harness (imported lazily), like benchmark.tiny_runs.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 FORMAT = 1
-CANDIDATE_METHODS = ("sds", "vsd", "ssd")
 STATS = ("log_var", "img_log_var", "nsr")
 REGRESS_CONFIG = {
     "prompts": ["a snowman"],
@@ -91,10 +89,10 @@ class Comparison:
 
 
 def registered_methods() -> list[str]:
-    """The methods of CANDIDATE_METHODS that benchmark.methods can build."""
-    from benchmark.methods import BUILDERS
+    """The methods of the registry that take part in the golden regression."""
+    from estimators.registry import METHODS
 
-    return [m for m in CANDIDATE_METHODS if m in BUILDERS]
+    return [name for name, spec in METHODS.items() if spec.in_golden]
 
 
 def default_config() -> dict:
@@ -232,7 +230,8 @@ def _history(path: Path) -> list[dict]:
 def write_golden(path: str | Path, config: dict, values: dict[str, float], reason: str) -> Path:
     """Write the golden file atomically (temp file in the same folder, fsync, rename); the
     reasons of earlier updates are kept in ``history``."""
-    from benchmark.runner import git_commit, package_versions
+    from results.atomic import atomic_write_text
+    from results.provenance import git_commit, package_versions
 
     path = Path(path)
     history = _history(path)
@@ -250,19 +249,7 @@ def write_golden(path: str | Path, config: dict, values: dict[str, float], reaso
         "history": history,
     }
     text = json.dumps(data, indent=2, sort_keys=False) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, text)
 
 
 def _split(key: str) -> tuple[str, str, str, str]:

@@ -1,0 +1,155 @@
+"""The one place components are built from a run config, through the registries.
+
+    METHODS    (estimators/registry.py)  name -> config section, builder, cost model
+    BACKBONES  (backbones/registry.py)   name -> config section, builder
+    PRIORS     (here)                    ``world`` | ``sd:PATH`` -> builder
+
+Config sections are looked up by registry name (``method_config``, ``backbone_config``);
+nothing else in the harness reads a section by a computed attribute name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from backbones.base import Backbone
+from backbones.registry import BACKBONES, BackboneBuild
+from core.errors import UserError
+from core.interfaces import DiffusionPrior
+from estimators.base import GradientEstimator, GuidanceConfig
+from estimators.registry import METHODS, MethodBuild
+
+
+def method_config(config, name: str) -> GuidanceConfig:
+    """The config section of method ``name`` (``config.<name>``)."""
+    return config.sections()[name]
+
+
+def backbone_config(config):
+    """The config section of the configured backbone."""
+    return config.sections()[config.backbone]
+
+
+def validate_methods(methods: list[str]) -> list[str]:
+    """Registered method names, deduplicated in order; an unknown name is a UserError."""
+    if not methods:
+        raise UserError("no methods given; available: " + ", ".join(METHODS))
+    seen: list[str] = []
+    for name in methods:
+        if name not in METHODS:
+            raise UserError(f"unknown method '{name}'; known methods: {', '.join(METHODS)}")
+        if name not in seen:
+            seen.append(name)
+    return seen
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was requested but no CUDA device is available")
+    return torch.device(name)
+
+
+# ------------------------------------------------------------------------------ priors
+
+
+def _world_prior(config, prompts: list[str], device: torch.device) -> DiffusionPrior:
+    from world.prior import WorldPrior
+
+    distance, fovy = config.camera.center()
+    return WorldPrior(
+        prompts,
+        config.render.height,
+        config.render.width,
+        distance=distance,
+        fovy=fovy,
+        config=config.world,
+        device=device,
+    )
+
+
+def _sd_prior(config, prompts: list[str], device: torch.device) -> DiffusionPrior:
+    """``--prior sd:PATH``: a local diffusers Stable Diffusion directory (priors/stable_diffusion);
+    a missing, incomplete or wrong directory and over-long prompts are one-line user errors."""
+    from priors.stable_diffusion import StableDiffusionPrior, WeightsError, parse_prior
+
+    _, path = parse_prior(config.prior)
+    try:
+        prior = StableDiffusionPrior(path, config.sd, device, prompts)
+    except (WeightsError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    return prior
+
+
+@dataclass(frozen=True)
+class PriorSpec:
+    name: str
+    build: Callable[[object, list[str], torch.device], DiffusionPrior]
+    description: str
+
+
+PRIORS: dict[str, PriorSpec] = {
+    spec.name: spec
+    for spec in (
+        PriorSpec("world", _world_prior, "the ground-truth world's analytic prior"),
+        PriorSpec("sd", _sd_prior, "a local diffusers Stable Diffusion directory (sd:PATH)"),
+    )
+}
+
+
+def build_prior(config, prompts: list[str], device: torch.device) -> DiffusionPrior:
+    """The configured prior; models an estimator will need (SSD's depth model) are loaded
+    here, once, so a missing one is an error before any cell runs."""
+    kind = config.prior.partition(":")[0]
+    if kind not in PRIORS:
+        raise UserError(f"unknown prior '{config.prior}'")
+    prior = PRIORS[kind].build(config, prompts, device)
+    if kind != "world" and "ssd" in config.methods and config.ssd.baseline != "constant":
+        prior.geometry_estimator(config.sd.depth_model)
+    return prior
+
+
+# --------------------------------------------------------------------- backbones, optim
+
+
+def build_backbone(
+    config, device: torch.device, generator: torch.Generator | None = None
+) -> Backbone:
+    """The configured backbone; ``generator`` (the cell's ``init`` stream, step 0) draws any
+    random initial parameters (the hash grid's table and MLPs)."""
+    spec = BACKBONES[config.backbone]
+    build = BackboneBuild(
+        backbone_config(config), config.render.height, config.render.width, device, generator
+    )
+    return spec.build(build)
+
+
+def build_optimizer(backbone: Backbone, config) -> torch.optim.Optimizer:
+    """Adam over the backbone's parameter groups (per-group learning rates)."""
+    return torch.optim.Adam(
+        backbone.param_groups(),
+        betas=(config.optim.beta1, config.optim.beta2),
+        eps=config.optim.eps,
+    )
+
+
+# --------------------------------------------------------------------------- estimators
+
+
+def build_estimator(name: str, config, prior, generator, device) -> GradientEstimator:
+    """The estimator of method ``name`` for ``prior``; ``generator`` (the cell's ``init``
+    stream) seeds any trainable state it owns (VSD's eps_phi)."""
+    spec = METHODS[name]
+    shape = getattr(prior, "shape", (3, config.render.height, config.render.width))
+    depth_model = config.sd.depth_model
+    build = MethodBuild(
+        method_config(config, name),
+        prior,
+        generator,
+        device,
+        tuple(shape),
+        lambda: prior.geometry_estimator(depth_model),
+    )
+    return spec.build(build)

@@ -1,0 +1,224 @@
+"""Gradient-variance probe (DESIGN.md section 4): per-sample gradients at a frozen checkpoint.
+
+At a checkpoint ``step`` theta, the optimiser and the estimator's own state (LoRA, mu) are
+frozen: no optimiser step, no ``estimator.update``. ``grad`` has no side effects but its
+network-evaluation counters (the prior's ``n_evals``, eps_phi's and the depth model's, which
+live in the estimator's ``state_dict``): they are restored afterwards. The subject is explicit
+(``ProbeSubject``), never the trainer. K = ``config.samples`` draws of (camera, t, eps)
+come from the ``measure`` stream of this step only (never from the estimator), so every
+method sees the same K draws at the same step and seed (common random numbers). One sample
+is one view: with ``x_k = prior.encode(render(theta, c_k))``,
+
+    G_k = estimator.grad(x_k, t_k, eps_k)            image space, [C, H, W]
+    g_k = d/dtheta <x_k, G_k>                        theta space (target trick, batch of 1)
+
+so the training gradient of a batch of B views (loss / B) has covariance Cov(g) / B.
+Variants share the draws: ``all`` uses (c_k, t_k, eps_k); ``fixed_camera`` (c_1, t_k,
+eps_k); ``fixed_camera_t`` (c_1, t_1, eps_k).
+
+Statistics, streamed over the K samples (Chan/Welford in float64, shifted by the first
+sample), so memory is O(P) in the P theta parameters plus O(chunk x P) for one vectorised
+chunk, never O(K x P):
+
+    var_trace    = sum_p Var_k(g_kp)   (unbiased, 1 / (K - 1))
+    log_var      = ln var_trace
+    mean_sq_norm = ||mean_k g_k||^2
+    nsr          = var_trace / mean_sq_norm
+
+The 95% CI of log_var is the calibrated studentized bootstrap of benchmark/variance/ci.py,
+from the K x K Gram matrix of the shifted per-sample gradients (benchmark/variance/moments).
+
+Metric names (flat dict, logged by ``run_cell`` at the evaluation step index):
+
+    var/seconds                        wall time of the whole probe
+    var/n_evals                        prior network evaluations of the probe (they are
+                                       not added to the training ``n_evals``)
+    var/<variant>/var_trace            theta space
+    var/<variant>/log_var
+    var/<variant>/log_var_lo           95% CI of log_var (when bootstrap > 0)
+    var/<variant>/log_var_hi
+    var/<variant>/mean_sq_norm
+    var/<variant>/nsr
+    var/<variant>/var_trace/<group>    per backbone parameter group (``density``, ``color``)
+    var/<variant>/img_var_trace        the same in image space (the prior's space: pixels,
+    var/<variant>/img_log_var          or latents for a latent prior), on G_k
+    var/<variant>/img_log_var_lo
+    var/<variant>/img_log_var_hi
+    var/<variant>/img_mean_sq_norm
+    var/<variant>/img_nsr
+    var/<variant>/cos_ref              bias check (reference_samples > 0, by default at the
+    var/<variant>/rel_err_ref          last checkpoint, variant all): cosine and
+                                       ||mean - ref|| / ||ref|| of the K-sample mean
+                                       theta-gradient against the mean of reference_samples
+                                       fresh draws of the same variant
+    var/<variant>/raw_log_var          the control-variate view (control_variate: true;
+    var/<variant>/cv_gain              benchmark/variance/control.py): the raw score term
+    var/<variant>/cv_oracle_coef       w eps_hat's log variance, the nats the method's
+    var/<variant>/cv_oracle_gain       control variate removes, its in-sample-optimal
+                                       scale and that scale's gain (+ ``img_`` forms)
+    var/<variant>/update_log_var       log trace variance of the Adam-preconditioned update
+    var/mu_uninformed                  1 on a probe whose estimator's control coefficient
+                                       has seen no sample yet (SSD at step 0): leave such
+                                       rows out of comparisons
+    var/<variant>/seconds
+
+Vectorisation (``engine``): ``func`` uses torch.func. A shared camera is rendered once and
+its vjp is vmapped over the K cotangents; K cameras are rendered in one vmapped forward with
+per-sample copies of theta (expanded views, no copy) and one backward that returns the K
+gradients, which avoids the O(K^2) cost of K backwards through one batched render.
+``autograd`` renders once per camera and runs one backward per sample (retain_graph for a
+shared camera). ``auto`` uses ``func`` and falls back to ``autograd`` if a backbone or prior
+cannot be vmapped.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+
+import torch
+
+from benchmark.config import MeasureConfig
+from benchmark.variance.control import AdamStep, adam_step, control_variate_metrics
+from benchmark.variance.draws import (
+    MeasureDraws,
+    draw_measure_inputs,
+    generator_from_seed,
+    measure_seeds,
+    reference_chunks,
+)
+from benchmark.variance.moments import StreamingMoments, ratio, summarize
+from benchmark.variance.per_sample import PerSampleGradients
+from benchmark.variance.subject import ProbeSubject
+
+
+def _state_equal(a, b) -> bool:
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_state_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_state_equal(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+def variant_statistics(
+    sampler: PerSampleGradients, draws: MeasureDraws, chunk: int, gram_dim: int
+) -> tuple[StreamingMoments, StreamingMoments]:
+    """Theta- and image-space moments of the per-sample gradients G of ``draws``."""
+    moments = variant_moments(sampler, draws, chunk, gram_dim)
+    return moments["theta"], moments["image"]
+
+
+def variant_moments(
+    sampler: PerSampleGradients,
+    draws: MeasureDraws,
+    chunk: int,
+    gram_dim: int,
+    update: AdamStep | None = None,
+) -> dict[str, StreamingMoments]:
+    """Moments of the per-sample gradients of ``draws``: ``theta`` and ``image`` (G), with a
+    raw-term sampler also ``raw``/``img_raw`` (A) and ``control``/``img_control`` (A - G), and
+    with an ``update`` map the per-sample Adam steps ``update`` (benchmark/variance/control)."""
+    n = len(draws)
+    moments = {"theta": StreamingMoments(gram_dim, n), "image": StreamingMoments(gram_dim, n)}
+    for start in range(0, len(draws), chunk):
+        out = sampler(draws[start : start + chunk])
+        grad, g = out[0], out[1]
+        moments["theta"].update(g)
+        moments["image"].update(grad.flatten(1))
+        if len(out) == 4 and out[2] is not None:
+            raw, a = out[2], out[3]
+            for name, value in (
+                ("raw", a),
+                ("control", a - g),
+                ("img_raw", raw.flatten(1)),
+                ("img_control", (raw - grad).flatten(1)),
+            ):
+                moments.setdefault(name, StreamingMoments()).update(value)
+        if update is not None:
+            moments.setdefault("update", StreamingMoments()).update(update(g))
+    return moments
+
+
+def _bias_check(subject, step, draws, variant, config, seeds, sampler, mean) -> dict:
+    """cos_ref and rel_err_ref of the K-sample mean against ``reference_samples`` fresh
+    draws of the same variant."""
+    total = torch.zeros(sampler.numel, dtype=torch.float64, device=subject.device)
+    for part in reference_chunks(
+        subject, step, draws, variant, config.reference_samples, config.chunk, seeds
+    ):
+        total += sampler(part)[1].double().sum(0)
+    reference = total / config.reference_samples
+    cos = torch.nn.functional.cosine_similarity(mean, reference, dim=0, eps=1e-300)
+    rel = ratio(float((mean - reference).norm()), float(reference.norm()))
+    return {"cos_ref": float(cos), "rel_err_ref": rel}
+
+
+def measure_gradient_variance(
+    subject: ProbeSubject, step: int, config: MeasureConfig, final: bool = False
+) -> dict[str, float]:
+    """The probe at checkpoint ``step`` (the next training step's index); ``final`` marks
+    the last checkpoint (where the bias check runs by default). See module doc."""
+    start = time.perf_counter()
+    prior_evals = subject.prior.n_evals
+    estimator = subject.estimator
+    snapshot = copy.deepcopy(estimator.state_dict())
+    metrics: dict[str, float] = dict(estimator.probe_flags())
+    metrics = {f"var/{k}": v for k, v in metrics.items()}
+    bias_check = config.reference_samples > 0 and (final or config.reference_at == "all")
+    try:
+        seeds = measure_seeds(subject, step)
+        draws = draw_measure_inputs(subject, step, config.samples, seeds)
+        sampler = PerSampleGradients(
+            subject,
+            step,
+            config.engine,
+            generator_from_seed(seeds["estimator"]),
+            raw=config.control_variate,
+        )
+        groups = sampler.group_slices()
+        chunk = max(1, min(config.chunk, config.samples))
+        gram_dim = config.sketch_dim if config.bootstrap > 0 else 0
+        update = None
+        if config.control_variate:
+            update = adam_step(subject.optimizer, [p for _, _, p in sampler.theta])
+        for variant in config.variants:
+            began = time.perf_counter()
+            prefix = f"var/{variant}/"
+            moments = variant_moments(sampler, draws.variant(variant), chunk, gram_dim, update)
+            theta, image = moments["theta"], moments["image"]
+            metrics.update(summarize(theta, prefix, config.bootstrap, seeds["bootstrap"], groups))
+            metrics.update(summarize(image, prefix + "img_", config.bootstrap, seeds["bootstrap"]))
+            if "raw" in moments:
+                metrics.update(
+                    control_variate_metrics(theta, moments["raw"], moments["control"], prefix)
+                )
+                metrics.update(
+                    control_variate_metrics(
+                        image, moments["img_raw"], moments["img_control"], prefix + "img_"
+                    )
+                )
+            if config.control_variate:
+                steps = moments.get("update")
+                metrics[prefix + "update_log_var"] = (
+                    _log_or_neg_inf(steps.var_trace()) if steps is not None else float("nan")
+                )
+            if bias_check and variant in config.reference_variants:
+                check = _bias_check(
+                    subject, step, draws, variant, config, seeds, sampler, theta.mean
+                )
+                metrics.update({prefix + k: v for k, v in check.items()})
+            metrics[prefix + "seconds"] = time.perf_counter() - began
+        metrics["var/n_evals"] = float(subject.prior.n_evals - prior_evals)
+    finally:
+        subject.prior.n_evals = prior_evals
+        if not _state_equal(snapshot, estimator.state_dict()):
+            estimator.load_state_dict(snapshot)
+    metrics["var/seconds"] = time.perf_counter() - start
+    return metrics
+
+
+def _log_or_neg_inf(value: float) -> float:
+    return math.log(value) if value > 0 else float("-inf")

@@ -1,0 +1,143 @@
+"""METHODS: one row per estimator (name -> config class, builder, cost model).
+
+The run config gets one section per row (``sds.*``, ``vsd.*``, ...), the CLI's ``--methods``
+are validated against the row names, the regress check and the report take their method lists
+from here (through the results they read), and ``benchmark.factories.build_estimator`` builds
+a cell's estimator. Adding an estimator is one file in ``estimators/`` plus one row here (the
+README's developer checklist).
+
+The cost model ``nfe_per_step(section, prior)`` gives the network evaluations one training
+step spends per rendered image, by kind: ``prior`` (the diffusion network, each CFG branch
+counts), ``phi`` (VSD's eps_phi) and ``depth`` (SSD's depth/normal model). A test checks it
+against the counters of real steps.
+
+>>> list(METHODS)
+['sds', 'vsd', 'ssd']
+>>> METHODS["sds"].nfe_per_step(SDSConfig(guidance_scale=7.5), None)
+{'prior': 2, 'phi': 0, 'depth': 0}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from core.guidance import needs_unconditional
+from core.interfaces import DiffusionPrior, GeometryEstimator
+from estimators.base import GradientEstimator, GuidanceConfig
+from estimators.sds import SDSConfig
+from estimators.ssd import SSDConfig
+from estimators.vsd import VSDConfig
+
+
+@dataclass(frozen=True)
+class MethodBuild:
+    """What a builder gets.
+
+    Attributes:
+        config: the method's config section.
+        prior: the cell's prior.
+        generator: the cell's ``init`` stream (step 1): seeds any trainable state (eps_phi).
+        device: where the estimator's tensors live.
+        image_shape: [C, H, W] of one encoded render.
+        geometry: loads the prior's depth/normal estimator (SSD's baseline) on demand.
+    """
+
+    config: object
+    prior: DiffusionPrior
+    generator: torch.Generator
+    device: torch.device
+    image_shape: tuple[int, int, int]
+    geometry: Callable[[], GeometryEstimator]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    title: str
+    config_class: type
+    build: Callable[[MethodBuild], GradientEstimator]
+    nfe_per_step: Callable[[object, DiffusionPrior | None], dict[str, int]]
+    #: part of the golden variance regression (tests/golden/variance.json)
+    in_golden: bool = False
+
+
+def cfg_branches(config: GuidanceConfig) -> int:
+    """Prior network evaluations of one guided prediction: 2 with CFG, 1 without."""
+    return 2 if needs_unconditional(config.guidance_scale, config.cfg_mode) else 1
+
+
+def _cost(prior: int = 0, phi: int = 0, depth: int = 0) -> dict[str, int]:
+    return {"prior": prior, "phi": phi, "depth": depth}
+
+
+def _build_sds(b: MethodBuild) -> GradientEstimator:
+    from estimators.sds import SDS
+
+    return SDS(b.config)
+
+
+def _sds_cost(config: SDSConfig, prior) -> dict[str, int]:
+    return _cost(prior=cfg_branches(config))
+
+
+def _residual_eps_phi(b: MethodBuild):
+    from estimators.vsd import build_residual_eps_phi
+
+    return b.config, build_residual_eps_phi(b.config, b.image_shape, b.generator, b.device)
+
+
+def _lora_eps_phi(b: MethodBuild):
+    import dataclasses
+
+    from estimators.eps_phi import LoRAEpsPhi
+
+    vsd = b.config
+    model = LoRAEpsPhi(b.prior, b.generator, rank=vsd.lora_rank, alpha=vsd.lora_alpha)
+    return dataclasses.replace(vsd, lr=vsd.lora_lr), model
+
+
+#: eps_phi by the prior's ``eps_phi_kind`` capability
+EPS_PHI_BUILDERS = {"residual": _residual_eps_phi, "lora": _lora_eps_phi}
+
+
+def _build_vsd(b: MethodBuild) -> GradientEstimator:
+    from estimators.vsd import VSD
+
+    config, model = EPS_PHI_BUILDERS[b.prior.eps_phi_kind](b)
+    return VSD(config, model)
+
+
+def _vsd_cost(config: VSDConfig, prior) -> dict[str, int]:
+    """grad: the guided prediction + one eps_phi forward; update: ``updates_per_step``
+    eps_phi training forwards. The world's residual eps_phi (prior + delta) also calls the
+    conditional prior: once in grad when CFG is on (else it reuses eps_hat) and once per
+    update."""
+    if prior is not None and prior.eps_phi_kind == "lora":
+        return _cost(prior=cfg_branches(config), phi=1 + config.updates_per_step)
+    guided = needs_unconditional(config.guidance_scale, config.cfg_mode)
+    residual_calls = int(guided) + config.updates_per_step
+    return _cost(prior=cfg_branches(config) + residual_calls, phi=1 + config.updates_per_step)
+
+
+def _build_ssd(b: MethodBuild) -> GradientEstimator:
+    from estimators.ssd import SSD
+
+    geometry = None if b.config.baseline == "constant" else b.geometry()
+    return SSD(b.config, geometry, b.device)
+
+
+def _ssd_cost(config: SSDConfig, prior) -> dict[str, int]:
+    return _cost(prior=cfg_branches(config), depth=int(config.baseline != "constant"))
+
+
+METHODS: dict[str, MethodSpec] = {
+    spec.name: spec
+    for spec in (
+        MethodSpec("sds", "SDS (DreamFusion)", SDSConfig, _build_sds, _sds_cost, True),
+        MethodSpec("vsd", "VSD (ProlificDreamer)", VSDConfig, _build_vsd, _vsd_cost, True),
+        MethodSpec("ssd", "SSD (SteinDreamer)", SSDConfig, _build_ssd, _ssd_cost, True),
+    )
+}

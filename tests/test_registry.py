@@ -1,0 +1,100 @@
+"""The registries: every method's cost model against the counters of real steps, the run
+config's sections and the CLI's method check derived from the rows, and a builder per row."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from backbones.registry import BACKBONES
+from benchmark.config import load_config
+from benchmark.factories import PRIORS, build_estimator, method_config, validate_methods
+from benchmark.trainer import CellTrainer
+from core.errors import UserError
+from estimators.registry import METHODS
+
+SMALL = [
+    "voxel.resolution=8",
+    "voxel.n_samples=16",
+    "render.height=16",
+    "render.width=16",
+    "eval.snapshots=false",
+]
+# (method, overrides): each CFG regime and the knobs a cost model reads
+CASES = [
+    ("sds", []),
+    ("sds", ["sds.guidance_scale=7.5"]),
+    ("vsd", []),
+    ("vsd", ["vsd.guidance_scale=7.5", "vsd.updates_per_step=2"]),
+    ("ssd", []),
+    ("ssd", ["ssd.baseline=constant", "ssd.guidance_scale=3", "ssd.cfg_mode=dreamfusion"]),
+]
+
+
+def test_every_method_has_a_case_here():
+    assert {m for m, _ in CASES} == set(METHODS)
+
+
+@pytest.mark.parametrize(("method", "overrides"), CASES, ids=lambda v: str(v))
+def test_cost_model_matches_the_counters_of_real_steps(world_prior_small, method, overrides):
+    """Network evaluations of two training steps (batch 2) by kind == 2 x B x nfe_per_step."""
+    config = load_config(None, [*SMALL, "camera.batch_size=2", *overrides])
+    trainer = CellTrainer(config, method, "a snowman", 0, world_prior_small, torch.device("cpu"))
+    prior_before = world_prior_small.n_evals
+    own_before = trainer.estimator.network_evaluations()
+    for step in range(2):
+        trainer.step(step)
+    measured = {"prior": world_prior_small.n_evals - prior_before}
+    for kind, count in trainer.estimator.network_evaluations().items():
+        measured[kind] = count - own_before.get(kind, 0)
+    expected = METHODS[method].nfe_per_step(method_config(config, method), world_prior_small)
+    per_step_and_image = {k: v / 4 for k, v in measured.items()}
+    assert per_step_and_image == {k: v for k, v in expected.items() if v or k in measured}
+
+
+def test_config_sections_come_from_the_registries():
+    config = load_config(None, [])
+    assert set(config.sections()) == set(METHODS) | set(BACKBONES)
+    for name, spec in METHODS.items():
+        assert isinstance(method_config(config, name), spec.config_class)
+    names = {f.name for f in dataclasses.fields(config)}
+    assert set(METHODS) <= names and set(BACKBONES) <= names
+
+
+def test_validate_methods_names_the_registry():
+    assert validate_methods(["ssd", "sds", "ssd"]) == ["ssd", "sds"]
+    with pytest.raises(UserError, match="known methods: " + ", ".join(METHODS)):
+        validate_methods(["nope"])
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_row_builds_an_estimator_whose_grad_is_pure(world_prior_small, method):
+    """The builder works, and grad() leaves the estimator's state untouched (only counters)."""
+    from estimators.base import EstimatorContext
+
+    config = load_config(None, SMALL)
+    gen = torch.Generator().manual_seed(0)
+    est = build_estimator(method, config, world_prior_small, gen, "cpu")
+    before = est.state_dict()
+    x = torch.rand(1, 3, 16, 16)
+    t = torch.tensor([500])
+    eps = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    cameras = world_prior_small.reference_cameras[[0]]
+    ctx = EstimatorContext("a snowman", cameras, render={"depth": torch.ones(1, 1, 16, 16)})
+    out = est.grad(x, t, eps, world_prior_small, ctx)
+    assert out.grad.shape == x.shape and torch.isfinite(out.grad).all()
+    after = est.state_dict()
+    counters = {"n_evals", "n_evals_depth"}
+
+    def strip(state):
+        if isinstance(state, dict):
+            return {k: strip(v) for k, v in state.items() if k not in counters}
+        return state
+
+    torch.testing.assert_close(strip(after), strip(before), rtol=0, atol=0, equal_nan=True)
+
+
+def test_priors_table():
+    assert set(PRIORS) == {"world", "sd"}
