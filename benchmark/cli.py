@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.errors import UserError
+from benchmark.inputs import check_fixture_targets, check_out_dir, unique_seeds
+from core.errors import UserError, printable_line
 
 EXIT_OK, EXIT_CELLS_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -17,11 +18,15 @@ def _csv(text: str) -> list[str]:
 
 def _seeds(text: str) -> list[int]:
     try:
-        return [int(item) for item in _csv(text)]
+        seeds = [int(item) for item in _csv(text)]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"seeds must be integers like 0,1,2; got {text!r}"
         ) from None
+    bad = [s for s in seeds if not 0 <= s < 2**63]
+    if bad:
+        raise argparse.ArgumentTypeError(f"seeds must lie in [0, 2**63), got {bad[0]}")
+    return seeds
 
 
 class _Parser(argparse.ArgumentParser):
@@ -196,6 +201,9 @@ def _add_make_fixtures_parser(commands) -> None:
     fixtures.add_argument("directory", metavar="DIR", help="output folder")
     fixtures.add_argument("--only", type=_csv, default=None, help="comma list of fixture names")
     fixtures.add_argument("--seed", type=int, default=0, help="weights seed (default 0)")
+    fixtures.add_argument(
+        "--force", action="store_true", help="replace non-empty DIR/<name> folders"
+    )
 
 
 def _add_methods_parser(commands) -> None:
@@ -235,6 +243,7 @@ def cmd_make_fixtures(args: argparse.Namespace, argv: list[str]) -> int:
     unknown = [name for name in args.only or [] if name not in FIXTURES]
     if unknown:
         raise UserError(f"unknown fixture '{unknown[0]}'; known: {', '.join(FIXTURES)}")
+    check_fixture_targets(args.directory, args.only or list(FIXTURES), args.force)
     try:
         written = make_fixtures(args.directory, args.only, args.seed)
     except OSError as exc:
@@ -282,6 +291,8 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
 
     if config.prior == "world":  # a real prior takes any prompt (GT metrics: world prompts)
         validate_prompts(prompts, known_prompts())
+    config.seeds = unique_seeds(config.seeds)
+    check_out_dir(config.out)
     from benchmark.runner import run_benchmark
 
     _, results = run_benchmark(
@@ -406,11 +417,11 @@ def main(argv: list[str] | None = None) -> int:
             build_parser().print_help()
             return EXIT_USAGE
         return COMMANDS[args.command](args, ["python", "-m", "benchmark", *argv])
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except UserError as exc:  # control characters escaped, long messages cut: one line
+        print(f"error: {printable_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as exc:
         run_dir = getattr(exc, "run_dir", None)
         hint = f"; continue with: python -m benchmark resume {run_dir}" if run_dir else ""
-        print(f"interrupted{hint}", file=sys.stderr)
+        print(printable_line(f"interrupted{hint}"), file=sys.stderr)
         return EXIT_INTERRUPTED

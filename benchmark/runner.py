@@ -13,9 +13,15 @@ from pathlib import Path
 
 import torch
 
-from benchmark.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from benchmark.checkpoint import (
+    checkpoint_path,
+    load_checkpoint,
+    load_trainer_state,
+    save_checkpoint,
+)
 from benchmark.config import RunConfig, config_to_yaml
 from benchmark.factories import build_prior, resolve_device
+from benchmark.runlock import RunLock
 from benchmark.store import RunStore
 from benchmark.trainer import (
     CellHooks,
@@ -25,9 +31,11 @@ from benchmark.trainer import (
     configure_torch,
     run_cell,
 )
+from core.errors import UserError
 from evaluation.clip import load_clip_scorer
 from evaluation.clip_spec import resolve_clip_spec
 from evaluation.heldout import HeldOutEvaluator, RenderOnlyEvaluator, image_row
+from results.atomic import remove_stale_temp_files
 from results.provenance import git_commit, package_versions
 from results.schema import cell_name, snapshot_name, truth_snapshot_name
 
@@ -187,12 +195,13 @@ class StopRequest:
 
 @dataclass
 class ResumeState:
-    """An interrupted run reopened by benchmark.resume: its store (rows loaded), manifest
-    and the results of the cells it finished."""
+    """An interrupted run reopened by benchmark.resume: its store (rows loaded), manifest,
+    the results of the cells it finished and the run dir's lock (held)."""
 
     store: RunStore
     manifest: dict
     completed: list[CellResult]
+    lock: RunLock | None = None
 
 
 def run_benchmark(
@@ -223,40 +232,75 @@ def run_benchmark(
     evaluators = {p: _evaluator(p, config, device, clip) for p in prompts}
 
     if resume is None:
-        store = RunStore(config.out, run_id)
-        store.write_text("config.yaml", config_to_yaml(config))
-        manifest = {
-            "run_id": store.run_id,
-            "command": argv if argv is not None else sys.argv,
-            "started": datetime.now(UTC).isoformat(),
-            "versions": package_versions(),
-            "git_commit": git_commit(),
-            "device": str(device),
-            "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(),
-            "methods": methods,
-            "prompts": prompts,
-            "seeds": config.seeds,
-            "cells": [],
-        }
-        results: list[CellResult] = []
+        try:
+            store = RunStore(config.out, run_id)
+        except OSError as exc:
+            raise UserError(f"cannot create a run dir in {config.out}: {_os_reason(exc)}") from None
+        lock = RunLock(store.path).acquire()
     else:
-        store, manifest = resume.store, resume.manifest
-        results = list(resume.completed)
-        manifest.setdefault("resumed", []).append(
-            {"at": datetime.now(UTC).isoformat(), "command": argv, "git_commit": git_commit()}
-        )
-    manifest.update(status="running", pid=os.getpid(), host=platform.node())
-    store.write_json("manifest.json", manifest)
-    if config.eval.snapshots:
-        for prompt, evaluator in evaluators.items():
-            if evaluator.truth is None:
-                continue
-            store.save_image(truth_snapshot_name(prompt), image_row(evaluator.truth["rgb"]))
+        store, lock = resume.store, resume.lock or RunLock(resume.store.path).acquire()
+    try:
+        return _run_locked(
+            config, methods, prompts, argv, quiet, report, resume, before_step,
+            device, prior, evaluators, store,
+        )  # fmt: skip
+    finally:
+        lock.release()
+
+
+def _os_reason(exc: OSError) -> str:
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"
+
+
+def _start_manifest(config, methods, prompts, argv, device, store) -> dict:
+    return {
+        "run_id": store.run_id,
+        "command": argv if argv is not None else sys.argv,
+        "started": datetime.now(UTC).isoformat(),
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        "device": str(device),
+        "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "methods": methods,
+        "prompts": prompts,
+        "seeds": config.seeds,
+        "cells": [],
+    }
+
+
+def _run_locked(
+    config, methods, prompts, argv, quiet, report, resume, before_step,
+    device, prior, evaluators, store,
+) -> tuple[Path, list[CellResult]]:  # fmt: skip
+    """``run_benchmark`` once the run dir's lock is held: temp files of a killed writer are
+    removed (now and at the end), and a write error (disk full, read-only run dir) stops the
+    run with one line, the manifest marked failed when it can still be written."""
+    remove_stale_temp_files(store.path)
+    try:
+        if resume is None:
+            store.write_text("config.yaml", config_to_yaml(config))
+            manifest = _start_manifest(config, methods, prompts, argv, device, store)
+            results: list[CellResult] = []
+        else:
+            manifest, results = resume.manifest, list(resume.completed)
+            manifest.setdefault("resumed", []).append(
+                {"at": datetime.now(UTC).isoformat(), "command": argv, "git_commit": git_commit()}
+            )
+        manifest.pop("error", None)
+        manifest.update(status="running", pid=os.getpid(), host=platform.node())
+        store.write_json("manifest.json", manifest)
+        if config.eval.snapshots:
+            for prompt, evaluator in evaluators.items():
+                if evaluator.truth is not None:
+                    store.save_image(truth_snapshot_name(prompt), image_row(evaluator.truth["rgb"]))
+    except OSError as exc:
+        raise UserError(f"cannot write the run dir {store.path}: {_os_reason(exc)}") from None
 
     finished = {cell_name(r.method, r.prompt, r.seed) for r in results}
-    status = "interrupted"
+    status, write_error = "interrupted", None
     reporter = Reporter(quiet)
     try:
         with reporter, StopRequest(reporter.console) as stop:
@@ -289,17 +333,20 @@ def run_benchmark(
                         store.write_json("manifest.json", manifest)
                         checkpoint_path(store.path, name).unlink(missing_ok=True)
         status = "finished"
+    except OSError as exc:
+        status, write_error = "failed", exc
     except (CellInterrupted, KeyboardInterrupt) as exc:
         raise RunInterrupted(store.path) from exc
     finally:
-        # Ctrl-C or a crash: keep every row logged so far and say how the run ended.
-        store.flush_metrics()
-        manifest.update(
-            status=status,
-            finished=datetime.now(UTC).isoformat(),
-            cells=[asdict(r) for r in results],
+        # Ctrl-C, a crash or a write error: keep every row logged so far, say how it ended.
+        closed = _close_run(store, manifest, status, results, write_error)
+    if write_error is not None:
+        marked = "marked failed" if closed else "could not be updated either"
+        raise UserError(
+            f"cannot write the run dir {store.path}: {_os_reason(write_error)}; the run "
+            f"stopped (manifest {marked}); once writable, continue with: "
+            f"python -m benchmark resume {store.path}"
         )
-        store.write_json("manifest.json", manifest)
     reporter.summary(results, store.path)
     if report:
         from analysis.report import write_run_report
@@ -308,16 +355,40 @@ def run_benchmark(
     return store.path, results
 
 
+def _close_run(store, manifest, status, results, write_error) -> bool:
+    """Flush the rows and write the final manifest (``status``, and the write error if
+    any); a temp file left by a failed write is removed. False when a write failed."""
+    manifest.update(
+        status=status,
+        finished=datetime.now(UTC).isoformat(),
+        cells=[asdict(r) for r in results],
+    )
+    if write_error is not None:
+        manifest["error"] = f"write error: {_os_reason(write_error)}"
+    ok = True
+    for write in (store.flush_metrics, lambda: store.write_json("manifest.json", manifest)):
+        try:
+            write()
+        except OSError:
+            if write_error is None:
+                raise
+            ok = False
+    remove_stale_temp_files(store.path)
+    return ok
+
+
 def _run_one_cell(
     config, method, prompt, seed, prior, device, evaluator, store, reporter, stop, before_step
 ) -> CellResult:
     """One cell into ``store``: from its checkpoint if there is one, else from step 0."""
     name = cell_name(method, prompt, seed)
     ckpt_file = checkpoint_path(store.path, name)
-    start = load_checkpoint(ckpt_file, device) if ckpt_file.exists() else None
+    start = load_checkpoint(ckpt_file, device, config.steps) if ckpt_file.exists() else None
+    trainer = CellTrainer(config, method, prompt, seed, prior, device)
+    if start is not None:  # validated and loaded before any row is dropped
+        load_trainer_state(trainer, start, ckpt_file)
     # Rows past the checkpoint (or all rows, without one) are replayed by the resumed cell.
     store.drop_rows(method, prompt, seed, after_step=start.step if start else -1)
-    trainer = CellTrainer(config, method, prompt, seed, prior, device)
 
     def evaluate(backbone, step):
         metrics, renders = evaluator(backbone)
