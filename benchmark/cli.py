@@ -183,6 +183,12 @@ def _add_sweep_parser(commands) -> None:
         "--retries", type=int, default=None, help="retries of a crashed cell (default: spec's)"
     )
     sweep.add_argument("--out", default=None, help="sweep dir (default sweeps/<name>)")
+    sweep.add_argument(
+        "--max-cells",
+        type=int,
+        default=None,
+        help="allow more cells than the default cap of 10000",
+    )
     sweep.add_argument("--quiet", action="store_true", help="no progress lines")
     sweep.add_argument(
         "--report", action="store_true", help="also write OUT/report.html over finished cells"
