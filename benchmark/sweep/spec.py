@@ -119,9 +119,12 @@ def _check_grid(grid: Any) -> dict[str, list]:
             )
         if not isinstance(values, list) or not values:
             raise ConfigError(f"grid key '{key}' needs a non-empty list of values, got {values!r}")
-        for i, value in enumerate(values):
-            if any(same_json(value, other) for other in values[:i]):
+        seen: set[str] = set()
+        for value in values:
+            text = json.dumps(value, sort_keys=True, default=str)
+            if text in seen:
                 raise ConfigError(f"grid key '{key}' lists the value {value!r} twice")
+            seen.add(text)
         out[key] = values
     return out
 
