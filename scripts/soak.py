@@ -4,9 +4,9 @@ that every metric equals an undisturbed run's.
 1. A sweep of 16 tiny cells (2 methods x 2 prompts x 2 seeds x 2 grid values) on the local
    executor with two workers, one worker killed (``kill -9``) twice at random moments; the
    combined metrics are compared with an undisturbed sweep of the same spec.
-2. A run of 2 cells killed at a random moment after its lock is taken, then resumed five
-   times, each resume but the last also killed at a random moment; its metrics are compared
-   with an undisturbed run's.
+2. A run of 2 cells killed at a random moment of its training, then resumed five times,
+   each resume but the last also killed at a random moment of its training (after it wrote
+   its pid into the manifest); its metrics are compared with an undisturbed run's.
 
 Wall-clock and memory metrics (``results.schema.is_machine_metric``) are left out of the
 comparison. Usage::
@@ -154,10 +154,14 @@ def soak_sweep(work: Path, rng: random.Random, kills: int = 2) -> dict:
     }
 
 
-def lock_holder(run_root: Path) -> int | None:
-    for lock in run_root.glob("*/.lock"):
-        text = lock.read_text().strip()
-        return int(text) if text.isdigit() else None
+def writer_pid(run_root: Path) -> int | None:
+    """The pid in the run's manifest: written once the process holds the run dir's lock and
+    has built everything, i.e. when it starts training."""
+    for manifest in run_root.glob("*/manifest.json"):
+        try:
+            return json.loads(manifest.read_text()).get("pid")
+        except (OSError, ValueError):
+            return None
     return None
 
 
@@ -178,13 +182,15 @@ def soak_resume(work: Path, rng: random.Random, resumes: int = 5) -> dict:
     while True:
         runs += 1
         last = runs == resumes + 1
-        if not last:  # kill at a random moment once this process holds the lock
-            while lock_holder(root) != process.pid and process.poll() is None:
+        if not last:  # kill at a random moment once this process trains
+            while writer_pid(root) != process.pid and process.poll() is None:
                 time.sleep(0.01)
-            time.sleep(rng.uniform(0.0, 0.5 * ref_seconds / resumes))
+            delay = rng.uniform(0.0, 0.5 * ref_seconds / resumes)
+            time.sleep(delay)
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
                 kills += 1
+                print(f"  run: killed process {runs} after {delay:.1f} s of training")
         _, err = process.communicate()
         print(f"  run: process {runs} ended with {process.returncode}")
         if last or process.returncode == 0:
