@@ -29,6 +29,14 @@ class VoxelConfig:
     lr_color: float = 0.05
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
+    def __post_init__(self) -> None:
+        if self.resolution < 2 or self.n_samples < 1:
+            raise ValueError("need resolution >= 2 and n_samples >= 1")
+        if not (self.half_extent > 0 and self.blob_std > 0):
+            raise ValueError("need half_extent > 0 and blob_std > 0")
+        if not (self.lr_density > 0 and self.lr_color > 0):
+            raise ValueError(f"learning rates must be > 0, got {self.lr_density}, {self.lr_color}")
+
 
 class VoxelGrid(Backbone):
     def __init__(self, config: VoxelConfig, device: torch.device | str = "cpu") -> None:

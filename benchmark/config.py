@@ -19,6 +19,8 @@ from priors.stable_diffusion import SDPriorConfig, parse_prior
 from world.prior import WorldPriorConfig
 
 DeviceName = Literal["cpu", "cuda"]
+#: Seeds are stored as int64 (metrics.parquet) and hashed into the streams: 0 <= seed < 2**63.
+SEED_LIMIT = 2**63
 
 
 @dataclass
@@ -60,6 +62,12 @@ class OptimConfig:
     beta1: float = 0.9
     beta2: float = 0.99
     eps: float = 1e-15
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
+            raise ValueError(f"need 0 <= beta1, beta2 < 1, got {self.beta1}, {self.beta2}")
+        if not self.eps > 0.0:
+            raise ValueError(f"eps must be > 0, got {self.eps}")
 
 
 @dataclass
@@ -116,6 +124,9 @@ class RunConfigBase:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if not self.seeds:
             raise ValueError("seeds must not be empty")
+        bad = [s for s in self.seeds if not 0 <= s < SEED_LIMIT]
+        if bad:
+            raise ValueError(f"seeds must lie in [0, 2**63), got {bad[0]}")
         if self.threads < 1:
             raise ValueError("threads must be >= 1")
         if self.checkpoint_every < 0:

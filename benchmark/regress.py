@@ -203,6 +203,7 @@ def load_golden(path: str | Path) -> dict:
     need = ("methods", "prompts", "seeds", "steps", "overrides")
     if not isinstance(config, dict) or any(k not in config for k in need):
         raise GoldenError(f"golden file {path}: config must have {', '.join(need)}")
+    _check_config(config, path)
     try:
         data["values"] = {str(k): _decode(v) for k, v in data["values"].items()}
         for stat, tol in data["tolerances"].items():
@@ -293,6 +294,40 @@ def print_table(rows: list[Comparison], console, only_failures: bool = False) ->
         values += [fmt(row.golden), fmt(row.current), fmt(row.diff), f"{row.tolerance:.2g}"]
         table.add_row(*values, row.status, style=style)
     console.print(table)
+
+
+def _check_config(config: dict, path: Path) -> None:
+    """The golden config's steps, seeds, methods, prompts and overrides are valid before
+    anything runs: a malformed golden file is bad input (exit 2), never a regression."""
+    from benchmark.config import load_config
+    from core.errors import UserError
+    from estimators.registry import METHODS
+    from world.objects import known_prompts
+
+    def fail(what: str) -> GoldenError:
+        return GoldenError(f"golden file {path}: config {what}")
+
+    steps, seeds = config["steps"], config["seeds"]
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise fail(f"'steps' must be an integer >= 1, got {steps!r}")
+    for key in ("methods", "prompts", "seeds", "overrides"):
+        if not isinstance(config[key], list) or (key != "overrides" and not config[key]):
+            raise fail(f"'{key}' must be a non-empty list, got {config[key]!r}")
+    if any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**63 for s in seeds):
+        raise fail(f"'seeds' must be integers in [0, 2**63), got {seeds!r}")
+    unknown = [m for m in config["methods"] if m not in METHODS]
+    if unknown:
+        raise fail(f"names an unknown method {unknown[0]!r}; known: {', '.join(METHODS)}")
+    known = known_prompts()
+    unknown = [p for p in config["prompts"] if p not in known]
+    if unknown:
+        raise fail(f"names a prompt the world does not know: {unknown[0]!r}")
+    if not all(isinstance(o, str) for o in config["overrides"]):
+        raise fail("'overrides' must be a list of 'key=value' strings")
+    try:
+        load_config(None, list(config["overrides"]), steps=steps, seeds=list(seeds))
+    except UserError as exc:
+        raise fail(f"is invalid: {exc}") from None
 
 
 def _console():

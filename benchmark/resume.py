@@ -1,18 +1,18 @@
 """Reopen an interrupted run directory for ``python -m benchmark resume RUN_DIR``.
 
 Checks, each failing with a one-line UserError and touching nothing: the directory exists;
-config.yaml parses into a valid RunConfig; manifest.json is valid JSON naming methods,
-prompts and seeds; metrics.parquet (if present) is readable; the run is not still alive.
+no other process holds its lock (benchmark.runlock, taken first and handed to the run, which
+holds it to the end); config.yaml parses into a valid RunConfig; manifest.json is valid JSON,
+an object naming methods, prompts and seeds; metrics.parquet (if present) is readable.
 Checkpoints are validated when their cell resumes (benchmark.checkpoint.load_checkpoint).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import platform
 from pathlib import Path
 
+from benchmark.runlock import RunLock
 from core.errors import UserError
 
 
@@ -28,32 +28,43 @@ def _read_manifest(run_dir: Path) -> dict:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"{path} is corrupt ({exc}); it was left untouched") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not isinstance(manifest, dict):
+        kind = "null" if manifest is None else type(manifest).__name__
+        raise UserError(
+            f"{path} is corrupt (it holds {kind}, not a JSON object); it was left untouched"
+        )
     missing = [k for k in ("methods", "prompts", "seeds") if k not in manifest]
-    if not isinstance(manifest, dict) or missing:
-        raise UserError(f"{path} lacks {', '.join(missing) or 'a mapping'}; cannot resume")
+    if missing:
+        raise UserError(f"{path} lacks {', '.join(missing)}; cannot resume")
+    bad = [
+        k
+        for k in ("methods", "prompts", "seeds", "cells")
+        if not isinstance(manifest.get(k, []), list)
+    ]
+    if bad:
+        raise UserError(f"{path} is corrupt ({bad[0]} is not a list); it was left untouched")
     return manifest
 
 
-def _check_not_running(manifest: dict, run_dir: Path) -> None:
-    pid = manifest.get("pid")
-    if manifest.get("status") != "running" or not isinstance(pid, int):
-        return
-    if manifest.get("host") != platform.node() or pid == os.getpid():
-        return
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return
-    except PermissionError:
-        pass
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if cmdline.exists() and b"benchmark" not in cmdline.read_bytes():
-        return  # the pid was reused by another program
-    raise UserError(f"{run_dir} is still being written by process {pid}; stop it first")
-
-
 def open_run(run_dir: str | Path):
-    """(config, methods, prompts, ResumeState) of an interrupted run at ``run_dir``."""
+    """(config, methods, prompts, ResumeState) of an interrupted run at ``run_dir``; the
+    state holds the run dir's lock (released by ``run_benchmark`` at the end)."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise UserError(f"run directory not found: {run_dir}")
+    if not (path / "manifest.json").is_file():
+        raise UserError(f"{run_dir} is not a run directory (no manifest.json)")
+    lock = RunLock(path).acquire()  # before reading: two resumes cannot both pass
+    try:
+        return _open_locked(path, run_dir, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _open_locked(path: Path, run_dir: str | Path, lock: RunLock):
     from benchmark.config import load_config
     from benchmark.factories import validate_methods
     from benchmark.runner import ResumeState
@@ -61,13 +72,9 @@ def open_run(run_dir: str | Path):
     from benchmark.trainer import CellResult
     from core.errors import ConfigError
 
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise UserError(f"run directory not found: {run_dir}")
     manifest = _read_manifest(path)
     if manifest.get("status") == "finished":
         raise RunAlreadyFinished(str(path))
-    _check_not_running(manifest, path)
     try:
         config = load_config(str(path / "config.yaml"))
     except ConfigError as exc:
@@ -86,4 +93,4 @@ def open_run(run_dir: str | Path):
             f"{path}/metrics.parquet is missing but the manifest lists finished cells; "
             "the run dir is incomplete"
         )
-    return config, methods, prompts, ResumeState(store, manifest, completed)
+    return config, methods, prompts, ResumeState(store, manifest, completed, lock)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import platform
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -13,9 +12,16 @@ from pathlib import Path
 
 import torch
 
-from benchmark.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from benchmark.checkpoint import (
+    checkpoint_path,
+    load_checkpoint,
+    load_trainer_state,
+    save_checkpoint,
+)
 from benchmark.config import RunConfig, config_to_yaml
 from benchmark.factories import build_backbone, build_optimizer, build_prior, resolve_device
+from benchmark.reporter import Reporter, format_rate  # noqa: F401 - format_rate re-exported
+from benchmark.runlock import RunLock
 from benchmark.store import RunStore
 from benchmark.streams import RandomStreams
 from benchmark.trainer import (
@@ -26,10 +32,12 @@ from benchmark.trainer import (
     configure_torch,
     run_cell,
 )
+from core.errors import UserError
 from evaluation.ceiling import ceiling_log_metrics, quality_ceiling, quality_metrics
 from evaluation.clip import load_clip_scorer
 from evaluation.clip_spec import resolve_clip_spec
 from evaluation.heldout import HeldOutEvaluator, RenderOnlyEvaluator, image_row
+from results.atomic import remove_stale_temp_files
 from results.provenance import git_commit, package_versions
 from results.schema import cell_name, snapshot_name, truth_snapshot_name
 
@@ -42,117 +50,6 @@ def _evaluator(prompt: str, config: RunConfig, device: torch.device, clip=None):
     if config.prior != "world" and prompt not in known_prompts():
         return RenderOnlyEvaluator(config, device)
     return HeldOutEvaluator(prompt, config, device, clip)
-
-
-def format_rate(steps_per_second: float) -> str:
-    """'12.3 it/s', or seconds per step for slow cells ('45.2 s/it'), never '0.0 it/s'.
-
-    >>> format_rate(12.34), format_rate(0.02)
-    ('  12.3 it/s', '  50.0 s/it')
-    """
-    if steps_per_second >= 1.0:
-        return f"{steps_per_second:6.1f} it/s"
-    return f"{1.0 / max(steps_per_second, 1e-12):6.1f} s/it"
-
-
-class Reporter:
-    """Console output: a rich progress bar while running and a summary table at the end."""
-
-    def __init__(self, quiet: bool = False) -> None:
-        from rich.console import Console
-
-        # Logs and CI (stderr not a terminal) get wide tables instead of rich's 80 columns.
-        width = None if sys.stderr.isatty() else 160
-        self.console = Console(stderr=True, quiet=quiet, width=width)
-        self.progress = None
-
-    def __enter__(self):
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-        )
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.progress.__exit__(*exc)
-
-    def cell(self, method: str, prompt: str, seed: int, steps: int, first: int = 0):
-        description = f"{method:<4} | {prompt[:28]:<28} | seed {seed}"
-        task = self.progress.add_task(description, total=steps, completed=first, rate="")
-        started = time.perf_counter()
-
-        def on_step(done: int) -> None:
-            rate = (done - first) / max(time.perf_counter() - started, 1e-9)
-            self.progress.update(task, completed=done, rate=format_rate(rate))
-
-        return on_step
-
-    def summary(self, results: list[CellResult], run_dir: Path) -> None:
-        from rich.table import Table
-
-        table = Table(
-            title="steinbench summary (held-out PSNR, dB; CLIP score start -> end; quality: "
-            "fraction of the PSNR gap to the ceiling closed)"
-        )
-        clip = any("clip_score" in r.initial for r in results)
-        quality = any("quality/psnr" in r.final for r in results)
-        columns = ("method", "prompt", "seed", "PSNR start", "PSNR end", "CLIP")
-        for column in (*columns[: 5 + clip], *["quality"][: int(quality)], "train s", "status"):
-            table.add_column(column, justify="left" if column in ("method", "prompt") else "right")
-        for r in results:
-            clip_cell = [
-                f"{r.initial.get('clip_score', float('nan')):.1f} -> "
-                f"{r.final.get('clip_score', float('nan')):.1f}"
-            ]
-            table.add_row(
-                r.method,
-                r.prompt,
-                str(r.seed),
-                f"{r.initial.get('psnr', float('nan')):.2f}",
-                f"{r.final.get('psnr', float('nan')):.2f}",
-                *clip_cell[: int(clip)],
-                *[f"{r.final.get('quality/psnr', float('nan')):.2f}"][: int(quality)],
-                f"{r.train_seconds:.1f}",
-                "ok" if r.status == "ok" else f"FAILED at step {r.failed_step}: {r.reason}",
-            )
-        self.console.print(table)
-        self.print_overview(run_dir)
-        self.console.print(f"results: {run_dir}")
-
-    def print_overview(self, run_dir: Path) -> None:
-        """Per-method table (analysis.summary.method_overview) of the run's metrics."""
-        from rich.table import Table
-
-        from analysis.load import load_results
-        from analysis.summary import method_overview
-
-        try:
-            overview = method_overview(load_results([run_dir]))
-        except (ValueError, KeyError, FileNotFoundError) as exc:
-            self.console.print(f"(no per-method overview: {exc})")
-            return
-        table = Table(title="per method: mean [95% CI] over prompts x seeds")
-        table.add_column("method")
-        for column in overview.columns:
-            table.add_column(column, justify="right")
-        for method, row in overview.iterrows():
-            table.add_row(method, *[str(v) for v in row])
-        self.console.print(table)
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -205,12 +102,13 @@ class StopRequest:
 
 @dataclass
 class ResumeState:
-    """An interrupted run reopened by benchmark.resume: its store (rows loaded), manifest
-    and the results of the cells it finished."""
+    """An interrupted run reopened by benchmark.resume: its store (rows loaded), manifest,
+    the results of the cells it finished and the run dir's lock (held)."""
 
     store: RunStore
     manifest: dict
     completed: list[CellResult]
+    lock: RunLock | None = None
 
 
 def run_benchmark(
@@ -247,40 +145,75 @@ def run_benchmark(
     }
 
     if resume is None:
-        store = RunStore(config.out, run_id)
-        store.write_text("config.yaml", config_to_yaml(config))
-        manifest = {
-            "run_id": store.run_id,
-            "command": argv if argv is not None else sys.argv,
-            "started": datetime.now(UTC).isoformat(),
-            "versions": package_versions(),
-            "git_commit": git_commit(),
-            "device": str(device),
-            "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(),
-            "methods": methods,
-            "prompts": prompts,
-            "seeds": config.seeds,
-            "cells": [],
-        }
-        results: list[CellResult] = []
+        try:
+            store = RunStore(config.out, run_id)
+        except OSError as exc:
+            raise UserError(f"cannot create a run dir in {config.out}: {_os_reason(exc)}") from None
+        lock = RunLock(store.path).acquire()
     else:
-        store, manifest = resume.store, resume.manifest
-        results = list(resume.completed)
-        manifest.setdefault("resumed", []).append(
-            {"at": datetime.now(UTC).isoformat(), "command": argv, "git_commit": git_commit()}
-        )
-    manifest.update(status="running", pid=os.getpid(), host=platform.node())
-    store.write_json("manifest.json", manifest)
-    if config.eval.snapshots:
-        for prompt, evaluator in evaluators.items():
-            if evaluator.truth is None:
-                continue
-            store.save_image(truth_snapshot_name(prompt), image_row(evaluator.truth["rgb"]))
+        store, lock = resume.store, resume.lock or RunLock(resume.store.path).acquire()
+    try:
+        return _run_locked(
+            config, methods, prompts, argv, quiet, report, resume, before_step,
+            device, prior, evaluators, store, ceilings,
+        )  # fmt: skip
+    finally:
+        lock.release()
+
+
+def _os_reason(exc: OSError) -> str:
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"
+
+
+def _start_manifest(config, methods, prompts, argv, device, store) -> dict:
+    return {
+        "run_id": store.run_id,
+        "command": argv if argv is not None else sys.argv,
+        "started": datetime.now(UTC).isoformat(),
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        "device": str(device),
+        "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "methods": methods,
+        "prompts": prompts,
+        "seeds": config.seeds,
+        "cells": [],
+    }
+
+
+def _run_locked(
+    config, methods, prompts, argv, quiet, report, resume, before_step,
+    device, prior, evaluators, store, ceilings,
+) -> tuple[Path, list[CellResult]]:  # fmt: skip
+    """``run_benchmark`` once the run dir's lock is held: temp files of a killed writer are
+    removed (now and at the end), and a write error (disk full, read-only run dir) stops the
+    run with one line, the manifest marked failed when it can still be written."""
+    remove_stale_temp_files(store.path)
+    try:
+        if resume is None:
+            store.write_text("config.yaml", config_to_yaml(config))
+            manifest = _start_manifest(config, methods, prompts, argv, device, store)
+            results: list[CellResult] = []
+        else:
+            manifest, results = resume.manifest, list(resume.completed)
+            manifest.setdefault("resumed", []).append(
+                {"at": datetime.now(UTC).isoformat(), "command": argv, "git_commit": git_commit()}
+            )
+        manifest.pop("error", None)
+        manifest.update(status="running", pid=os.getpid(), host=platform.node())
+        store.write_json("manifest.json", manifest)
+        if config.eval.snapshots:
+            for prompt, evaluator in evaluators.items():
+                if evaluator.truth is not None:
+                    store.save_image(truth_snapshot_name(prompt), image_row(evaluator.truth["rgb"]))
+    except OSError as exc:
+        raise UserError(f"cannot write the run dir {store.path}: {_os_reason(exc)}") from None
 
     finished = {cell_name(r.method, r.prompt, r.seed) for r in results}
-    status = "interrupted"
+    status, write_error = "interrupted", None
     reporter = Reporter(quiet)
     try:
         with reporter, StopRequest(reporter.console) as stop:
@@ -314,23 +247,48 @@ def run_benchmark(
                         store.write_json("manifest.json", manifest)
                         checkpoint_path(store.path, name).unlink(missing_ok=True)
         status = "finished"
+    except OSError as exc:
+        status, write_error = "failed", exc
     except (CellInterrupted, KeyboardInterrupt) as exc:
         raise RunInterrupted(store.path) from exc
     finally:
-        # Ctrl-C or a crash: keep every row logged so far and say how the run ended.
-        store.flush_metrics()
-        manifest.update(
-            status=status,
-            finished=datetime.now(UTC).isoformat(),
-            cells=[asdict(r) for r in results],
+        # Ctrl-C, a crash or a write error: keep every row logged so far, say how it ended.
+        closed = _close_run(store, manifest, status, results, write_error)
+    if write_error is not None:
+        marked = "marked failed" if closed else "could not be updated either"
+        raise UserError(
+            f"cannot write the run dir {store.path}: {_os_reason(write_error)}; the run "
+            f"stopped (manifest {marked}); once writable, continue with: "
+            f"python -m benchmark resume {store.path}"
         )
-        store.write_json("manifest.json", manifest)
     reporter.summary(results, store.path)
     if report:
         from analysis.report import write_run_report
 
         write_run_report(store.path, reporter.console)
     return store.path, results
+
+
+def _close_run(store, manifest, status, results, write_error) -> bool:
+    """Flush the rows and write the final manifest (``status``, and the write error if
+    any); a temp file left by a failed write is removed. False when a write failed."""
+    manifest.update(
+        status=status,
+        finished=datetime.now(UTC).isoformat(),
+        cells=[asdict(r) for r in results],
+    )
+    if write_error is not None:
+        manifest["error"] = f"write error: {_os_reason(write_error)}"
+    ok = True
+    for write in (store.flush_metrics, lambda: store.write_json("manifest.json", manifest)):
+        try:
+            write()
+        except OSError:
+            if write_error is None:
+                raise
+            ok = False
+    remove_stale_temp_files(store.path)
+    return ok
 
 
 def _run_one_cell(
@@ -350,10 +308,12 @@ def _run_one_cell(
     """One cell into ``store``: from its checkpoint if there is one, else from step 0."""
     name = cell_name(method, prompt, seed)
     ckpt_file = checkpoint_path(store.path, name)
-    start = load_checkpoint(ckpt_file, device) if ckpt_file.exists() else None
+    start = load_checkpoint(ckpt_file, device, config.steps) if ckpt_file.exists() else None
+    trainer = CellTrainer(config, method, prompt, seed, prior, device)
+    if start is not None:  # validated and loaded before any row is dropped
+        load_trainer_state(trainer, start, ckpt_file)
     # Rows past the checkpoint (or all rows, without one) are replayed by the resumed cell.
     store.drop_rows(method, prompt, seed, after_step=start.step if start else -1)
-    trainer = CellTrainer(config, method, prompt, seed, prior, device)
     initial = dict(start.initial) if start else None
 
     def evaluate(backbone, step):

@@ -1,16 +1,26 @@
 """Strict conversion of plain dicts (YAML, ``--set a.b=c``) into nested dataclasses.
 
 Unknown keys are an error naming the key and the valid ones; values are checked against the
-field's annotation (bool, int, float, str, Literal, tuples/lists of those, X | None).
+field's annotation (bool, int, float, str, Literal, tuples/lists of those, X | None). Every
+number must be finite (NaN and +-inf are rejected unless the field's metadata says
+``{ALLOW_NONFINITE: True}``) and every integer must fit in int64; ranges a section needs
+beyond that are its dataclass's ``__post_init__`` checks (a ValueError there becomes a
+ConfigError naming the section).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from core.errors import ConfigError
+
+#: Field metadata key: ``field(default=..., metadata={ALLOW_NONFINITE: True})`` lets a float
+#: field hold NaN or +-inf (none of the shipped configs does).
+ALLOW_NONFINITE = "allow_nonfinite"
+INT64 = (-(2**63), 2**63 - 1)
 
 
 def from_dict(cls: type, data: Any, path: str = "") -> Any:
@@ -29,15 +39,21 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
             )
     kwargs = {}
     for name, value in data.items():
-        kwargs[name] = convert(hints[name], value, f"{path}.{name}" if path else name)
+        finite = not fields[name].metadata.get(ALLOW_NONFINITE, False)
+        kwargs[name] = convert(hints[name], value, f"{path}.{name}" if path else name, finite)
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"invalid config '{path or '<root>'}': {exc}") from None
 
 
-def convert(annotation: Any, value: Any, path: str) -> Any:
-    """Check ``value`` against ``annotation`` and convert it (lists -> tuples etc.)."""
+def convert(annotation: Any, value: Any, path: str, finite: bool = True) -> Any:
+    """Check ``value`` against ``annotation`` and convert it (lists -> tuples etc.); with
+    ``finite`` a float must not be NaN or +-inf.
+
+    >>> convert(tuple[float, ...], [1, 2.5], "camera.range")
+    (1.0, 2.5)
+    """
     origin = get_origin(annotation)
     if dataclasses.is_dataclass(annotation):
         if dataclasses.is_dataclass(value) and isinstance(value, annotation):
@@ -52,7 +68,7 @@ def convert(annotation: Any, value: Any, path: str) -> Any:
             if option is type(None):
                 continue
             try:
-                return convert(option, value, path)
+                return convert(option, value, path, finite)
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if len(errors) == 1 else f"bad value for '{path}': {value!r}")
@@ -72,12 +88,12 @@ def convert(annotation: Any, value: Any, path: str) -> Any:
                     f"bad value for '{path}': expected {len(args)} items, got {len(value)}"
                 )
             items = [
-                convert(a, v, f"{path}[{i}]")
+                convert(a, v, f"{path}[{i}]", finite)
                 for i, (a, v) in enumerate(zip(args, value, strict=True))
             ]
         else:
             item_type = args[0] if args else Any
-            items = [convert(item_type, v, f"{path}[{i}]") for i, v in enumerate(value)]
+            items = [convert(item_type, v, f"{path}[{i}]", finite) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if annotation is Any:
         return value
@@ -88,11 +104,19 @@ def convert(annotation: Any, value: Any, path: str) -> Any:
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"bad value for '{path}': expected an integer, got {value!r}")
+        if not INT64[0] <= value <= INT64[1]:
+            raise ConfigError(f"bad value for '{path}': {value} does not fit in a 64-bit integer")
         return value
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"bad value for '{path}': expected a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if finite and not math.isfinite(number):
+            raise ConfigError(f"bad value for '{path}': expected a finite number, got {value!r}")
+        return number
     if annotation is str:
         if not isinstance(value, str):
             raise ConfigError(f"bad value for '{path}': expected a string, got {value!r}")

@@ -48,3 +48,16 @@ def stale_temp_files(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.rglob(f".*{TEMP_SUFFIX}") if p.is_file())
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete ``stale_temp_files(folder)`` and return them. Only for a folder no other
+    process is writing (a run dir whose lock is held: benchmark.runlock)."""
+    removed = []
+    for path in stale_temp_files(folder):
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+    return removed

@@ -75,12 +75,8 @@ CATALOGUE: tuple[MetricInfo, ...] = (
     MetricInfo(_V + "var_trace", "trace variance (theta)", "variance", "lower"),
     MetricInfo(_V + "var_trace/<g>", "trace variance of a parameter group", "variance", "lower"),
     MetricInfo(_V + "log_var", "log trace variance (theta)", "variance", "lower", True),
-    MetricInfo(
-        _V + "log_var_lo", "log variance, 95% studentized CI low", "variance"
-    ),
-    MetricInfo(
-        _V + "log_var_hi", "log variance, 95% studentized CI high", "variance"
-    ),
+    MetricInfo(_V + "log_var_lo", "log variance, 95% studentized CI low", "variance"),
+    MetricInfo(_V + "log_var_hi", "log variance, 95% studentized CI high", "variance"),
     MetricInfo(_V + "mean_sq_norm", "squared norm of the mean (theta)", "variance"),
     MetricInfo(_V + "nsr", "noise-to-signal ratio (theta)", "variance", "lower", True),
     MetricInfo(_V + "img_var_trace", "trace variance (image)", "variance", "lower"),

@@ -146,7 +146,61 @@ CASES = [
     pytest.param(
         lambda d: ["--set", "steps"], ["--set", "key=value", "'steps'"], id="set-no-equals"
     ),
+    # issue 22 (reliability; more in tests/test_reliability.py)
+    pytest.param(
+        lambda d: ["--seeds", str(2**63)],
+        ["--seeds", "[0, 2**63)", str(2**63)],
+        id="seed-too-large",
+    ),
+    pytest.param(
+        lambda d: ["--config", str(write_text(d / "seeds.yaml", f"seeds: [0, {2**64}]\n"))],
+        ["'seeds[1]'", "64-bit"],
+        id="config-seed-too-large",
+    ),
+    pytest.param(
+        lambda d: ["--set", "sds.guidance_scale=.nan"],
+        ["'sds.guidance_scale'", "finite number", "nan"],
+        id="guidance-nan",
+    ),
+    pytest.param(
+        lambda d: ["--set", "sds.guidance_scale=.inf"],
+        ["'sds.guidance_scale'", "finite number", "inf"],
+        id="guidance-inf",
+    ),
+    pytest.param(
+        lambda d: ["--set", "optim.eps=-1"], ["'optim'", "eps must be > 0"], id="optim-eps-negative"
+    ),
+    pytest.param(
+        lambda d: ["--out", str(write_text(d / "a_file.txt", "x"))],
+        ["--out", "a_file.txt", "not a folder"],
+        id="out-is-a-file",
+    ),
+    pytest.param(
+        # root writes into chmod-ed folders, so the unwritable folder is one in /proc
+        lambda d: ["--out", "/proc/self/steinbench-runs"],
+        ["cannot write to --out", "/proc/self/steinbench-runs"],
+        id="out-not-writable",
+    ),
+    pytest.param(
+        lambda d: ["--prompts", str(write_text(d / "nul.txt", "a red\x00sph\u202eere\n"))],
+        ["unknown prompt", "'a red\\x00sph\\u202eere'"],
+        id="control-characters-escaped",
+    ),
+    pytest.param(
+        lambda d: ["--methods", "m" * 10_000],
+        ["unknown method", "more characters)"],
+        id="long-message-cut",
+    ),
 ]
+
+
+#: README rows of the issue-22 cases tested in tests/test_reliability.py
+RELIABILITY_ROWS = [
+    "resume-in-use", "write-error", "manifest-not-an-object", "checkpoint-invalid",
+    "checkpoint-wrong-shape", "make-fixtures-not-empty", "regress-bad-golden",
+    "sweep-too-many-cells",
+    "sweep-seed-out-of-range", "duplicate-seeds", "stale-temp-files",
+]  # fmt: skip
 
 
 def assert_clean_usage_error(proc: subprocess.CompletedProcess, out: Path) -> str:
@@ -158,6 +212,7 @@ def assert_clean_usage_error(proc: subprocess.CompletedProcess, out: Path) -> st
     assert len(lines) == 1, f"expected one stderr line, got {len(lines)}:\n{proc.stderr}"
     line = lines[0]
     assert line.startswith("error:"), line
+    assert line.isprintable() and len(line) < 800, "control characters or an uncut line"
     assert line[len("error:") :].strip(), "empty error message"
     assert not out.exists() or not any(out.iterdir()), sorted(out.rglob("*"))
     return line
@@ -217,5 +272,6 @@ def test_readme_bad_input_table_lists_every_case():
     table = readme.split("## Bad inputs", 1)[1].split("\n## ", 1)[0]
     ids = [case.id for case in CASES] + list(BAD_CASES)
     ids += ["truncate_metrics", "corrupt_manifest", "bad_config", "corrupt_checkpoint"]
+    ids += RELIABILITY_ROWS
     missing = [i for i in ids if i not in table]
     assert not missing, f"README bad-input table lacks {missing}"

@@ -50,6 +50,14 @@ class WorldPriorConfig:
     chunk_size: int = 1024
     supersample: int = 2
 
+    def __post_init__(self) -> None:
+        if self.n_azimuth < 1 or not self.elevations:
+            raise ValueError("need n_azimuth >= 1 and at least one elevation")
+        if self.view_temperature <= 0 or self.tau < 0:
+            raise ValueError("need view_temperature > 0 and tau >= 0")
+        if self.chunk_size < 1 or self.supersample < 1:
+            raise ValueError("need chunk_size >= 1 and supersample >= 1")
+
 
 @dataclass
 class ReferenceSet:

@@ -35,9 +35,11 @@ from typing import Any
 
 import yaml
 
+from benchmark.inputs import check_out_dir
+from benchmark.runlock import RunLock
 from benchmark.sweep.executors import make_executor
 from benchmark.sweep.faults import INJECT_ENV, injected_failures
-from benchmark.sweep.spec import Cell, Sweep, load_sweep, same_json
+from benchmark.sweep.spec import MAX_CELLS, Cell, Sweep, load_sweep, same_json
 from benchmark.sweep.task import error_line
 from benchmark.typed_config import to_dict
 from core.errors import UserError
@@ -60,7 +62,7 @@ def cell_finished(cells_root: Path, cid: str) -> bool:
         manifest = json.loads((cells_root / cid / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return manifest.get("status") == "finished"
+    return isinstance(manifest, dict) and manifest.get("status") == "finished"
 
 
 def _prepare_dir(sweep: Sweep, out: Path) -> dict:
@@ -131,6 +133,7 @@ def run_sweep(
     executor.start()  # before anything is written: a Ray that cannot start writes nothing
     try:
         previous = _prepare_dir(sweep, out)
+        lock = RunLock(out).acquire()  # one driver per sweep dir
     except BaseException:
         executor.shutdown(cancel=True)
         raise
@@ -210,11 +213,17 @@ def run_sweep(
                     cell,
                     time.perf_counter(),
                 )
-            for handle, result, error in executor.wait(list(inflight)):
+            for handle, result, error, charged in executor.wait(list(inflight)):
                 cell, began = inflight.pop(handle)
                 entry = manifest["cells"][cell.cell_id]
                 entry["seconds"] = entry.get("seconds", 0.0) + time.perf_counter() - began
-                if error is None:
+                if error is not None and not charged:  # another cell's worker died
+                    entry["attempts"] -= 1
+                    entry["requeued"] = entry.get("requeued", 0) + 1
+                    entry["status"] = "pending"
+                    todo.appendleft(cell)
+                    say(f"{cell.cell_id} re-queued, not charged ({error})")
+                elif error is None:
                     done_count += 1
                     entry.update(status="finished", finished=_now(), **result)
                     note = "" if result["result"] == "ok" else " (diverged: recorded)"
@@ -255,6 +264,7 @@ def run_sweep(
             },
         )
         _write_json(manifest_path, manifest)
+        lock.release()
     counts = manifest["counts"]
     diverged = sum(e.get("result") == "diverged" for e in manifest["cells"].values())
     say(
@@ -266,12 +276,15 @@ def run_sweep(
 
 def main_sweep(args, argv: list[str]) -> int:
     """``python -m benchmark sweep``: validate everything, then run; exit 1 if a cell failed."""
-    sweep = load_sweep(args.spec, retries=args.retries)
+    say = (lambda text: None) if args.quiet else (lambda t: print(t, file=sys.stderr, flush=True))
+    max_cells = MAX_CELLS if args.max_cells is None else args.max_cells
+    sweep = load_sweep(args.spec, retries=args.retries, max_cells=max_cells, progress=say)
     resources = sweep.spec.resources
     executor = make_executor(args.executor, args.workers, resources, args.address)
     out = Path(args.out) if args.out else Path("sweeps") / sweep.spec.name
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is not a folder")
+    check_out_dir(out.parent if not out.exists() else out)
     _, manifest = run_sweep(sweep, out, executor, args.workers, argv=argv, quiet=args.quiet)
     if args.report:
         _write_report(sweep, out, manifest)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from typing import Any
 
 from benchmark.sweep.spec import Resources
@@ -11,45 +13,104 @@ from core.errors import UserError
 RAY_MISSING = "the ray executor needs Ray; install the ray extra: pip install -e .[ray]"
 
 
+_REPORTS = None  # in a local worker: the queue to the driver (set by _init_worker)
+
+
+def _init_worker(reports) -> None:
+    global _REPORTS
+    _REPORTS = reports
+
+
+def _run_reported(task: dict) -> dict:
+    """``run_cell_task`` in a local worker, first telling the driver which process runs
+    which attempt (SimpleQueue: written before the cell starts, no feeder thread to lose)."""
+    if _REPORTS is not None:
+        _REPORTS.put((task["cell_id"], task["attempt"], os.getpid()))
+    return run_cell_task(task)
+
+
 class LocalExecutor:
-    """A spawn-context process pool; a dead worker breaks the pool, which is then rebuilt
-    (each in-flight cell of the broken pool is charged one attempt)."""
+    """A spawn-context process pool. A dead worker breaks the pool, which fails every
+    in-flight future; the pool is then rebuilt and only the cell whose worker died is
+    charged an attempt: each task reports its worker's pid when it starts, and after the
+    shutdown the dead worker is the one whose exit code is neither 0 nor -SIGTERM (the
+    pool stops the others with SIGTERM; a running cell then stops after its step with a
+    checkpoint and its worker exits 0). The others are handed back uncharged. When no dead
+    worker can be told apart, every started cell is charged (so a cell that kills its
+    worker always runs out of retries)."""
 
     name = "local"
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self.pool = None
+        self.keys: dict = {}  # future -> (cell_id, attempt)
+        self.pids: dict = {}  # (cell_id, attempt) -> worker pid
 
     def start(self) -> None:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        context = multiprocessing.get_context("spawn")
+        self.reports = context.SimpleQueue()
         self.pool = ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
+            max_workers=self.workers,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(self.reports,),
         )
+        # private but stable since 3.9: pid -> Process of every worker, for the exit codes
+        self.processes = self.pool._processes
 
     def submit(self, task: dict):
-        return self.pool.submit(run_cell_task, task)
+        future = self.pool.submit(_run_reported, task)
+        self.keys[future] = (task["cell_id"], task["attempt"])
+        return future
 
-    def wait(self, handles: list) -> list[tuple[Any, dict | None, str | None]]:
+    def _drain(self) -> None:
+        while not self.reports.empty():
+            cell, attempt, pid = self.reports.get()
+            self.pids[(cell, attempt)] = pid
+
+    def _culprits(self, broken: list) -> set:
+        """The futures whose worker died (see the class docstring)."""
+        innocent = (0, -signal.SIGTERM)
+        pids = {f: self.pids.get(self.keys[f]) for f in broken}
+        codes = {f: getattr(self.processes.get(pid), "exitcode", None) for f, pid in pids.items()}
+        dead = {f for f in broken if pids[f] is not None and codes[f] not in innocent}
+        started = {f for f in broken if pids[f] is not None}
+        return dead or started or set(broken)
+
+    def wait(self, handles: list) -> list[tuple[Any, dict | None, str | None, bool]]:
+        """(handle, result, error, charged) of the futures that are done."""
         from concurrent.futures import FIRST_COMPLETED, wait
         from concurrent.futures.process import BrokenProcessPool
 
         done, _ = wait(handles, return_when=FIRST_COMPLETED)
+        self._drain()
+        culprits = set(done)
         if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
             # every in-flight future belongs to the broken pool and is done after shutdown
             self.pool.shutdown(wait=True)
+            self._drain()
             done = [f for f in handles if f.done()]
+            culprits = self._culprits(
+                [f for f in done if isinstance(f.exception(), BrokenProcessPool)]
+            )
             self.start()
         out = []
         for future in done:
+            self.keys.pop(future, None)
             try:
-                out.append((future, future.result(), None))
+                out.append((future, future.result(), None, True))
             except BrokenProcessPool as exc:
-                out.append((future, None, f"worker process died: {error_line(exc)}"))
+                if future in culprits:
+                    out.append((future, None, f"worker process died: {error_line(exc)}", True))
+                else:
+                    why = "another cell's worker died; the pool was restarted"
+                    out.append((future, None, why, False))
             except Exception as exc:  # noqa: BLE001 - a failed cell, recorded and retried
-                out.append((future, None, error_line(exc)))
+                out.append((future, None, error_line(exc), True))
         return out
 
     def shutdown(self, cancel: bool = False, handles: list = ()) -> None:
@@ -98,14 +159,15 @@ class RayExecutor:
     def submit(self, task: dict):
         return self.remote.remote(task)
 
-    def wait(self, handles: list) -> list[tuple[Any, dict | None, str | None]]:
+    def wait(self, handles: list) -> list[tuple[Any, dict | None, str | None, bool]]:
+        """(handle, result, error, charged): a dead Ray worker fails only its own task."""
         ready, _ = self.ray.wait(handles, num_returns=1)
         out = []
         for ref in ready:
             try:
-                out.append((ref, self.ray.get(ref), None))
+                out.append((ref, self.ray.get(ref), None, True))
             except Exception as exc:  # noqa: BLE001 - task error or dead worker: retried
-                out.append((ref, None, error_line(exc)))
+                out.append((ref, None, error_line(exc), True))
         return out
 
     def shutdown(self, cancel: bool = False, handles: list = ()) -> None:

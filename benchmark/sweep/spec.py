@@ -6,7 +6,9 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,10 @@ from core.errors import ConfigError
 from results.schema import cell_id
 
 SWEEP_AXES = ("methods", "seeds", "prompts_file", "out")  # set per cell, not grid keys
+#: Default cap on the cells of one sweep (``--max-cells N`` raises it): a typo in a grid can
+#: otherwise expand into millions of cells, each validated and held in memory.
+MAX_CELLS = 10_000
+PROGRESS_EVERY = 1000  # cells between progress lines while expanding a large spec
 
 
 @dataclass
@@ -82,6 +88,9 @@ def _check_spec(spec: SweepSpec) -> None:
         raise ConfigError("'seeds' must list at least one seed")
     if len(set(spec.seeds)) != len(spec.seeds):
         raise ConfigError(f"'seeds' has duplicates: {spec.seeds}")
+    bad = [s for s in spec.seeds if not 0 <= s < 2**63]
+    if bad:
+        raise ConfigError(f"'seeds' must lie in [0, 2**63), got {bad[0]}")
     if (spec.prompts is None) == (spec.prompts_file is None):
         raise ConfigError("give exactly one of 'prompts' (a list) or 'prompts_file'")
     if spec.prompts is not None and not spec.prompts:
@@ -110,16 +119,26 @@ def _check_grid(grid: Any) -> dict[str, list]:
             )
         if not isinstance(values, list) or not values:
             raise ConfigError(f"grid key '{key}' needs a non-empty list of values, got {values!r}")
-        for i, value in enumerate(values):
-            if any(same_json(value, other) for other in values[:i]):
+        seen: set[str] = set()
+        for value in values:
+            text = json.dumps(value, sort_keys=True, default=str)
+            if text in seen:
                 raise ConfigError(f"grid key '{key}' lists the value {value!r} twice")
+            seen.add(text)
         out[key] = values
     return out
 
 
-def load_sweep(spec_path: str | Path, retries: int | None = None) -> Sweep:
+def load_sweep(
+    spec_path: str | Path,
+    retries: int | None = None,
+    max_cells: int = MAX_CELLS,
+    progress: Callable[[str], None] | None = None,
+) -> Sweep:
     """Read, validate and expand a sweep spec; every cell's RunConfig is built here, so a bad
-    value is a ConfigError (one line) before anything runs or is written."""
+    value is a ConfigError (one line) before anything runs or is written. More than
+    ``max_cells`` cells is an error saying how many and how to allow them; ``progress`` gets
+    a line every PROGRESS_EVERY cells while a large spec is expanded and validated."""
     path = Path(spec_path)
     data = read_yaml_mapping(path, "sweep spec")
     try:
@@ -132,7 +151,9 @@ def load_sweep(spec_path: str | Path, retries: int | None = None) -> Sweep:
         grid = _check_grid(spec.grid)
     except ConfigError as exc:
         raise ConfigError(f"sweep spec {path}: {exc}") from None
-    return expand(spec, path.parent, grid, source=str(path))
+    if max_cells < 1:
+        raise ConfigError(f"--max-cells must be >= 1, got {max_cells}")
+    return expand(spec, path.parent, grid, str(path), max_cells, progress)
 
 
 def _resolve_prompts(spec: SweepSpec, root: Path) -> list[str]:
@@ -147,13 +168,29 @@ def _resolve_prompts(spec: SweepSpec, root: Path) -> list[str]:
     return prompts
 
 
-def expand(spec: SweepSpec, root: Path, grid: dict[str, list], source: str = "spec") -> Sweep:
-    """Cells = methods x prompts x seeds x grid points, each with its validated RunConfig."""
+def expand(
+    spec: SweepSpec,
+    root: Path,
+    grid: dict[str, list],
+    source: str = "spec",
+    max_cells: int = MAX_CELLS,
+    progress: Callable[[str], None] | None = None,
+) -> Sweep:
+    """Cells = methods x prompts x seeds x grid points, each with its validated RunConfig.
+    The count is checked against ``max_cells`` before any cell is built."""
     from benchmark.config import RunConfig
     from benchmark.factories import validate_methods
 
     methods = validate_methods(spec.methods)
     prompts = _resolve_prompts(spec, root)
+    total = len(methods) * len(prompts) * len(spec.seeds) * math.prod(map(len, grid.values()))
+    if total > max_cells:
+        sizes = " x ".join(str(n) for n in (len(methods), len(prompts), len(spec.seeds)))
+        sizes += "".join(f" x {len(v)}" for v in grid.values())
+        raise ConfigError(
+            f"sweep spec {source} expands to {total:,} cells ({sizes}), more than the cap of "
+            f"{max_cells:,}; shrink the grid or pass --max-cells {total} to run them all"
+        )
     if isinstance(spec.base_config, str):
         base = read_yaml_mapping(root / spec.base_config, "base config")
     elif spec.base_config is None or isinstance(spec.base_config, dict):
@@ -204,6 +241,8 @@ def expand(spec: SweepSpec, root: Path, grid: dict[str, list], source: str = "sp
         config = build(tree, f"cell {cid}")
         config.pop("out")
         cells.append(Cell(cid, method, prompt, seed, point, config))
+        if progress is not None and len(cells) % PROGRESS_EVERY == 0:
+            progress(f"sweep spec {source}: {len(cells):,}/{total:,} cells expanded and validated")
     resolved = {
         "name": spec.name,
         "methods": methods,

@@ -32,13 +32,14 @@ def _reopen_cell(cell_dir: Path, expected: dict):
         return None
     try:
         for path in checkpoints:
-            load_checkpoint(path)
+            load_checkpoint(path, steps=expected.get("steps"))
         config, methods, prompts, state = open_run(cell_dir)
     except (UserError, RunAlreadyFinished):
         return None
     resolved = to_dict(config)
     resolved.pop("out")
     if not same_json(resolved, expected):
+        state.lock.release()
         return None
     return config, methods, prompts, state, load_checkpoint(checkpoints[0]).step
 
