@@ -95,6 +95,7 @@ class MeasureConfig:
     reference_at: Literal["last", "all"] = "last"
     reference_variants: tuple[Literal["all", "fixed_camera", "fixed_camera_t"], ...] = ("all",)
     control_variate: bool = True
+    control_variants: tuple[Literal["all", "fixed_camera", "fixed_camera_t"], ...] = ("all",)
     bootstrap: int = 1000
     chunk: int = 16
     engine: Literal["auto", "func", "autograd"] = "auto"

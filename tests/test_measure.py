@@ -124,7 +124,9 @@ def test_streaming_statistics_match_brute_force(trainer, variant):
 @pytest.mark.parametrize("variant", ["all", "fixed_camera"])
 def test_vectorised_gradients_match_separate_backward_passes(world_prior_small, engine, variant):
     """Per-sample theta-gradients of one vectorised call equal K = 5 full backward passes
-    within 1e-5 relative; the batched estimator call equals K single-view calls."""
+    within 1e-5 relative; the batched estimator call equals K single-view calls within 1e-4
+    (float32 batched vs single matmuls in the world prior, whose view weights at
+    view_temperature 0.001 amplify rounding)."""
     trainer = make_trainer(world_prior_small)
     draws = draw_measure_inputs(trainer.probe_subject(), 2, 5).variant(variant)
     sampler = PerSampleGradients(trainer.probe_subject(), 2, engine=engine)
@@ -134,7 +136,7 @@ def test_vectorised_gradients_match_separate_backward_passes(world_prior_small, 
     assert rel_err(g, separate_backward_passes(trainer, draws, grads)) < 1e-5
 
     single = torch.cat([sampler(draws[k : k + 1])[0] for k in range(5)])
-    assert rel_err(grads, single) < 1e-5
+    assert rel_err(grads, single) < 1e-4
 
 
 def test_func_and_autograd_engines_agree(trainer):

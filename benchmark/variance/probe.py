@@ -187,7 +187,10 @@ def measure_gradient_variance(
         for variant in config.variants:
             began = time.perf_counter()
             prefix = f"var/{variant}/"
-            moments = variant_moments(sampler, draws.variant(variant), chunk, gram_dim, update)
+            sampler.raw = config.control_variate and variant in config.control_variants
+            moments = variant_moments(
+                sampler, draws.variant(variant), chunk, gram_dim, update if sampler.raw else None
+            )
             theta, image = moments["theta"], moments["image"]
             metrics.update(summarize(theta, prefix, config.bootstrap, seeds["bootstrap"], groups))
             metrics.update(summarize(image, prefix + "img_", config.bootstrap, seeds["bootstrap"]))
@@ -200,7 +203,7 @@ def measure_gradient_variance(
                         image, moments["img_raw"], moments["img_control"], prefix + "img_"
                     )
                 )
-            if config.control_variate:
+            if sampler.raw:
                 steps = moments.get("update")
                 metrics[prefix + "update_log_var"] = (
                     _log_or_neg_inf(steps.var_trace()) if steps is not None else float("nan")
