@@ -86,6 +86,23 @@ CATALOGUE: tuple[MetricInfo, ...] = (
     MetricInfo(_V + "img_mean_sq_norm", "squared norm of the mean (image)", "variance"),
     MetricInfo(_V + "img_nsr", "noise-to-signal ratio (image)", "variance", "lower"),
     MetricInfo(_V + "cos_ref", "cosine with the large-K reference mean", "variance", "higher"),
+    # the control-variate view and the update (benchmark/variance/control.py)
+    MetricInfo(_V + "raw_log_var", "log variance of the raw score term w eps_hat", "variance"),
+    MetricInfo(_V + "cv_gain", "nats the control variate removes", "variance", "higher", True),
+    MetricInfo(_V + "cv_oracle_coef", "in-sample-optimal control-variate scale", "diagnostic"),
+    MetricInfo(_V + "cv_oracle_gain", "nats at the optimal scale (bound)", "variance", "higher"),
+    MetricInfo(_V + "img_raw_log_var", "log variance of w eps_hat (image)", "variance"),
+    MetricInfo(
+        _V + "img_cv_gain", "nats the control variate removes (image)", "variance", "higher"
+    ),
+    MetricInfo(_V + "img_cv_oracle_coef", "optimal control-variate scale (image)", "diagnostic"),
+    MetricInfo(
+        _V + "img_cv_oracle_gain", "nats at the optimal scale (image)", "variance", "higher"
+    ),
+    MetricInfo(_V + "update_log_var", "log variance of the Adam update", "variance", "lower", True),
+    MetricInfo(
+        "var/mu_uninformed", "control coefficient not yet informed (SSD step 0)", "diagnostic"
+    ),
     MetricInfo(_V + "rel_err_ref", "relative error of the mean", "variance", "lower"),
 )
 
