@@ -14,7 +14,15 @@ from benchmark.typed_config import deep_merge, from_dict, set_dotted, to_dict
 from benchmark.yaml_io import read_yaml_mapping
 from core.cameras import CameraConfig
 from core.errors import ConfigError
+from estimators.asd import ASDConfig
 from estimators.base import GuidanceConfig
+from estimators.bridge import BridgeConfig
+from estimators.cds import CDSConfig
+from estimators.csd import CSDConfig
+from estimators.esd import ESDConfig
+from estimators.ism import ISMConfig
+from estimators.nfsd import NFSDConfig
+from estimators.sdi import SDIConfig
 from estimators.ssd import SSDConfig
 from estimators.vsd import VSDConfig
 from evaluation.clip_spec import check_clip_spec
@@ -124,6 +132,15 @@ class RunConfig:
     sds: SDSConfig = field(default_factory=SDSConfig)
     vsd: VSDConfig = field(default_factory=VSDConfig)
     ssd: SSDConfig = field(default_factory=SSDConfig)
+    # the score-distillation family (issue 19, docs/family.md)
+    csd: CSDConfig = field(default_factory=CSDConfig)
+    nfsd: NFSDConfig = field(default_factory=NFSDConfig)
+    ism: ISMConfig = field(default_factory=ISMConfig)
+    sdi: SDIConfig = field(default_factory=SDIConfig)
+    asd: ASDConfig = field(default_factory=ASDConfig)
+    cds: CDSConfig = field(default_factory=CDSConfig)
+    esd: ESDConfig = field(default_factory=ESDConfig)
+    bridge: BridgeConfig = field(default_factory=BridgeConfig)
     sd: SDPriorConfig = field(default_factory=SDPriorConfig)
 
     def __post_init__(self) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from benchmark.family_methods import FAMILY_BUILDERS, FAMILY_METHODS
 from core.errors import UserError
 
-KNOWN_METHODS = ("sds", "vsd", "ssd")
+KNOWN_METHODS = ("sds", "vsd", "ssd", *FAMILY_METHODS)
 
 
 def is_latent_diffusers_prior(prior) -> bool:
@@ -81,7 +82,12 @@ def _build_ssd(config, prior, generator, device):
     return SSD(config.ssd, geometry, device)
 
 
-BUILDERS: dict[str, Callable] = {"sds": _build_sds, "vsd": _build_vsd, "ssd": _build_ssd}
+BUILDERS: dict[str, Callable] = {
+    "sds": _build_sds,
+    "vsd": _build_vsd,
+    "ssd": _build_ssd,
+    **FAMILY_BUILDERS,
+}
 
 
 def validate_methods(methods: list[str]) -> list[str]:
