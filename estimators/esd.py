@@ -2,10 +2,10 @@
 distillation"): VSD (estimators/vsd.py) with classifier-free guidance *over the camera* of
 eps_phi,
 
-    eps_phi_cfg = eps_phi(x_t, t, y, empty) + lambda (eps_phi(x_t, t, y, c) - eps_phi(x_t, t, y, empty))
+    eps_phi_cfg = eps_phi(x_t, t, y, 0) + lambda (eps_phi(x_t, t, y, c) - eps_phi(x_t, t, y, 0))
     G           = w(t) (cfg(x_t, t) - eps_phi_cfg)
 
-where "empty" is eps_phi's dropped camera condition (the zeros it is trained on with
+where camera 0 is eps_phi's dropped camera condition (the zeros it is trained on with
 ``camera_dropout``). lambda = ``camera_cfg`` < 1 mixes in the camera-agnostic score, an
 entropy term that counteracts VSD's view collapse (Janus). lambda = 1 is VSD exactly (the
 same code path; tests/test_family.py). threestudio exposes the same knob as VSD's

@@ -18,10 +18,11 @@ encoder into the render.
 
 E(y) is the text encoder's last hidden state [77, D], computed once per distinct prompt
 string and cached (the unconditional branch uses the empty prompt ""; the negative branch
-``predict_negative`` the negative prompt text, ``{prompt}`` filled in, no view suffix). With view-dependent
-prompting (threestudio) the conditional prompt gets a suffix by camera: ", front view" for
-|azimuth| < front_threshold, ", back view" for |azimuth| > 180 - back_threshold, ", overhead
-view" for elevation > overhead_threshold, else ", side view" (world azimuth 0 = front).
+``predict_negative`` the negative prompt text, ``{prompt}`` filled in, no view suffix).
+With view-dependent prompting (threestudio) the conditional prompt gets a suffix by camera:
+", front view" for |azimuth| < front_threshold, ", back view" for
+|azimuth| > 180 - back_threshold, ", overhead view" for elevation > overhead_threshold,
+else ", side view" (world azimuth 0 = front).
 Weights are fp16 on CUDA (``half_precision: auto``), fp32 on CPU; inputs and outputs of
 the prior are fp32.
 """
