@@ -30,7 +30,8 @@ from estimators.branches import broadcast_weight, cfg_nfe, grad_norm, guided
 
 @dataclass
 class ASDConfig(GuidanceConfig):
-    guidance_scale: float = 7.5
+    """World defaults (s = 1); the paper's s = 7.5 is configs/asd.yaml."""
+
     dt_scale: float = 0.1
 
     def __post_init__(self) -> None:

@@ -48,7 +48,7 @@ class CSDConfig(GuidanceConfig):
     c_neg: float = 0.0
     c_neg_final: float | None = -1.0
     c_eps: float = 0.0
-    coef_anneal_steps: int = 5000
+    coef_anneal_steps: int = 300  # the paper: 5000 (configs/csd.yaml)
     normalize: bool = True
     scale: float = 1.0
     negative_prompt: str = NFSD_NEGATIVE

@@ -36,7 +36,8 @@ from estimators.branches import broadcast_weight, cfg_nfe, grad_norm, guided, li
 
 @dataclass
 class ISMConfig(GuidanceConfig):
-    guidance_scale: float = 7.5
+    """World defaults (s = 1); the paper's settings are configs/ism.yaml."""
+
     weighting: Weighting = "ism"
     xs_inv_steps: int = 5
     xs_delta_t: int = 200

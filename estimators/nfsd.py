@@ -27,7 +27,8 @@ from estimators.branches import NFSD_NEGATIVE, broadcast_weight, grad_norm, requ
 
 @dataclass
 class NFSDConfig(GuidanceConfig):
-    guidance_scale: float = 7.5
+    """World defaults (s = 1); the paper's s = 7.5 is configs/nfsd.yaml."""
+
     t_threshold: int = 200
     negative_prompt: str = NFSD_NEGATIVE
 

@@ -39,9 +39,12 @@ from estimators.branches import cfg_nfe, grad_norm, guided
 
 @dataclass
 class SDIConfig(GuidanceConfig):
+    """World defaults (no guidance: dreamfusion s = 0 in the estimate and the inversion);
+    the paper's s = 7.5, inversion -7.5 are configs/sdi.yaml."""
+
     cfg_mode: CFGMode = "dreamfusion"
-    guidance_scale: float = 7.5
-    inversion_guidance_scale: float = -7.5
+    guidance_scale: float = 0.0
+    inversion_guidance_scale: float = 0.0
     inversion_n_steps: int = 10
     inversion_eta: float = 0.3
     t_anneal: bool = True
