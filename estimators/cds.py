@@ -7,10 +7,11 @@ step. In the variance-exploding parameterisation, sigma^VE_t = sqrt((1 - abar_t)
     t        = min(s + delta, T - 1),   delta ~ U{delta_min .. delta_max - 1}  (ctx.generator)
     x_t      = x + sigma^VE_t eps*                              (VP input: alpha_t x_t)
     x~_s     = x_t + (sigma^VE_s - sigma^VE_t) cfg(alpha_t x_t, t)     (one Euler ODE step)
-    G        = w(s) (cfg(alpha_s x~_s, s) - cfg(alpha_t x_t, t))
+    G        = w(t) (cfg(alpha_s x~_s, s) - cfg(alpha_t x_t, t))
 
-s is the harness's timestep (its schedule); the harness's eps is not used (the fixed eps* is
-the method). With delta = 0 (s -> t) the Euler step is the identity and G = 0 exactly
+s is the harness's timestep (the original anneals s by its own schedule); w at the larger t
+(as ``compute_grad_consistency`` with ``recon_std_rescale`` = 0). The harness's eps is not
+used (the fixed eps* is the method). With delta = 0 (s -> t) the Euler step is the identity and G = 0 exactly
 (tests/test_family.py). CFG convention: ``cfg_mode`` / ``guidance_scale`` (threestudio's
 dreamfusion form in the original). NFE per step: 2 cfg = 4 (2 without guidance).
 """
@@ -83,5 +84,5 @@ class CDS(GradientEstimator):
             e_t = guided(prior, a_t.to(x.dtype) * x_t, t_hi, ctx, cfg)
             x_s = x_t + (sig_s - sig_t).to(x.dtype) * e_t
             e_s = guided(prior, a_s.to(x.dtype) * x_s, s, ctx, cfg)
-        g = broadcast_weight(s, prior, cfg.weighting, x) * (e_s - e_t)
+        g = broadcast_weight(t_hi, prior, cfg.weighting, x) * (e_s - e_t)
         return g, {"grad_norm": grad_norm(g), "delta_t": float((t_hi - s).float().mean())}
