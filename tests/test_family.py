@@ -344,3 +344,23 @@ def test_degradations():
     assert (sat - luminance(sat)).abs().mean() > spread
     assert blur.std() < x.std() and noise.abs().max() <= 1.0
     torch.testing.assert_close(blur.mean(), x.mean(), rtol=0.05, atol=0.02)
+
+
+def test_cds_is_the_gap_between_two_denoised_estimates(world_prior_small):
+    """Without guidance, G = w(t) (D_t(x_t) - D_s(x~_s)) / sigma^VE_s with D the prior's
+    posterior mean (so G holds no x - D term: docs/family.md). Tolerance 1e-3 relative."""
+    prior = world_prior_small
+    x, _ = _inputs(1)
+    eps_star = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(2))
+    cds = CDS(CDSConfig(delta_min=200, delta_max=201), eps_star)
+    s = torch.tensor([300])
+    got, _ = cds.grad(x, s, torch.zeros_like(x), prior, _ctx(1))
+    t = torch.tensor([500])
+    ac = prior.alphas_cumprod
+    sig = ((1 - ac) / ac).sqrt()
+    x_t = x + sig[500] * eps_star
+    d_t = prior.posterior_mean(ac[500].sqrt() * x_t, t, _ctx(1), True)
+    x_s = d_t + sig[300] * (x_t - d_t) / sig[500]
+    d_s = prior.posterior_mean(ac[300].sqrt() * x_s, s, _ctx(1), True)
+    want = (1 - ac[500]) * (d_t - d_s) / sig[300]
+    torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3 * float(want.abs().max()))
