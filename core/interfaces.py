@@ -4,6 +4,11 @@ A prior maps rendered RGB into its own space (``encode``), predicts noise for a 
 named CFG mode (``predict_noise``) and counts its own network evaluations (``n_evals``: one
 per image per branch that went through the network) and the wall-clock they took
 (``seconds``, CUDA-synchronised), so the harness can split a step's time.
+
+A prior may also offer a third branch, the *negative* prediction eps_neg(x_t, t, y)
+(``predict_negative``; capability flag ``supports_negative``), counted like the others:
+for Stable Diffusion a negative text prompt, for the world a degraded distribution of the
+same object (world/degraded.py). Methods that need it refuse a prior without it.
 """
 
 from __future__ import annotations
@@ -28,16 +33,20 @@ class PriorContext:
 
 
 class DiffusionPrior(ABC):
-    """Base class: subclasses provide ``alphas_cumprod``, ``encode`` and ``_predict_branch``.
+    """Base class: subclasses provide ``alphas_cumprod``, ``encode`` and ``_predict_branch``
+    (and, to set ``supports_negative``, ``_predict_negative``).
 
     Capabilities (read by the registries instead of type checks):
         eps_phi_kind: how VSD builds its eps_phi over this prior: ``residual`` (prior +
             a small pixel-space network, the world) or ``lora`` (a LoRA copy of the UNet).
+        supports_negative: ``predict_negative`` works (a negative / degraded branch).
         geometry_estimator(depth_model): the depth/normal model SSD's baseline uses.
     """
 
     alphas_cumprod: torch.Tensor  # [T]
     eps_phi_kind: str = "residual"
+    #: True when ``predict_negative`` works (a negative / degraded branch exists)
+    supports_negative: bool = False
 
     def __init__(self) -> None:
         self.n_evals = 0
@@ -61,19 +70,41 @@ class DiffusionPrior(ABC):
     ) -> torch.Tensor:
         """One branch of the noise prediction, eps(x_t, t, y) or eps(x_t, t, empty)."""
 
-    def predict_branch(
-        self, x_t: torch.Tensor, t: torch.Tensor, ctx: PriorContext, conditional: bool
+    def _predict_negative(
+        self, x_t: torch.Tensor, t: torch.Tensor, ctx: PriorContext, negative_prompt: str
     ) -> torch.Tensor:
-        """Counted and timed single-branch noise prediction, [B, ...] -> [B, ...]."""
+        """eps_neg(x_t, t): the negative branch (override and set ``supports_negative``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no negative branch")
+
+    def _counted(self, fn, x_t: torch.Tensor, *args) -> torch.Tensor:
         self.n_evals += x_t.shape[0]
         if x_t.is_cuda:
             torch.cuda.synchronize(x_t.device)
         start = time.perf_counter()
-        eps = self._predict_branch(x_t, t, ctx, conditional)
+        eps = fn(x_t, *args)
         if eps.is_cuda:
             torch.cuda.synchronize(eps.device)
         self.seconds += time.perf_counter() - start
         return eps
+
+    def predict_branch(
+        self, x_t: torch.Tensor, t: torch.Tensor, ctx: PriorContext, conditional: bool
+    ) -> torch.Tensor:
+        """Counted and timed single-branch noise prediction, [B, ...] -> [B, ...]."""
+        return self._counted(self._predict_branch, x_t, t, ctx, conditional)
+
+    def predict_negative(
+        self, x_t: torch.Tensor, t: torch.Tensor, ctx: PriorContext, negative_prompt: str
+    ) -> torch.Tensor:
+        """Counted and timed negative branch eps_neg(x_t, t), [B, ...] -> [B, ...].
+
+        ``negative_prompt`` is a text template (``{prompt}`` is replaced by ctx.prompt) read
+        by text-conditioned priors; the world ignores the text and uses its degraded
+        distribution of the prompt's object. NotImplementedError without the capability.
+        """
+        if not self.supports_negative:
+            raise NotImplementedError(f"{type(self).__name__} has no negative branch")
+        return self._counted(self._predict_negative, x_t, t, ctx, negative_prompt)
 
     def predict_noise(
         self,

@@ -12,13 +12,14 @@ counts), ``phi`` (VSD's eps_phi) and ``depth`` (SSD's depth/normal model). A tes
 against the counters of real steps.
 
 >>> list(METHODS)
-['sds', 'vsd', 'ssd']
+['sds', 'vsd', 'ssd', 'csd', 'nfsd', 'ism', 'sdi', 'asd', 'cds', 'esd', 'bridge']
 >>> METHODS["sds"].nfe_per_step(SDSConfig(guidance_scale=7.5), None)
 {'prior': 2, 'phi': 0, 'depth': 0}
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,7 +27,15 @@ import torch
 
 from core.guidance import needs_unconditional
 from core.interfaces import DiffusionPrior, GeometryEstimator
+from estimators.asd import ASDConfig
 from estimators.base import GradientEstimator, GuidanceConfig
+from estimators.bridge import BridgeConfig
+from estimators.cds import CDSConfig
+from estimators.csd import CSDConfig
+from estimators.esd import ESDConfig
+from estimators.ism import ISMConfig
+from estimators.nfsd import NFSDConfig
+from estimators.sdi import SDIConfig
 from estimators.sds import SDSConfig
 from estimators.ssd import SSDConfig
 from estimators.vsd import VSDConfig
@@ -133,11 +142,116 @@ def _ssd_cost(config: SSDConfig, prior) -> dict[str, int]:
     return _cost(prior=cfg_branches(config), depth=int(config.baseline != "constant"))
 
 
+# ---------------------------------------------------- the score-distillation family (issue 19)
+
+
+def _family_cost(cls_path: str):
+    """The cost model of a family method: its class's ``nfe_per_step`` (t = None: the worst
+    case for SDI's t-dependent inversion; bridge before its switch step) in this registry's
+    kinds (its ``eps_phi`` is ``phi``)."""
+
+    def cost(config, prior) -> dict[str, int]:
+        module, name = cls_path.rsplit(".", 1)
+        cls = getattr(importlib.import_module(module), name)
+        raw = cls.nfe_per_step(config)
+        return _cost(
+            prior=raw.get("prior", 0), phi=raw.get("eps_phi", 0), depth=raw.get("depth", 0)
+        )
+
+    return cost
+
+
+def _simple(cls_path: str, needs_negative: Callable[[object], bool] = lambda c: False):
+    """A builder for a family method that takes only its config section."""
+
+    def build(b: MethodBuild) -> GradientEstimator:
+        from estimators.branches import require_negative
+
+        module, name = cls_path.rsplit(".", 1)
+        cls = getattr(importlib.import_module(module), name)
+        if needs_negative(b.config):
+            require_negative(b.prior, cls.name)
+        return cls(b.config)
+
+    return build
+
+
+def _build_cds(b: MethodBuild) -> GradientEstimator:
+    """eps* [C, H, W] of the run, drawn from the cell's init stream."""
+    from estimators.cds import CDS
+
+    eps_star = torch.randn(b.image_shape, generator=b.generator).to(b.device)
+    return CDS(b.config, eps_star)
+
+
+def _build_esd(b: MethodBuild) -> GradientEstimator:
+    """ESD = VSD's eps_phi (by the prior's ``eps_phi_kind``) with ESD's camera-CFG."""
+    from estimators.esd import ESD
+
+    config, model = EPS_PHI_BUILDERS[b.prior.eps_phi_kind](b)
+    return ESD(config, model)
+
+
+def _esd_cost(config: ESDConfig, prior) -> dict[str, int]:
+    cost = _vsd_cost(config, prior)
+    if config.camera_cfg != 1.0:  # the camera-free eps_phi branch
+        cost["phi"] += 1
+        if prior is None or prior.eps_phi_kind != "lora":
+            cost["prior"] += int(needs_unconditional(config.guidance_scale, config.cfg_mode))
+    return cost
+
+
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
         MethodSpec("sds", "SDS (DreamFusion)", SDSConfig, _build_sds, _sds_cost, True),
         MethodSpec("vsd", "VSD (ProlificDreamer)", VSDConfig, _build_vsd, _vsd_cost, True),
         MethodSpec("ssd", "SSD (SteinDreamer)", SSDConfig, _build_ssd, _ssd_cost, True),
+        MethodSpec(
+            "csd",
+            "CSD (classifier score)",
+            CSDConfig,
+            _simple("estimators.csd.CSD", lambda c: c.uses_negative),
+            _family_cost("estimators.csd.CSD"),
+        ),
+        MethodSpec(
+            "nfsd",
+            "NFSD (noise-free)",
+            NFSDConfig,
+            _simple("estimators.nfsd.NFSD", lambda c: True),
+            _family_cost("estimators.nfsd.NFSD"),
+        ),
+        MethodSpec(
+            "ism",
+            "ISM (LucidDreamer)",
+            ISMConfig,
+            _simple("estimators.ism.ISM"),
+            _family_cost("estimators.ism.ISM"),
+        ),
+        MethodSpec(
+            "sdi",
+            "SDI (inversion)",
+            SDIConfig,
+            _simple("estimators.sdi.SDI"),
+            _family_cost("estimators.sdi.SDI"),
+        ),
+        MethodSpec(
+            "asd",
+            "ASD (ScaleDreamer)",
+            ASDConfig,
+            _simple("estimators.asd.ASD"),
+            _family_cost("estimators.asd.ASD"),
+        ),
+        MethodSpec(
+            "cds", "Consistent3D (CDS)", CDSConfig, _build_cds, _family_cost("estimators.cds.CDS")
+        ),
+        MethodSpec("esd", "ESD (entropic)", ESDConfig, _build_esd, _esd_cost),
+        MethodSpec(
+            "bridge",
+            "SDS-Bridge",
+            BridgeConfig,
+            _simple("estimators.bridge.Bridge", lambda c: True),
+            _family_cost("estimators.bridge.Bridge"),
+        ),
     )
 }

@@ -17,10 +17,12 @@ encoder into the render.
     eps(x_t, t, y) = sigma_t x_t + alpha_t v   (v_prediction models: v = alpha eps - sigma x0)
 
 E(y) is the text encoder's last hidden state [77, D], computed once per distinct prompt
-string and cached (the unconditional branch uses the empty prompt ""). With view-dependent
-prompting (threestudio) the conditional prompt gets a suffix by camera: ", front view" for
-|azimuth| < front_threshold, ", back view" for |azimuth| > 180 - back_threshold, ", overhead
-view" for elevation > overhead_threshold, else ", side view" (world azimuth 0 = front).
+string and cached (the unconditional branch uses the empty prompt ""; the negative branch
+``predict_negative`` the negative prompt text, ``{prompt}`` filled in, no view suffix).
+With view-dependent prompting (threestudio) the conditional prompt gets a suffix by camera:
+", front view" for |azimuth| < front_threshold, ", back view" for
+|azimuth| > 180 - back_threshold, ", overhead view" for elevation > overhead_threshold,
+else ", side view" (world azimuth 0 = front).
 Weights are fp16 on CUDA (``half_precision: auto``), fp32 on CPU; inputs and outputs of
 the prior are fp32.
 """
@@ -372,6 +374,13 @@ class StableDiffusionPrior(DiffusionPrior):
         ).sample
         return self.model_output_to_eps(output.to(torch.float32), x_t, t)
 
+    supports_negative = True
+
     def _predict_branch(self, x_t, t, ctx, conditional):
         hidden = self.encoder_hidden_states(ctx, conditional)
+        return self.run_unet(self.unet, x_t, t, hidden)
+
+    def _predict_negative(self, x_t, t, ctx, negative_prompt):
+        text = negative_prompt.replace("{prompt}", ctx.prompt)
+        hidden = self.text_embedding(text).unsqueeze(0).expand(x_t.shape[0], -1, -1)
         return self.run_unet(self.unet, x_t, t, hidden)

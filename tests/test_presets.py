@@ -32,3 +32,23 @@ def test_reference_preset_is_threestudio():
     assert (config.sds.cfg_mode, config.sds.guidance_scale) == ("dreamfusion", 100.0)
     assert (config.vsd.cfg_mode, config.vsd.guidance_scale) == ("diffusers", 7.5)
     assert config.vsd.t_max_final == 0.5
+
+
+FAMILY = ("csd", "nfsd", "ism", "sdi", "asd", "cds", "esd", "bridge")
+
+
+def test_matched_preset_covers_the_family():
+    """The family shares w(t) and the t range with SDS, and CFG where the method has one."""
+    config = load_config(str(CONFIGS / "matched.yaml"))
+    for name in FAMILY:
+        section = getattr(config, name)
+        for key in ("weighting", "t_min", "t_max", "t_max_final", "cfg_mode", "guidance_scale"):
+            assert getattr(section, key) == getattr(config.sds, key), (name, key)
+    assert config.sdi.t_anneal is False
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_family_paper_presets(name):
+    """configs/<method>.yaml sets that method's section away from the world defaults."""
+    config = load_config(str(CONFIGS / f"{name}.yaml"))
+    assert getattr(config, name) != getattr(load_config(None), name)

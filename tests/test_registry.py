@@ -30,11 +30,30 @@ CASES = [
     ("vsd", ["vsd.guidance_scale=7.5", "vsd.updates_per_step=2"]),
     ("ssd", []),
     ("ssd", ["ssd.baseline=constant", "ssd.guidance_scale=3", "ssd.cfg_mode=dreamfusion"]),
+    ("csd", []),
+    ("nfsd", []),
+    ("ism", []),
+    ("asd", []),
+    ("cds", []),
+    ("esd", []),
+    ("bridge", []),  # before its switch step
 ]
+#: methods whose cost depends on t: the model gives the worst case (checked as a bound)
+T_DEPENDENT = {"sdi"}
 
 
 def test_every_method_has_a_case_here():
-    assert {m for m, _ in CASES} == set(METHODS)
+    assert {m for m, _ in CASES} | T_DEPENDENT == set(METHODS)
+
+
+@pytest.mark.parametrize("method", sorted(T_DEPENDENT))
+def test_t_dependent_cost_model_is_an_upper_bound(world_prior_small, method):
+    config = load_config(None, [*SMALL, "camera.batch_size=2"])
+    trainer = CellTrainer(config, method, "a snowman", 0, world_prior_small, torch.device("cpu"))
+    before = world_prior_small.n_evals
+    trainer.step(0)
+    bound = METHODS[method].nfe_per_step(method_config(config, method), world_prior_small)
+    assert 0 < (world_prior_small.n_evals - before) / 2 <= bound["prior"]
 
 
 @pytest.mark.parametrize(("method", "overrides"), CASES, ids=lambda v: str(v))

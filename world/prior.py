@@ -25,6 +25,7 @@ import torch
 from core.cameras import Cameras, orbit_cameras
 from core.interfaces import DiffusionPrior, PriorContext
 from core.schedule import alpha_sigma, ddpm_alphas_cumprod
+from world.degraded import DEGRADATIONS, degrade
 from world.objects import get_object, known_prompts
 from world.renderer import render_object
 
@@ -136,6 +137,8 @@ def mixture_posterior_mean(
 class WorldPrior(DiffusionPrior):
     """Exact optimal denoiser of the world's reference mixtures (pixel space, [-1, 1])."""
 
+    supports_negative = True
+
     def __init__(
         self,
         prompts: list[str],
@@ -165,6 +168,7 @@ class WorldPrior(DiffusionPrior):
             torch.cat([r.images for r in self.references.values()]),
             torch.cat([r.directions for r in self.references.values()]),
         )  # depth/normal are only needed for the conditional Bayes estimators
+        self._degraded: dict[str, ReferenceSet] = {}
 
     def geometry_estimator(self, depth_model: str = ""):
         """The world's Bayes depth/normal estimator (a fresh counter per call)."""
@@ -242,4 +246,29 @@ class WorldPrior(DiffusionPrior):
         alpha, sigma = alpha_sigma(self.alphas_cumprod, t)
         shape = (-1,) + (1,) * (x_t.dim() - 1)
         x0 = self.posterior_mean(x_t, t, ctx, conditional)
+        return (x_t - alpha.view(shape) * x0) / sigma.view(shape)
+
+    def degraded_references(self, prompt: str) -> ReferenceSet:
+        """The prompt's references under every degradation (4N images), built once."""
+        if prompt not in self._degraded:
+            refs = self.references[prompt]
+            images = degrade(refs.images.view(-1, *self.shape)).flatten(1)
+            directions = refs.directions.repeat(len(DEGRADATIONS), 1)
+            self._degraded[prompt] = ReferenceSet(images, directions)
+        return self._degraded[prompt]
+
+    def _predict_negative(self, x_t, t, ctx, negative_prompt):
+        del negative_prompt  # the world's negative is its degraded distribution
+        refs = self.degraded_references(ctx.prompt)
+        alpha, sigma = alpha_sigma(self.alphas_cumprod, t)
+        x0 = mixture_posterior_mean(
+            x_t.flatten(1),
+            alpha.to(x_t.dtype),
+            sigma.to(x_t.dtype),
+            refs.images,
+            self.log_mixture_weights(refs, ctx.cameras),
+            self.config.tau,
+            self.config.chunk_size,
+        ).view_as(x_t)
+        shape = (-1,) + (1,) * (x_t.dim() - 1)
         return (x_t - alpha.view(shape) * x0) / sigma.view(shape)

@@ -1,0 +1,91 @@
+"""Consistent3D's Consistency Distillation Sampling (CDS, Wu et al. 2024; sail-sg/Consistent3D
+``threestudio/models/guidance/stable_diffusion_guidance.py``, ``compute_grad_consistency``).
+
+One noise eps* is drawn once per run (from the estimator's init stream) and reused at every
+step. In the variance-exploding parameterisation, sigma^VE_t = sqrt((1 - abar_t) / abar_t),
+
+    t        = min(s + delta, T - 1),   delta ~ U{delta_min .. delta_max - 1}  (ctx.generator)
+    x_t      = x + sigma^VE_t eps*                              (VP input: alpha_t x_t)
+    x~_s     = x_t + (sigma^VE_s - sigma^VE_t) cfg(alpha_t x_t, t)     (one Euler ODE step)
+    G        = w(t) (cfg(alpha_s x~_s, s) - cfg(alpha_t x_t, t))
+
+s is the harness's timestep (the original anneals s by its own schedule); w at the larger t
+(as ``compute_grad_consistency`` with ``recon_std_rescale`` = 0). The harness's eps is not
+used (the fixed eps* is the method). With delta = 0 (s -> t) the Euler step is the identity
+and G = 0 exactly
+(tests/test_family.py). CFG convention: ``cfg_mode`` / ``guidance_scale`` (threestudio's
+dreamfusion form in the original). NFE per step: 2 cfg = 4 (2 without guidance).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from core.schedule import alpha_sigma
+from estimators.base import EstimatorOutput, GradientEstimator, GuidanceConfig
+from estimators.branches import broadcast_weight, cfg_nfe, grad_norm, guided
+
+
+@dataclass
+class CDSConfig(GuidanceConfig):
+    delta_min: int = 100
+    delta_max: int = 300
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.delta_min <= self.delta_max:
+            raise ValueError("need 0 <= delta_min <= delta_max")
+
+
+def ve_sigma(alphas_cumprod: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """sigma^VE_t = sqrt((1 - abar_t) / abar_t) for t [B] -> [B].
+
+    >>> from core.schedule import ddpm_alphas_cumprod
+    >>> ac = ddpm_alphas_cumprod()
+    >>> bool(torch.isclose(ve_sigma(ac, torch.tensor([500]))[0], ((1 - ac[500]) / ac[500]).sqrt()))
+    True
+    """
+    alpha, sigma = alpha_sigma(alphas_cumprod, t)
+    return sigma / alpha
+
+
+class CDS(GradientEstimator):
+    name = "cds"
+
+    def __init__(self, config: CDSConfig, eps_star: torch.Tensor) -> None:
+        """eps_star: [C, H, W] (or [1, C, H, W]) standard normal, fixed for the run."""
+        self.config = config
+        self.eps_star = eps_star.reshape(1, *eps_star.shape[-3:])
+
+    @classmethod
+    def nfe_per_step(cls, config: CDSConfig, t: int | None = None) -> dict[str, int]:
+        return {"prior": 2 * cfg_nfe(config)}
+
+    def timesteps(self, s: torch.Tensor, ctx, num_train_timesteps: int) -> torch.Tensor:
+        """t = min(s + delta, T - 1) [B]; draws B uniforms from ctx.generator."""
+        lo, hi = self.config.delta_min, self.config.delta_max
+        u = torch.rand(s.shape[0], generator=ctx.generator, dtype=torch.float64).to(s.device)
+        delta = lo + torch.floor(u * (hi - lo)).to(torch.int64) if hi > lo else lo
+        return (s + delta).clamp(max=num_train_timesteps - 1)
+
+    def grad(self, x, t, eps, prior, ctx):
+        del eps  # CDS uses its fixed eps*
+        cfg = self.config
+        s = t
+        t_hi = self.timesteps(s, ctx, prior.num_train_timesteps)
+        shape = (-1,) + (1,) * (x.dim() - 1)
+        ac = prior.alphas_cumprod
+        with torch.no_grad():
+            eps_star = self.eps_star.to(x.device, x.dtype)
+            sig_t, sig_s = ve_sigma(ac, t_hi).view(shape), ve_sigma(ac, s).view(shape)
+            a_t, a_s = alpha_sigma(ac, t_hi)[0].view(shape), alpha_sigma(ac, s)[0].view(shape)
+            x_t = x.detach() + sig_t.to(x.dtype) * eps_star
+            e_t = guided(prior, a_t.to(x.dtype) * x_t, t_hi, ctx, cfg)
+            x_s = x_t + (sig_s - sig_t).to(x.dtype) * e_t
+            e_s = guided(prior, a_s.to(x.dtype) * x_s, s, ctx, cfg)
+        g = broadcast_weight(t_hi, prior, cfg.weighting, x) * (e_s - e_t)
+        return EstimatorOutput(
+            g, {"grad_norm": grad_norm(g), "delta_t": float((t_hi - s).float().mean())}
+        )
