@@ -30,6 +30,10 @@ CASES = [
     ("vsd", ["vsd.guidance_scale=7.5", "vsd.updates_per_step=2"]),
     ("ssd", []),
     ("ssd", ["ssd.baseline=constant", "ssd.guidance_scale=3", "ssd.cfg_mode=dreamfusion"]),
+    # CARV's levers (estimators/sampling.py): K draws per render
+    ("sds", ["sds.noise_samples=3", "sds.t_importance=true"]),
+    ("vsd", ["vsd.noise_samples=2", "vsd.guidance_scale=7.5"]),
+    ("ssd", ["ssd.noise_samples=2", "ssd.t_stratified=true"]),
 ]
 
 
