@@ -5,12 +5,14 @@ inline ``<style>`` block; no scripts, no network. Every piece of user-provided t
 (prompts, config values, command lines, failure reasons, paths) goes through
 ``html.escape``; matplotlib's mathtext is disabled for the same text in figures.
 
-Contents, in order: header (runs, manifest: versions, device, commit; config keys that
-differ between runs, or the key settings of a single run, and each full config folded),
-notes (missing metrics, thresholds), failed cells, summary tables (quality, gradient
-variance at fixed steps, convergence and throughput, paired differences vs SDS), the
-gradient-variance figures (theta and image space), convergence figures per eval metric,
-and render grids (method x checkpoint next to the true object, per run and prompt).
+Contents, in order: the title block; the Verdict (analysis/report_verdict.py: per method at
+equal compute with CIs and words, NSR vs step and quality vs compute over all prompts and
+seeds); notes; the turntables (folded); then, folded under one <details>: header (runs,
+manifest: versions, device, commit; config keys that differ between runs, or the key
+settings of a single run, and each full config folded), failed cells, summary tables
+(quality, gradient variance at fixed steps, convergence and throughput, paired differences
+vs SDS), the gradient-variance figures (theta and image space), convergence figures per eval
+metric, and render grids (method x checkpoint next to the true object, per run and prompt).
 """
 
 from __future__ import annotations
@@ -67,6 +69,10 @@ figcaption { font-size: 0.85em; color: #555; }
 .meta { font-size: 0.85em; color: #555; }
 pre { background: #f6f6f6; padding: 8px; font-size: 0.8em; overflow-x: auto; }
 details { margin: 4px 0; }
+details > summary { cursor: pointer; font-weight: 600; margin: 12px 0; }
+.figrow { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
+figure.turntable img { image-rendering: pixelated; }
+ul.verdict li { margin: 2px 0; }
 """
 
 
@@ -374,21 +380,33 @@ def build_report_html(
     df = load_results([i.path for i in infos])
     errors: list[str] = []
     with matplotlib.rc_context({"text.usetex": False, "text.parse_math": False}):
+        from analysis.report_verdict import turntables_html, verdict_html
+
         summary = summarize(df, psnr_threshold=psnr_threshold)
         body = [
             f"<h1>{esc(title)}</h1>",
             f"<p class='meta'>Generated {esc(datetime.now(UTC).isoformat(timespec='seconds'))}"
             f" from {len(infos)} run(s): {esc(', '.join(str(i.path) for i in infos))}</p>",
-            _header(infos),
-            _config(infos),
+            verdict_html(df, infos, errors),
         ]
         notes = list(summary.notes)
-        body.append(_failures(infos, df))
-        body.append(_summary(summary))
-        body.append(_figures(df, infos, errors))
+        details = [
+            _header(infos),
+            _config(infos),
+            _failures(infos, df),
+            _summary(summary),
+            _figures(df, infos, errors),
+        ]
+        turntables = turntables_html(df, infos, errors)
+        body.append(turntables)
+        body.append(
+            '<details id="details"><summary>Details: runs, configuration, failed cells, '
+            "per-prompt tables, paired differences, variance and convergence figures per "
+            "prompt, render grids</summary>" + "\n".join(details) + "</details>"
+        )
     notes += errors
     if notes:
-        body.insert(2, "<h2>Notes</h2>" + "".join(f"<p class='note'>{esc(n)}</p>" for n in notes))
+        body.insert(3, "<h2>Notes</h2>" + "".join(f"<p class='note'>{esc(n)}</p>" for n in notes))
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from core.errors import UserError
 
@@ -343,6 +344,9 @@ def cmd_report(args: argparse.Namespace, argv: list[str]) -> int:
     except OSError as exc:
         raise UserError(f"cannot write {args.out}: {exc.strerror or exc}") from None
     print(f"report: {out}")
+    from analysis.verdict import write_summary_csv
+
+    print(f"summary: {write_summary_csv(args.run_dirs, Path(out).with_name('summary.csv'))}")
     return EXIT_OK
 
 

@@ -122,13 +122,17 @@ class Reporter:
 
         from analysis.load import load_results
         from analysis.summary import method_overview
+        from analysis.verdict import load_manifests
 
         try:
-            overview = method_overview(load_results([run_dir]))
+            overview = method_overview(load_results([run_dir]), load_manifests([run_dir]))
         except (ValueError, KeyError, FileNotFoundError) as exc:
             self.console.print(f"(no per-method overview: {exc})")
             return
-        table = Table(title="per method: mean [95% CI] over prompts x seeds")
+        table = Table(
+            title="per method: mean [95% t CI] over prompts x seeds; theta-space variance at "
+            "the last probe step; x compute = (Var x cost)_SDS / (Var x cost)_method per step"
+        )
         table.add_column("method")
         for column in overview.columns:
             table.add_column(column, justify="right")
@@ -238,6 +242,7 @@ def run_benchmark(
             "methods": methods,
             "prompts": prompts,
             "seeds": config.seeds,
+            "cost_model": cost_model(config, methods, prior),
             "cells": [],
         }
         results: list[CellResult] = []
@@ -300,12 +305,39 @@ def run_benchmark(
             cells=[asdict(r) for r in results],
         )
         store.write_json("manifest.json", manifest)
+    write_run_summary(store.path, reporter.console)
     reporter.summary(results, store.path)
     if report:
         from analysis.report import write_run_report
 
         write_run_report(store.path, reporter.console)
     return store.path, results
+
+
+def cost_model(config: RunConfig, methods: list[str], prior) -> dict[str, dict]:
+    """The registry's network evaluations per step and image by kind (``nfe_per_step``),
+    times the batch size, per method: analysis compares them with the measured counters."""
+    from benchmark.factories import method_config
+    from estimators.registry import METHODS
+
+    batch = config.camera.batch_size
+    out = {}
+    for method in methods:
+        per_image = METHODS[method].nfe_per_step(method_config(config, method), prior)
+        per_step = {kind: count * batch for kind, count in per_image.items()}
+        out[method] = {"per_image": per_image, "batch_size": batch, "per_step": per_step}
+    return out
+
+
+def write_run_summary(run_dir: Path, console) -> Path | None:
+    """``run_dir/summary.csv`` (analysis.verdict); a failure is a warning, never a failed run."""
+    from analysis.verdict import write_summary_csv
+
+    try:
+        return write_summary_csv([run_dir], run_dir / "summary.csv")
+    except Exception as exc:  # noqa: BLE001 - the run's results are already safe on disk
+        console.print(f"warning: could not write summary.csv ({type(exc).__name__}: {exc})")
+        return None
 
 
 def _run_one_cell(
