@@ -227,3 +227,28 @@ def _versus(key, ref_key, cost, var_by_cell, curves) -> dict[str, float]:
             out[budget] = float(last[x])
             out[name] = value_at_budget(curve, float(last[x]), x)
     return out
+
+
+def lever_table(base: pd.DataFrame, levers: dict[str, pd.DataFrame], manifests=None):
+    """Compute multipliers of lever runs against the base run's SDS: each lever run's method
+    m is renamed ``m+<lever>`` and paired with the base SDS cell of the same prompt and seed.
+    Returns (per-cell equal_compute_table, per-label mean/lo/hi of exp(log multipliers))."""
+    from analysis.stats import mean_ci
+
+    frames = [base]
+    for name, df in levers.items():
+        frames.append(df.assign(method=df["method"] + "+" + name))
+    cells = equal_compute_table(add_labels(pd.concat(frames, ignore_index=True)), manifests)
+    rows = []
+    for label, part in cells.groupby("label", sort=False):
+        row = {"label": label, "cells": len(part)}
+        for column in ("log_multiplier", "log_multiplier_seconds"):
+            est = mean_ci(part[column].to_numpy(float))
+            name = column.replace("log_multiplier", "compute_multiplier")
+            row.update(
+                {name: np.exp(est.mean), f"{name}_lo": np.exp(est.lo), f"{name}_hi": np.exp(est.hi)}
+            )
+        row["nfe/step"] = float(part["nfe/step"].mean())
+        row["seconds/step"] = float(part["seconds/step"].mean())
+        rows.append(row)
+    return cells, pd.DataFrame(rows)

@@ -104,3 +104,17 @@ def test_method_table_summary_csv_and_terminal():
     assert frame.loc["ssd", "cells"] == 4 and np.isnan(frame.loc["ssd", "cv_gain"])
     terminal = terminal_frame(estimates, cells)
     assert list(terminal.columns)[:2] == ["cells", "NSR"]
+
+
+def test_lever_runs_are_paired_with_the_base_sds():
+    """A lever run whose SDS has variance 1 at the same cost: multiplier 4 against the base."""
+    from analysis.compute import lever_table
+
+    base = _results()
+    lever = base[base["method"] == "sds"].copy()
+    lever.loc[lever["metric"] == "var/all/var_trace", "value"] /= 4.0
+    lever["run_id"] = "lever"
+    _, table = lever_table(base, {"k4": lever})
+    row = table.set_index("label").loc["sds+k4"]
+    assert row["compute_multiplier"] == pytest.approx(4.0)
+    assert row["compute_multiplier_seconds"] == pytest.approx(4.0)
