@@ -62,7 +62,8 @@ def _slope(rows: pd.DataFrame) -> float:
 def model_cost(manifest: dict, method: str) -> float:
     """The registry's network evaluations per step of ``method`` from a run manifest
     (``cost_model[method]['per_step']``, summed over kinds), NaN when not recorded."""
-    per_step = (manifest.get("cost_model") or {}).get(method, {}).get("per_step")
+    base = method.split("+")[0]  # lever_table's 'sds+k4' is the run's 'sds'
+    per_step = (manifest.get("cost_model") or {}).get(base, {}).get("per_step")
     return float(sum(per_step.values())) if per_step else np.nan
 
 

@@ -17,7 +17,7 @@ import io
 import numpy as np
 import pandas as pd
 
-from analysis.report import esc, table_html
+from analysis.html import esc, safe_figure, table_html
 from analysis.runs import RunInfo
 from analysis.stats import Estimate, format_estimate
 from analysis.summary import sort_labels
@@ -25,14 +25,14 @@ from analysis.verdict import method_table
 
 #: (quantity, column title, show the paired difference with SDS instead of the mean)
 VERDICT_COLUMNS = (
-    ("compute_multiplier", "x compute, variance x NFE", False),
-    ("compute_multiplier_seconds", "x compute, variance x seconds", False),
-    ("psnr_equal_compute", "PSNR at SDS's NFE - SDS PSNR (dB)", True),
-    ("psnr_equal_seconds", "PSNR at SDS's seconds - SDS PSNR (dB)", True),
+    ("compute_multiplier", "x compute (var x NFE)", False),
+    ("compute_multiplier_seconds", "x compute (var x s)", False),
+    ("psnr_equal_compute", "dPSNR at SDS's NFE (dB)", True),
+    ("psnr_equal_seconds", "dPSNR at SDS's seconds (dB)", True),
     ("nsr", "NSR (last probe)", False),
     ("psnr", "final PSNR (dB)", False),
-    ("nfe_per_step", "NFE / step (model)", False),
-    ("seconds_per_step", "s / step", False),
+    ("nfe_per_step", "NFE/step (model)", False),
+    ("seconds_per_step", "s/step", False),
 )
 DIGITS = {"nsr": 1, "nfe_per_step": 1, "seconds_per_step": 3}
 
@@ -86,7 +86,6 @@ def _sentence(label: str, ests: pd.DataFrame) -> str:
 def verdict_html(df: pd.DataFrame, infos: list[RunInfo], errors: list[str]) -> str:
     """<section id="verdict">: the table, one sentence per method and the two figures."""
     from analysis import verdict_plots
-    from analysis.report import _safe_figure
 
     manifests = {i.run_id: i.manifest for i in infos}
     estimates, cells = method_table(df, manifests)
@@ -98,8 +97,10 @@ def verdict_html(df: pd.DataFrame, infos: list[RunInfo], errors: list[str]) -> s
         "(Var x cost)_SDS / (Var x cost)_method per step (trace variance of the theta-gradient "
         "at the probe steps, step 0 left out): &gt; 1 reaches SDS's variance with less compute. "
         "PSNR at SDS's budget: the method's held-out PSNR interpolated at SDS's final "
-        "cumulative network evaluations (or seconds), minus SDS's final PSNR. Words: better / "
-        "worse / no difference at 95%. NFE / step: measured (registry cost model).</p>"
+        "cumulative network evaluations (or seconds), minus SDS's final PSNR. Words (from the "
+        "paired difference with SDS, or the multiplier's CI against 1): better / "
+        "worse / no difference at 95%. NFE/step: measured (registry cost model). Seconds "
+        "are wall-clock on the machine of the run (noisy on a shared machine).</p>"
     )
     parts.append(table_html(header, rows, text_columns=1))
     parts.append(
@@ -107,17 +108,19 @@ def verdict_html(df: pd.DataFrame, infos: list[RunInfo], errors: list[str]) -> s
     )
     parts.append("<div class='figrow'>")
     parts.append(
-        _safe_figure(
+        safe_figure(
             lambda: verdict_plots.plot_nsr_vs_step(df),
-            "NSR vs step, all prompts and seeds",
+            "NSR vs step: geometric mean over all prompts and seeds (mean of ln NSR), band: 95% "
+            "t CI; SSD's step-0 rows flagged mu-uninformed are left out.",
             "NSR vs step",
             errors,
         )
     )
     parts.append(
-        _safe_figure(
+        safe_figure(
             lambda: verdict_plots.plot_quality_vs_compute(df),
-            "Held-out PSNR vs cumulative network evaluations and seconds, all prompts and seeds",
+            "Held-out PSNR vs cumulative network evaluations and training seconds: mean over all "
+            "prompts and seeds at each checkpoint, band: 95% t CI; x: the cells' mean cost.",
             "quality vs compute",
             errors,
         )

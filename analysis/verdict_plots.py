@@ -78,18 +78,20 @@ def plot_nsr_vs_step(df: pd.DataFrame) -> Figure:
             part = rows[rows["label"] == label].assign(x=lambda r: r["step"].astype(float))
             _line(ax, part, label, "x", colors, marks, log=True)
         ax.set_yscale("log")
+        # plain tick labels (the report turns mathtext off, so no 10^{k} labels)
+        from matplotlib.ticker import FuncFormatter, LogLocator
+
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
         ax.set_xlabel("step")
         ax.set_ylabel("NSR = tr Var / ||mean||^2 (theta)")
-        ax.set_title("Noise-to-signal ratio (lower is less noisy)", fontsize=10)
-        ax.legend(fontsize=8, frameon=False)
-        fig.text(
-            0.5,
-            -0.02,
-            "geometric mean over prompts x seeds, band: 95% t CI (on ln NSR)",
-            ha="center",
-            fontsize=8,
-            color="0.35",
+        ax.set_title(
+            "Noise-to-signal ratio (lower is less noisy)\ngeometric mean over prompts x seeds, "
+            "band: 95% t CI",
+            fontsize=9,
         )
+        ax.legend(fontsize=8, frameon=False)
     return fig
 
 
@@ -115,15 +117,8 @@ def plot_quality_vs_compute(df: pd.DataFrame, metric: str = "psnr") -> Figure:
                 _line(ax, part.rename(columns={"lab": "label"}), label, x, colors, marks)
             ax.set_xlabel(name)
             ax.set_ylabel("held-out PSNR (dB)" if metric == "psnr" else metric)
-        axes[0].set_title("Quality vs compute: network evaluations", fontsize=10)
-        axes[1].set_title("Quality vs compute: wall-clock", fontsize=10)
+        band = "\nmean over prompts x seeds, band: 95% t CI"
+        axes[0].set_title("Quality vs network evaluations" + band, fontsize=9)
+        axes[1].set_title("Quality vs training wall-clock" + band, fontsize=9)
         axes[0].legend(fontsize=8, frameon=False)
-        fig.text(
-            0.5,
-            -0.02,
-            "mean over prompts x seeds at each checkpoint, band: 95% t CI; x: mean cumulative cost",
-            ha="center",
-            fontsize=8,
-            color="0.35",
-        )
     return fig
