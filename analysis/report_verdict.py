@@ -21,7 +21,7 @@ from analysis.html import esc, safe_figure, table_html
 from analysis.runs import RunInfo
 from analysis.stats import Estimate, format_estimate
 from analysis.summary import sort_labels
-from analysis.verdict import method_table
+from analysis.verdict import method_table, verdict_sentence
 
 #: (quantity, column title, show the paired difference with SDS instead of the mean)
 VERDICT_COLUMNS = (
@@ -65,22 +65,8 @@ def verdict_rows(estimates: pd.DataFrame, cells: pd.DataFrame):
                 text += f" ({int(e['n'])}/{len(mine)} reach SDS's budget)"
             row.append(text)
         rows.append(row)
-        sentences.append(_sentence(label, ests))
+        sentences.append(verdict_sentence(label, ests))
     return header, rows, sentences
-
-
-def _sentence(label: str, ests: pd.DataFrame) -> str:
-    m = ests.loc["compute_multiplier"]
-    if m["verdict"] == "reference":
-        return f"{label} is the reference (multiplier 1 by definition)."
-    q = ests.loc["psnr_equal_compute"]
-    mult = format_estimate(Estimate(m["mean"], m["lo"], m["hi"], int(m["n"])), 2)
-    dq = format_estimate(Estimate(q["diff"], q["diff_lo"], q["diff_hi"], int(q["n_pairs"])), 2)
-    return (
-        f"{label} vs SDS at equal compute: variance x NFE {m['verdict']} "
-        f"(multiplier {mult}); quality at SDS's network evaluations {q['verdict']} "
-        f"({dq} dB)."
-    )
 
 
 def verdict_html(df: pd.DataFrame, infos: list[RunInfo], errors: list[str]) -> str:

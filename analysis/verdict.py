@@ -54,7 +54,7 @@ class Quantity:
 
 
 QUANTITIES = (
-    Quantity("nsr", "var/all/nsr", "NSR"),
+    Quantity("nsr", "var/all/nsr", "NSR", 1),
     Quantity("log_var", "var/all/log_var", "log_var"),
     Quantity("update_log_var", "var/all/update_log_var", "upd log_var", 2, False, "lower"),
     Quantity("cv_gain", "var/all/cv_gain", "cv_gain", 2, False, "higher"),
@@ -197,10 +197,10 @@ def summary_frame(estimates: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
 
 def terminal_frame(estimates: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     """The per-method table the CLI prints: 'mean [lo, hi]' per TERMINAL quantity (NSR
-    first), plus the verdict of the multiplier and of PSNR at equal compute."""
+    first); ``frame.attrs['sentences']``: the verdict at equal compute in words, per method."""
     digits = {q.name: q.digits for q in QUANTITIES}
     headers = {q.name: q.header for q in QUANTITIES}
-    rows = {}
+    rows, sentences = {}, []
     for label in sort_labels(cells["label"]):
         mine = cells[cells["label"] == label]
         row = {"cells": f"{int((~mine['failed']).sum())}/{len(mine)} ok"}
@@ -208,22 +208,35 @@ def terminal_frame(estimates: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame
         for name in TERMINAL:
             e = ests.loc[name]
             text = format_estimate(Estimate(e["mean"], e["lo"], e["hi"], int(e["n"])), digits[name])
+            if name == "nfe_per_step":  # measured (cost model); the CI is in summary.csv
+                model = ests.loc["nfe_model_per_step", "mean"]
+                text = f"{e['mean']:.1f} (model {model:.1f})" if np.isfinite(model) else text
+            elif name == "seconds_per_step" and np.isfinite(e["mean"]):
+                text = f"{e['mean']:.3f}"
             if name == "psnr_equal_compute" and e["n"] < e["n_total"] and e["n"] < len(mine):
                 text += f" ({int(e['n'])}/{len(mine)} reach)"
             row[headers[name]] = text
-        words = [
-            f"{w}: {ests.loc[n, 'verdict']}"
-            for n, w in (("compute_multiplier", "var x NFE"), ("psnr_equal_compute", "PSNR @NFE"))
-        ]
-        row["vs SDS (95%)"] = (
-            "reference"
-            if ests.loc["compute_multiplier", "verdict"] == "reference"
-            else "; ".join(words)
-        )
         rows[label] = row
+        sentences.append(verdict_sentence(label, ests))
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "method"
+    frame.attrs["sentences"] = sentences  # the verdict in words, printed under the table
     return frame
+
+
+def verdict_sentence(label: str, ests: pd.DataFrame) -> str:
+    """One line in words: the method vs SDS at equal compute (ests: quantity-indexed rows)."""
+    m = ests.loc["compute_multiplier"]
+    if m["verdict"] == "reference":
+        return f"{label} is the reference (multiplier 1 by definition)."
+    q = ests.loc["psnr_equal_compute"]
+    mult = format_estimate(Estimate(m["mean"], m["lo"], m["hi"], int(m["n"])), 2)
+    dq = format_estimate(Estimate(q["diff"], q["diff_lo"], q["diff_hi"], int(q["n_pairs"])), 2)
+    return (
+        f"{label} vs SDS at equal compute: variance x NFE {m['verdict']} "
+        f"(multiplier {mult}); quality at SDS's network evaluations {q['verdict']} "
+        f"({dq} dB)."
+    )
 
 
 def load_manifests(run_dirs) -> dict[str, dict]:

@@ -139,6 +139,8 @@ class Reporter:
         for method, row in overview.iterrows():
             table.add_row(method, *[str(v) for v in row])
         self.console.print(table)
+        for sentence in overview.attrs.get("sentences", []):
+            self.console.print(sentence, markup=False, highlight=False)
 
 
 class RunInterrupted(KeyboardInterrupt):
