@@ -5,25 +5,26 @@ inline ``<style>`` block; no scripts, no network. Every piece of user-provided t
 (prompts, config values, command lines, failure reasons, paths) goes through
 ``html.escape``; matplotlib's mathtext is disabled for the same text in figures.
 
-Contents, in order: header (runs, manifest: versions, device, commit; config keys that
-differ between runs, or the key settings of a single run, and each full config folded),
-notes (missing metrics, thresholds), failed cells, summary tables (quality, gradient
-variance at fixed steps, convergence and throughput, paired differences vs SDS), the
-gradient-variance figures (theta and image space), convergence figures per eval metric,
-and render grids (method x checkpoint next to the true object, per run and prompt).
+Contents, in order: the title block; the Verdict (analysis/report_verdict.py: per method at
+equal compute with CIs and words, NSR vs step and quality vs compute over all prompts and
+seeds); notes; the turntables (folded); then, folded under one <details>: header (runs,
+manifest: versions, device, commit; config keys that differ between runs, or the key
+settings of a single run, and each full config folded), failed cells, summary tables
+(quality, gradient variance at fixed steps, convergence and throughput, paired differences
+vs SDS), the gradient-variance figures (theta and image space), convergence figures per eval
+metric, and render grids (method x checkpoint next to the true object, per run and prompt).
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
+from analysis.html import esc, frame_html, table_html
+from analysis.html import safe_figure as _safe_figure
 from analysis.load import load_results
 from analysis.runs import RunInfo, config_differences, flatten, load_run_info
 from analysis.summary import Summary, eval_metrics, summarize
@@ -67,65 +68,12 @@ figcaption { font-size: 0.85em; color: #555; }
 .meta { font-size: 0.85em; color: #555; }
 pre { background: #f6f6f6; padding: 8px; font-size: 0.8em; overflow-x: auto; }
 details { margin: 4px 0; }
+details > summary { cursor: pointer; font-weight: 600; margin: 12px 0; }
+.figrow { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
+figure.turntable img { image-rendering: pixelated; }
+ul.verdict li { margin: 2px 0; }
+#verdict td { white-space: normal; min-width: 6em; }
 """
-
-
-def esc(value: object) -> str:
-    """HTML-escaped text of any value (None -> empty)."""
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def table_html(
-    header: Sequence[object], rows: Iterable[Sequence[object]], text_columns: int = 1
-) -> str:
-    """A table with every cell escaped; the first ``text_columns`` columns left-aligned."""
-
-    def cell(tag: str, i: int, value: object) -> str:
-        cls = ' class="text"' if i < text_columns else ""
-        return f"<{tag}{cls}>{esc(value)}</{tag}>"
-
-    head = "".join(cell("th", i, h) for i, h in enumerate(header))
-    body = "".join(
-        "<tr>" + "".join(cell("td", i, v) for i, v in enumerate(row)) + "</tr>" for row in rows
-    )
-    return (
-        f"<div class='scroll'><table><thead><tr>{head}</tr></thead>"
-        f"<tbody>{body}</tbody></table></div>"
-    )
-
-
-def frame_html(frame: pd.DataFrame) -> str:
-    """A (multi-)indexed display DataFrame as an escaped table."""
-    if frame.empty:
-        return "<p class='meta'>(empty)</p>"
-    names = [n or "" for n in frame.index.names]
-    rows = []
-    for index, values in frame.iterrows():
-        index = index if isinstance(index, tuple) else (index,)
-        rows.append([*index, *("" if pd.isna(v) else v for v in values)])
-    return table_html([*names, *frame.columns], rows, text_columns=len(names))
-
-
-def figure_html(fig, caption: str, alt: str, colors: int | None = 256) -> str:
-    """<figure> with the PNG embedded as a data URI (``colors``: see plots.figure_png)."""
-    from analysis.plots import figure_png
-
-    data = base64.b64encode(figure_png(fig, colors=colors)).decode("ascii")
-    return (
-        f'<figure><img alt="{esc(alt)}" src="data:image/png;base64,{data}">'
-        f"<figcaption>{esc(caption)}</figcaption></figure>"
-    )
-
-
-def _safe_figure(make, caption: str, alt: str, errors: list[str], colors: int | None = 256) -> str:
-    """Build one figure; a failure becomes a visible note instead of losing the report."""
-    try:
-        fig = make()
-        return figure_html(fig, caption, alt, colors)
-    except Exception as exc:  # noqa: BLE001 - the rest of the report is still useful
-        errors.append(f"figure '{alt}' failed: {type(exc).__name__}: {exc}")
-        traceback.print_exc()
-        return f"<p class='fail'>{esc(errors[-1])}</p>"
 
 
 def _header(infos: list[RunInfo]) -> str:
@@ -374,21 +322,33 @@ def build_report_html(
     df = load_results([i.path for i in infos])
     errors: list[str] = []
     with matplotlib.rc_context({"text.usetex": False, "text.parse_math": False}):
+        from analysis.report_verdict import turntables_html, verdict_html
+
         summary = summarize(df, psnr_threshold=psnr_threshold)
         body = [
             f"<h1>{esc(title)}</h1>",
             f"<p class='meta'>Generated {esc(datetime.now(UTC).isoformat(timespec='seconds'))}"
             f" from {len(infos)} run(s): {esc(', '.join(str(i.path) for i in infos))}</p>",
-            _header(infos),
-            _config(infos),
+            verdict_html(df, infos, errors),
         ]
         notes = list(summary.notes)
-        body.append(_failures(infos, df))
-        body.append(_summary(summary))
-        body.append(_figures(df, infos, errors))
+        details = [
+            _header(infos),
+            _config(infos),
+            _failures(infos, df),
+            _summary(summary),
+            _figures(df, infos, errors),
+        ]
+        turntables = turntables_html(df, infos, errors)
+        body.append(turntables)
+        body.append(
+            '<details id="details"><summary>Details: runs, configuration, failed cells, '
+            "per-prompt tables, paired differences, variance and convergence figures per "
+            "prompt, render grids</summary>" + "\n".join(details) + "</details>"
+        )
     notes += errors
     if notes:
-        body.insert(2, "<h2>Notes</h2>" + "".join(f"<p class='note'>{esc(n)}</p>" for n in notes))
+        body.insert(3, "<h2>Notes</h2>" + "".join(f"<p class='note'>{esc(n)}</p>" for n in notes))
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>\n"

@@ -394,49 +394,13 @@ def summarize(
     return Summary(cells, table, paired, quantities, thresholds, notes)
 
 
-#: the per-method overview the CLI prints at the end of a run: (column, cell quantity, digits)
-OVERVIEW_COLUMNS = (
-    ("log_var", "log_var@last", 2),
-    ("NSR", "nsr@last", 2),
-    ("PSNR", "final psnr", 2),
-    ("CLIP", "final clip_score", 1),
-    ("calls to thr", "calls to psnr thr", 0),
-    ("steps/s", "steps/s", 1),
-)
+def method_overview(df: pd.DataFrame, manifests: dict[str, dict] | None = None) -> pd.DataFrame:
+    """The per-method table the CLI prints at the end of a run: one row per method, mean
+    [95% t CI] over its cells (prompts x seeds) of NSR (first), the update variance,
+    cv_gain, cos_ref, final PSNR, the compute multipliers vs SDS, PSNR at SDS's budget,
+    NFE and seconds per step, and the verdict at equal compute
+    (``analysis.verdict.terminal_frame``; the same numbers as summary.csv)."""
+    from analysis.verdict import method_table, terminal_frame
 
-
-def method_overview(
-    df: pd.DataFrame, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED
-) -> pd.DataFrame:
-    """One row per method: mean over all its cells (prompts x seeds) with a 95% t
-    CI over cells, for the OVERVIEW_COLUMNS; log_var / NSR (theta space, all randomness)
-    at the last measured step. Columns a run lacks (no probe, no CLIP scorer) are 'n/a';
-    'calls to thr' adds how many cells reached the PSNR threshold."""
-    df = add_labels(df)
-    steps = measured_steps(df)
-    cells, _, _ = cell_table(df, var_steps=steps[-1:] if steps else [])
-    if steps:
-        cells = cells.rename(
-            columns={f"log_var@{steps[-1]}": "log_var@last", f"nsr@{steps[-1]}": "nsr@last"}
-        )
-    rows = {}
-    for label in sort_labels(cells["label"]):
-        mine = cells[cells["label"] == label]
-        row = {"cells": f"{int((~mine['failed']).sum())}/{len(mine)} ok"}
-        for column, quantity, digits in OVERVIEW_COLUMNS:
-            if quantity == "calls to psnr thr" and "calls to q80" in mine:
-                column, quantity = "calls to q80", "calls to q80"
-            values = mine[quantity] if quantity in mine else pd.Series(dtype=float)
-            est = mean_ci(values.to_numpy(), n_boot=n_boot, seed=seed)
-            text = format_estimate(est, digits)
-            if quantity.startswith("calls to"):
-                text += f" ({est.n}/{len(mine)} reached)"
-            row[column] = text
-        rows[label] = row
-    overview = pd.DataFrame.from_dict(rows, orient="index")
-    overview.index.name = "method"
-    if steps:
-        overview = overview.rename(
-            columns={"log_var": f"log_var@{steps[-1]}", "NSR": f"NSR@{steps[-1]}"}
-        )
-    return overview
+    estimates, cells = method_table(df, manifests)
+    return terminal_frame(estimates, cells)

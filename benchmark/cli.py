@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from benchmark.cli_parser import build_parser
 from benchmark.inputs import check_fixture_targets, check_out_dir, unique_seeds
@@ -131,6 +132,9 @@ def cmd_report(args: argparse.Namespace, argv: list[str]) -> int:
     except OSError as exc:
         raise UserError(f"cannot write {args.out}: {exc.strerror or exc}") from None
     print(f"report: {out}")
+    from analysis.verdict import write_summary_csv
+
+    print(f"summary: {write_summary_csv(args.run_dirs, Path(out).with_name('summary.csv'))}")
     return EXIT_OK
 
 

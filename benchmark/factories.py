@@ -152,4 +152,6 @@ def build_estimator(name: str, config, prior, generator, device) -> GradientEsti
         tuple(shape),
         lambda: prior.geometry_estimator(depth_model),
     )
-    return spec.build(build)
+    from estimators.sampling import with_sampling_levers
+
+    return with_sampling_levers(spec.build(build), build.config)

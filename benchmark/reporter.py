@@ -106,16 +106,22 @@ class Reporter:
 
         from analysis.load import load_results
         from analysis.summary import method_overview
+        from analysis.verdict import load_manifests
 
         try:
-            overview = method_overview(load_results([run_dir]))
+            overview = method_overview(load_results([run_dir]), load_manifests([run_dir]))
         except (ValueError, KeyError, FileNotFoundError) as exc:
             self.console.print(f"(no per-method overview: {exc})")
             return
-        table = Table(title="per method: mean [95% CI] over prompts x seeds")
+        table = Table(
+            title="per method: mean [95% t CI] over prompts x seeds; theta-space variance at "
+            "the last probe step; x compute = (Var x cost)_SDS / (Var x cost)_method per step"
+        )
         table.add_column("method")
         for column in overview.columns:
             table.add_column(column, justify="right")
         for method, row in overview.iterrows():
             table.add_row(method, *[str(v) for v in row])
         self.console.print(table)
+        for sentence in overview.attrs.get("sentences", []):
+            self.console.print(sentence, markup=False, highlight=False)

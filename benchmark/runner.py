@@ -166,7 +166,7 @@ def _os_reason(exc: OSError) -> str:
     return f"{exc.strerror or exc}{where}"
 
 
-def _start_manifest(config, methods, prompts, argv, device, store) -> dict:
+def _start_manifest(config, methods, prompts, argv, device, store, prior) -> dict:
     return {
         "run_id": store.run_id,
         "command": argv if argv is not None else sys.argv,
@@ -180,6 +180,7 @@ def _start_manifest(config, methods, prompts, argv, device, store) -> dict:
         "methods": methods,
         "prompts": prompts,
         "seeds": config.seeds,
+        "cost_model": cost_model(config, methods, prior),
         "cells": [],
     }
 
@@ -195,7 +196,7 @@ def _run_locked(
     try:
         if resume is None:
             store.write_text("config.yaml", config_to_yaml(config))
-            manifest = _start_manifest(config, methods, prompts, argv, device, store)
+            manifest = _start_manifest(config, methods, prompts, argv, device, store, prior)
             results: list[CellResult] = []
         else:
             manifest, results = resume.manifest, list(resume.completed)
@@ -261,6 +262,7 @@ def _run_locked(
             f"stopped (manifest {marked}); once writable, continue with: "
             f"python -m benchmark resume {store.path}"
         )
+    write_run_summary(store.path, reporter.console)
     reporter.summary(results, store.path)
     if report:
         from analysis.report import write_run_report
@@ -289,6 +291,32 @@ def _close_run(store, manifest, status, results, write_error) -> bool:
             ok = False
     remove_stale_temp_files(store.path)
     return ok
+
+
+def cost_model(config: RunConfig, methods: list[str], prior) -> dict[str, dict]:
+    """The registry's network evaluations per step and image by kind (``nfe_per_step``),
+    times the batch size, per method: analysis compares them with the measured counters."""
+    from benchmark.factories import method_config
+    from estimators.registry import METHODS
+
+    batch = config.camera.batch_size
+    out = {}
+    for method in methods:
+        per_image = METHODS[method].nfe_per_step(method_config(config, method), prior)
+        per_step = {kind: count * batch for kind, count in per_image.items()}
+        out[method] = {"per_image": per_image, "batch_size": batch, "per_step": per_step}
+    return out
+
+
+def write_run_summary(run_dir: Path, console) -> Path | None:
+    """``run_dir/summary.csv`` (analysis.verdict); a failure is a warning, never a failed run."""
+    from analysis.verdict import write_summary_csv
+
+    try:
+        return write_summary_csv([run_dir], run_dir / "summary.csv")
+    except Exception as exc:  # noqa: BLE001 - the run's results are already safe on disk
+        console.print(f"warning: could not write summary.csv ({type(exc).__name__}: {exc})")
+        return None
 
 
 def _run_one_cell(

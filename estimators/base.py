@@ -69,14 +69,27 @@ class GuidanceConfig:
     t_max: float = 0.98
     t_max_final: float | None = None
     anneal_steps: int = 0
+    #: CARV's levers (estimators/sampling.py): K (t, eps) draws per render, averaged
+    noise_samples: int = 1
+    #: t from the proposal q(t) ~ w(t) sigma_t, weighted by (1/N) / q(t) (same mean)
+    t_importance: bool = False
+    #: the K draws' t stratified (one per stratum of the t distribution's CDF)
+    t_stratified: bool = False
 
     def __post_init__(self) -> None:
+        if self.noise_samples < 1:
+            raise ValueError(f"noise_samples must be >= 1, got {self.noise_samples}")
         if not 0.0 <= self.t_min <= self.t_max <= 1.0:
             raise ValueError(f"need 0 <= t_min <= t_max <= 1, got {self.t_min}, {self.t_max}")
         if self.t_max_final is not None and not self.t_min <= self.t_max_final <= 1.0:
             raise ValueError(f"t_max_final must lie in [t_min, 1], got {self.t_max_final}")
         if self.anneal_steps < 0:
             raise ValueError("anneal_steps must be >= 0")
+
+    @property
+    def uses_sampling_levers(self) -> bool:
+        """True when any CARV lever is on (the estimator is wrapped in ``SampledEstimator``)."""
+        return self.noise_samples > 1 or self.t_importance or self.t_stratified
 
     @property
     def timesteps(self) -> TimestepSchedule:

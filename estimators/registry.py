@@ -9,7 +9,8 @@ README's developer checklist).
 The cost model ``nfe_per_step(section, prior)`` gives the network evaluations one training
 step spends per rendered image, by kind: ``prior`` (the diffusion network, each CFG branch
 counts), ``phi`` (VSD's eps_phi) and ``depth`` (SSD's depth/normal model). A test checks it
-against the counters of real steps.
+against the counters of real steps. With ``noise_samples`` = K (estimators/sampling.py) the
+evaluations inside ``grad`` are paid K times per image, those in ``update`` once.
 
 >>> list(METHODS)
 ['sds', 'vsd', 'ssd', 'csd', 'nfsd', 'ism', 'sdi', 'asd', 'cds', 'esd', 'bridge']
@@ -89,7 +90,7 @@ def _build_sds(b: MethodBuild) -> GradientEstimator:
 
 
 def _sds_cost(config: SDSConfig, prior) -> dict[str, int]:
-    return _cost(prior=cfg_branches(config))
+    return _cost(prior=cfg_branches(config) * config.noise_samples)
 
 
 def _residual_eps_phi(b: MethodBuild):
@@ -124,11 +125,11 @@ def _vsd_cost(config: VSDConfig, prior) -> dict[str, int]:
     eps_phi training forwards. The world's residual eps_phi (prior + delta) also calls the
     conditional prior: once in grad when CFG is on (else it reuses eps_hat) and once per
     update."""
+    k, updates = config.noise_samples, config.updates_per_step
     if prior is not None and prior.eps_phi_kind == "lora":
-        return _cost(prior=cfg_branches(config), phi=1 + config.updates_per_step)
+        return _cost(prior=k * cfg_branches(config), phi=k + updates)
     guided = needs_unconditional(config.guidance_scale, config.cfg_mode)
-    residual_calls = int(guided) + config.updates_per_step
-    return _cost(prior=cfg_branches(config) + residual_calls, phi=1 + config.updates_per_step)
+    return _cost(prior=k * (cfg_branches(config) + int(guided)) + updates, phi=k + updates)
 
 
 def _build_ssd(b: MethodBuild) -> GradientEstimator:
@@ -139,7 +140,8 @@ def _build_ssd(b: MethodBuild) -> GradientEstimator:
 
 
 def _ssd_cost(config: SSDConfig, prior) -> dict[str, int]:
-    return _cost(prior=cfg_branches(config), depth=int(config.baseline != "constant"))
+    k = config.noise_samples
+    return _cost(prior=k * cfg_branches(config), depth=k * int(config.baseline != "constant"))
 
 
 # ---------------------------------------------------- the score-distillation family (issue 19)

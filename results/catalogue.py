@@ -68,6 +68,7 @@ CATALOGUE: tuple[MetricInfo, ...] = (
     MetricInfo("mu_std", "SSD mu (std)", "diagnostic"),
     MetricInfo("phi_loss", "VSD eps_phi loss", "diagnostic"),
     MetricInfo("phi_residual_norm", "VSD eps_phi residual norm", "diagnostic"),
+    MetricInfo("is_weight_mean", "mean importance weight of t (sampling levers)", "diagnostic"),
     # the gradient-variance probe (benchmark/variance)
     MetricInfo("var/seconds", "probe seconds", "machine"),
     MetricInfo("var/n_evals", "probe network evaluations", "cost"),
@@ -106,6 +107,24 @@ CATALOGUE: tuple[MetricInfo, ...] = (
     MetricInfo(_V + "rel_err_ref", "relative error of the mean", "variance", "lower"),
 )
 
+#: quantities analysis derives per method (summary.csv, analysis/verdict.py); never logged
+DERIVED: tuple[MetricInfo, ...] = (
+    MetricInfo(
+        "compute_multiplier", "compute multiplier vs SDS (variance x NFE)", "cost", "higher"
+    ),
+    MetricInfo(
+        "compute_multiplier_seconds",
+        "compute multiplier vs SDS (variance x seconds)",
+        "cost",
+        "higher",
+    ),
+    MetricInfo("psnr_equal_compute", "PSNR at SDS's network evaluations (dB)", "quality", "higher"),
+    MetricInfo("psnr_equal_seconds", "PSNR at SDS's training seconds (dB)", "quality", "higher"),
+    MetricInfo("nfe_per_step", "network evaluations per step (measured)", "cost", "lower"),
+    MetricInfo("nfe_model_per_step", "network evaluations per step (cost model)", "cost", "lower"),
+    MetricInfo("seconds_per_step", "training seconds per step", "machine", "lower"),
+)
+
 _PLACEHOLDER = re.compile(r"<[a-z]>")
 
 
@@ -116,7 +135,7 @@ def _pattern(name: str) -> re.Pattern:
 
 @lru_cache(maxsize=1)
 def _compiled() -> tuple[tuple[re.Pattern, MetricInfo], ...]:
-    return tuple((_pattern(info.name), info) for info in CATALOGUE)
+    return tuple((_pattern(info.name), info) for info in (*CATALOGUE, *DERIVED))
 
 
 def lookup(metric: str) -> MetricInfo | None:

@@ -37,6 +37,10 @@ CASES = [
     ("cds", []),
     ("esd", []),
     ("bridge", []),  # before its switch step
+    # CARV's levers (estimators/sampling.py): K draws per render
+    ("sds", ["sds.noise_samples=3", "sds.t_importance=true"]),
+    ("vsd", ["vsd.noise_samples=2", "vsd.guidance_scale=7.5"]),
+    ("ssd", ["ssd.noise_samples=2", "ssd.t_stratified=true"]),
 ]
 #: methods whose cost depends on t: the model gives the worst case (checked as a bound)
 T_DEPENDENT = {"sdi"}

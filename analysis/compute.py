@@ -1,0 +1,255 @@
+"""Equal compute (DESIGN.md section 4, CARV): cost per step, variance x cost, quality at
+SDS's budget. Per cell (run, method, prompt, seed), from the long-format results:
+
+    nfe_<kind>/step     network evaluations per step by kind (prior: ``n_evals``, phi:
+                        ``n_evals_phi``, depth: ``n_evals_depth``), the slope of the
+                        cumulative counter between its first and last logged step
+    nfe/step            their sum;  nfe_model/step  the registry's cost model recorded in the
+                        manifest (``cost_model``), so measured and model can be compared
+    seconds/step        train_seconds at the last step / last step
+
+and against the SDS cell of the same (prompt, seed) (common random numbers):
+
+    compute_multiplier  (Var_SDS c_SDS) / (Var_m c_m) per step, c = nfe/step, Var the trace
+                        variance of the theta-gradient (probe variant ``all``); computed as
+                        exp of the mean over the probe steps both cells have (step 0 and rows
+                        flagged ``var/mu_uninformed`` left out) of
+                        ln Var_SDS + ln c_SDS - ln Var_m - ln c_m.
+                        > 1: the method reaches SDS's variance with less compute. SDS = 1.
+    compute_multiplier_seconds   the same with c = seconds/step
+    psnr_equal_compute  the method's PSNR at SDS's final cumulative NFE, linearly interpolated
+                        along its PSNR-vs-cumulative-NFE curve (eval checkpoints; 0 at step 0);
+                        NaN when the method never spends that budget
+    psnr_equal_seconds  the same against cumulative training seconds
+
+The per-method CI of a multiplier is exp of the t CI (``analysis.stats.mean_ci``) of the
+per-cell log multipliers over replicates (prompts x seeds).
+
+>>> curve = pd.DataFrame({"x": [0.0, 100.0, 200.0], "value": [10.0, 14.0, 16.0]})
+>>> float(value_at_budget(curve, 150.0)), bool(np.isnan(value_at_budget(curve, 250.0)))
+(15.0, True)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis.summary import CELL, REFERENCE, add_labels
+
+COST_COUNTERS = {"prior": "n_evals", "phi": "n_evals_phi", "depth": "n_evals_depth"}
+VAR_METRIC = "var/all/var_trace"
+FLAG_METRIC = "var/mu_uninformed"
+
+
+def _series(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """CELL + step + value of one metric, last row per (cell, step), sorted by step."""
+    rows = df.loc[df["metric"] == metric, [*CELL, "step", "value"]]
+    return rows.groupby([*CELL, "step"], as_index=False)["value"].last().sort_values("step")
+
+
+def _slope(rows: pd.DataFrame) -> float:
+    """Per-step rate of a cumulative counter (rows of one cell: step, value)."""
+    rows = rows[rows["step"] > 0]
+    if rows.empty:
+        return np.nan
+    first, last = rows.iloc[0], rows.iloc[-1]
+    if last["step"] == first["step"]:
+        return float(last["value"]) / float(last["step"])
+    return float(last["value"] - first["value"]) / float(last["step"] - first["step"])
+
+
+def model_cost(manifest: dict, method: str) -> float:
+    """The registry's network evaluations per step of ``method`` from a run manifest
+    (``cost_model[method]['per_step']``, summed over kinds), NaN when not recorded."""
+    base = method.split("+")[0]  # lever_table's 'sds+k4' is the run's 'sds'
+    per_step = (manifest.get("cost_model") or {}).get(base, {}).get("per_step")
+    return float(sum(per_step.values())) if per_step else np.nan
+
+
+def cost_table(df: pd.DataFrame, manifests: dict[str, dict] | None = None) -> pd.DataFrame:
+    """One row per cell (CELL index): nfe_<kind>/step, nfe/step, nfe_model/step,
+    seconds/step (module docstring)."""
+    cells = df.groupby(CELL).size().index
+    out = pd.DataFrame(index=cells)
+    total = pd.Series(0.0, index=cells)
+    for kind, metric in COST_COUNTERS.items():
+        rates = _series(df, metric).groupby(CELL)[["step", "value"]].apply(_slope)
+        rate = rates.reindex(cells).fillna(0.0) if len(rates) else pd.Series(0.0, index=cells)
+        out[f"nfe_{kind}/step"] = rate
+        total = total + rate
+    out["nfe/step"] = total
+    manifests = manifests or {}
+    out["nfe_model/step"] = [
+        model_cost(manifests.get(run, {}), method) for run, method, *_ in cells
+    ]
+    seconds = _series(df, "train_seconds").groupby(CELL).last()
+    out["seconds/step"] = (
+        (seconds["value"] / seconds["step"]).reindex(cells) if len(seconds) else np.nan
+    )
+    return out
+
+
+def cumulative_cost(df: pd.DataFrame) -> pd.DataFrame:
+    """CELL + step + nfe (cumulative, all kinds) + seconds (cumulative train_seconds)."""
+    parts = []
+    for metric in [*COST_COUNTERS.values(), "train_seconds"]:
+        part = _series(df, metric).rename(columns={"value": metric})
+        if len(part):
+            parts.append(part.set_index([*CELL, "step"]))
+    if not parts:
+        return pd.DataFrame(columns=[*CELL, "step", "nfe", "seconds"])
+    wide = pd.concat(parts, axis=1).sort_index()
+    # counters not logged at a step (e.g. before a method's first depth call) carry forward
+    wide = wide.groupby(level=list(range(len(CELL)))).ffill().fillna(0.0)
+    counters = [c for c in COST_COUNTERS.values() if c in wide]
+    out = pd.DataFrame(
+        {
+            "nfe": wide[counters].sum(axis=1),
+            "seconds": wide["train_seconds"] if "train_seconds" in wide else np.nan,
+        }
+    )
+    return out.reset_index()
+
+
+def quality_curve(df: pd.DataFrame, metric: str = "psnr") -> pd.DataFrame:
+    """CELL + label + step + value (``metric`` at eval checkpoints) + nfe + seconds
+    (cumulative cost at that step; 0 at step 0)."""
+    df = df if "label" in df.columns else add_labels(df)
+    rows = df.loc[df["metric"] == metric, [*CELL, "label", "step", "value"]]
+    rows = rows.groupby([*CELL, "label", "step"], as_index=False)["value"].last()
+    merged = rows.merge(cumulative_cost(df), on=[*CELL, "step"], how="left")
+    merged.loc[merged["step"] == 0, ["nfe", "seconds"]] = 0.0
+    return merged.sort_values("step")
+
+
+def value_at_budget(curve: pd.DataFrame, budget: float, x: str = "x") -> float:
+    """``value`` of a monotone cost curve (columns x, value) linearly interpolated at
+    ``budget``; NaN when the curve never reaches the budget (or it is not finite)."""
+    curve = curve[np.isfinite(curve[x]) & np.isfinite(curve["value"])].sort_values(x)
+    if curve.empty or not np.isfinite(budget) or budget > float(curve[x].iloc[-1]) + 1e-9:
+        return np.nan
+    return float(np.interp(budget, curve[x].to_numpy(float), curve["value"].to_numpy(float)))
+
+
+def _log_var(df: pd.DataFrame) -> pd.DataFrame:
+    """CELL + step + ln var_trace at probe steps > 0, rows flagged mu-uninformed dropped."""
+    rows = _series(df, VAR_METRIC)
+    rows = rows[rows["step"] > 0]
+    flags = _series(df, FLAG_METRIC)
+    if len(flags):
+        flagged = flags[flags["value"] > 0][[*CELL, "step"]].assign(flag=True)
+        rows = rows.merge(flagged, on=[*CELL, "step"], how="left")
+        rows = rows[rows["flag"].isna()].drop(columns="flag")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return rows.assign(value=np.log(rows["value"].to_numpy(float)))
+
+
+def reference_pairs(cells: pd.DataFrame, reference: str = REFERENCE) -> dict[str, str]:
+    """label -> the SDS label it is paired with (same run, else the only SDS in the data)."""
+    from analysis.summary import _references
+
+    pairs, _ = _references(cells, reference)
+    for label in cells.loc[cells["method"] == reference, "label"].unique():
+        pairs[label] = label
+    return pairs
+
+
+def equal_compute_table(
+    df: pd.DataFrame, manifests: dict[str, dict] | None = None, reference: str = REFERENCE
+) -> pd.DataFrame:
+    """One row per cell: CELL + label + cost_table columns + log_multiplier (NFE),
+    log_multiplier_seconds, psnr_equal_compute, psnr_equal_seconds, budget_nfe, budget_seconds
+    (SDS's final cumulative NFE / seconds) and ref_psnr (the paired SDS cell's final PSNR)."""
+    df = df if "label" in df.columns else add_labels(df)
+    cost = cost_table(df, manifests)
+    labels = df.groupby(CELL)["label"].first()
+    cells = cost.assign(label=labels).reset_index()
+    pairs = reference_pairs(cells, reference)
+    log_var = _log_var(df)
+    curves = quality_curve(df, "psnr")
+    by_cell = {key: rows for key, rows in curves.groupby(CELL)}
+    var_by_cell = {key: rows.set_index("step")["value"] for key, rows in log_var.groupby(CELL)}
+    index = {(lab, p, s): key for key, lab, p, s in _keys(cells)}
+    out = []
+    for row in cells.itertuples(index=False):
+        key = tuple(getattr(row, c) for c in CELL)
+        record = {c: getattr(row, c) for c in [*CELL, "label"]}
+        ref_key = index.get((pairs.get(row.label), row.prompt, row.seed))
+        record.update(_versus(key, ref_key, cost, var_by_cell, by_cell))
+        out.append(record)
+    table = pd.DataFrame(out)
+    return table.merge(cost.reset_index(), on=CELL, how="left") if len(table) else table
+
+
+def _keys(cells: pd.DataFrame):
+    for row in cells.itertuples(index=False):
+        yield tuple(getattr(row, c) for c in CELL), row.label, row.prompt, row.seed
+
+
+def _versus(key, ref_key, cost, var_by_cell, curves) -> dict[str, float]:
+    nan = dict.fromkeys(
+        (
+            "log_multiplier",
+            "log_multiplier_seconds",
+            "psnr_equal_compute",
+            "psnr_equal_seconds",
+            "budget_nfe",
+            "budget_seconds",
+            "ref_psnr",
+        ),
+        np.nan,
+    )
+    if ref_key is None:
+        return nan
+    out = dict(nan)
+    mine, ref = var_by_cell.get(key), var_by_cell.get(ref_key)
+    if mine is not None and ref is not None:
+        common = mine.index.intersection(ref.index)
+        diff = (ref[common] - mine[common]).to_numpy(float)
+        diff = diff[np.isfinite(diff)]
+        if diff.size:
+            d = float(diff.mean())
+            for name, column in (
+                ("log_multiplier", "nfe/step"),
+                ("log_multiplier_seconds", "seconds/step"),
+            ):
+                c_ref, c_me = float(cost.loc[ref_key, column]), float(cost.loc[key, column])
+                if c_ref > 0 and c_me > 0:
+                    out[name] = d + np.log(c_ref) - np.log(c_me)
+    curve, ref_curve = curves.get(key), curves.get(ref_key)
+    if curve is not None and ref_curve is not None and len(ref_curve):
+        last = ref_curve.iloc[-1]
+        out["ref_psnr"] = float(last["value"])
+        for name, x, budget in (
+            ("psnr_equal_compute", "nfe", "budget_nfe"),
+            ("psnr_equal_seconds", "seconds", "budget_seconds"),
+        ):
+            out[budget] = float(last[x])
+            out[name] = value_at_budget(curve, float(last[x]), x)
+    return out
+
+
+def lever_table(base: pd.DataFrame, levers: dict[str, pd.DataFrame], manifests=None):
+    """Compute multipliers of lever runs against the base run's SDS: each lever run's method
+    m is renamed ``m+<lever>`` and paired with the base SDS cell of the same prompt and seed.
+    Returns (per-cell equal_compute_table, per-label mean/lo/hi of exp(log multipliers))."""
+    from analysis.stats import mean_ci
+
+    frames = [base]
+    for name, df in levers.items():
+        frames.append(df.assign(method=df["method"] + "+" + name))
+    cells = equal_compute_table(add_labels(pd.concat(frames, ignore_index=True)), manifests)
+    rows = []
+    for label, part in cells.groupby("label", sort=False):
+        row = {"label": label, "cells": len(part)}
+        for column in ("log_multiplier", "log_multiplier_seconds"):
+            est = mean_ci(part[column].to_numpy(float))
+            name = column.replace("log_multiplier", "compute_multiplier")
+            row.update(
+                {name: np.exp(est.mean), f"{name}_lo": np.exp(est.lo), f"{name}_hi": np.exp(est.hi)}
+            )
+        row["nfe/step"] = float(part["nfe/step"].mean())
+        row["seconds/step"] = float(part["seconds/step"].mean())
+        rows.append(row)
+    return cells, pd.DataFrame(rows)

@@ -1,0 +1,68 @@
+"""Escaped HTML building blocks of the report: text, tables, embedded figures."""
+
+from __future__ import annotations
+
+import base64
+import html
+import traceback
+from collections.abc import Iterable, Sequence
+
+import pandas as pd
+
+
+def esc(value: object) -> str:
+    """HTML-escaped text of any value (None -> empty)."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def table_html(
+    header: Sequence[object], rows: Iterable[Sequence[object]], text_columns: int = 1
+) -> str:
+    """A table with every cell escaped; the first ``text_columns`` columns left-aligned."""
+
+    def cell(tag: str, i: int, value: object) -> str:
+        cls = ' class="text"' if i < text_columns else ""
+        return f"<{tag}{cls}>{esc(value)}</{tag}>"
+
+    head = "".join(cell("th", i, h) for i, h in enumerate(header))
+    body = "".join(
+        "<tr>" + "".join(cell("td", i, v) for i, v in enumerate(row)) + "</tr>" for row in rows
+    )
+    return (
+        f"<div class='scroll'><table><thead><tr>{head}</tr></thead>"
+        f"<tbody>{body}</tbody></table></div>"
+    )
+
+
+def frame_html(frame: pd.DataFrame) -> str:
+    """A (multi-)indexed display DataFrame as an escaped table."""
+    if frame.empty:
+        return "<p class='meta'>(empty)</p>"
+    names = [n or "" for n in frame.index.names]
+    rows = []
+    for index, values in frame.iterrows():
+        index = index if isinstance(index, tuple) else (index,)
+        rows.append([*index, *("" if pd.isna(v) else v for v in values)])
+    return table_html([*names, *frame.columns], rows, text_columns=len(names))
+
+
+def figure_html(fig, caption: str, alt: str, colors: int | None = 256) -> str:
+    """<figure> with the PNG embedded as a data URI (``colors``: see plots.figure_png)."""
+    from analysis.plots import figure_png
+
+    data = base64.b64encode(figure_png(fig, colors=colors)).decode("ascii")
+    return (
+        f'<figure><img alt="{esc(alt)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{esc(caption)}</figcaption></figure>"
+    )
+
+
+def safe_figure(make, caption: str, alt: str, errors: list[str], colors: int | None = 256) -> str:
+    """Build one figure; a failure becomes a visible note instead of losing the report."""
+    try:
+        fig = make()
+        return figure_html(fig, caption, alt, colors)
+    except Exception as exc:  # noqa: BLE001 - the rest of the report is still useful
+        errors.append(f"figure '{alt}' failed: {type(exc).__name__}: {exc}")
+        traceback.print_exc()
+        return f"<p class='fail'>{esc(errors[-1])}</p>"

@@ -1,0 +1,124 @@
+"""The verdict's two figures, aggregated over prompts and seeds (every cell a replicate):
+
+    plot_nsr_vs_step(df)          noise-to-signal ratio (theta, variant ``all``) vs step: the
+                                  geometric mean over cells (mean of ln NSR) with a 95% t band
+    plot_quality_vs_compute(df)   held-out PSNR vs cumulative network evaluations and vs
+                                  training seconds: mean over cells with a 95% t band, x the
+                                  mean cumulative cost of the cells at that checkpoint
+
+Both return a matplotlib Figure built without pyplot, with a legend.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from analysis.compute import quality_curve
+from analysis.plots import _style, markers, message_figure, palette
+from analysis.stats import mean_ci
+from analysis.summary import add_labels, sort_labels
+
+
+def _aggregate(rows: pd.DataFrame, x: str, log: bool = False):
+    """Per step: mean x, mean value and t CI over cells (of ln value when ``log``)."""
+    out = []
+    for _step, part in rows.groupby("step"):
+        values = part["value"].to_numpy(float)
+        if log:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                values = np.log(values)
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            continue
+        est = mean_ci(values)
+        stats = [est.mean, est.lo, est.hi]
+        if log:
+            stats = [float(np.exp(v)) for v in stats]
+        out.append((float(part[x].mean()), *stats))
+    return np.asarray(out, dtype=float).reshape(-1, 4).T
+
+
+def _line(ax, rows, label, x, colors, marks, log=False):
+    xs, mean, lo, hi = _aggregate(rows, x, log)
+    n = rows.groupby(["run_id", "prompt", "seed"]).ngroups
+    ax.plot(
+        xs,
+        mean,
+        marker=marks[label],
+        ms=4,
+        mfc="none",
+        color=colors[label],
+        label=f"{label} ({n} cells)",
+    )
+    ax.fill_between(xs, lo, hi, color=colors[label], alpha=0.2, lw=0)
+
+
+def plot_nsr_vs_step(df: pd.DataFrame) -> Figure:
+    """NSR vs step per method (module docstring); step-0 rows flagged mu-uninformed dropped."""
+    df = add_labels(df)
+    rows = df[df["metric"] == "var/all/nsr"][
+        ["run_id", "method", "prompt", "seed", "label", "step", "value"]
+    ]
+    flags = df[(df["metric"] == "var/mu_uninformed") & (df["value"] > 0)]
+    if len(flags):
+        key = ["run_id", "method", "prompt", "seed", "step"]
+        flagged = flags[key].assign(flag=True)
+        rows = rows.merge(flagged, on=key, how="left")
+        rows = rows[rows["flag"].isna()]
+    if rows.empty:
+        return message_figure("No noise-to-signal ratios (var/all/nsr): the probe was off.")
+    colors = palette(rows["label"].unique())
+    marks = markers(colors)
+    with _style():
+        fig = Figure(figsize=(5.6, 3.6), layout="constrained")
+        ax = fig.subplots()
+        for label in sort_labels(rows["label"].unique()):
+            part = rows[rows["label"] == label].assign(x=lambda r: r["step"].astype(float))
+            _line(ax, part, label, "x", colors, marks, log=True)
+        ax.set_yscale("log")
+        # plain tick labels (the report turns mathtext off, so no 10^{k} labels)
+        from matplotlib.ticker import FuncFormatter, LogLocator
+
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+        ax.set_xlabel("step")
+        ax.set_ylabel("NSR = tr Var / ||mean||^2 (theta)")
+        ax.set_title(
+            "Noise-to-signal ratio (lower is less noisy)\ngeometric mean over prompts x seeds, "
+            "band: 95% t CI",
+            fontsize=9,
+        )
+        ax.legend(fontsize=8, frameon=False)
+    return fig
+
+
+def plot_quality_vs_compute(df: pd.DataFrame, metric: str = "psnr") -> Figure:
+    """``metric`` vs cumulative NFE and vs training seconds per method (module docstring)."""
+    df = add_labels(df)
+    curve = quality_curve(df, metric)
+    if curve.empty:
+        return message_figure(f"No '{metric}' values in these runs.")
+    colors = palette(curve["label"].unique())
+    marks = markers(colors)
+    with _style():
+        fig = Figure(figsize=(10.0, 3.6), layout="constrained")
+        axes = fig.subplots(1, 2)
+        for ax, x, name in zip(
+            axes,
+            ("nfe", "seconds"),
+            ("network evaluations (cumulative)", "training seconds (cumulative)"),
+            strict=True,
+        ):
+            for label in sort_labels(curve["label"].unique()):
+                part = curve[curve["label"] == label].rename(columns={"label": "lab"})
+                _line(ax, part.rename(columns={"lab": "label"}), label, x, colors, marks)
+            ax.set_xlabel(name)
+            ax.set_ylabel("held-out PSNR (dB)" if metric == "psnr" else metric)
+        band = "\nmean over prompts x seeds, band: 95% t CI"
+        axes[0].set_title("Quality vs network evaluations" + band, fontsize=9)
+        axes[1].set_title("Quality vs training wall-clock" + band, fontsize=9)
+        axes[0].legend(fontsize=8, frameon=False)
+    return fig

@@ -1,0 +1,120 @@
+"""Equal compute and the verdict (analysis/compute.py, analysis/verdict.py) on synthetic
+long-format results whose multipliers and equal-compute PSNRs are known exactly."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.compute import cost_table, equal_compute_table, value_at_budget
+from analysis.stats import Estimate
+from analysis.verdict import method_table, summary_frame, terminal_frame, verdict_word
+
+SEEDS = (0, 1, 2, 3)
+
+
+def _cell(method, seed, nfe, depth, seconds, var, psnr_slope, flag0=False):
+    """Rows of one cell: 100 steps, eval every 50, probe at 0/50/100."""
+    rows = []
+    jitter = 1.0 + 0.01 * seed
+
+    def add(step, metric, value):
+        rows.append(("r", method, "a snowman", seed, step, metric, float(value)))
+
+    for step in range(1, 101):
+        add(step, "n_evals", nfe * step)
+        if depth:
+            add(step, "n_evals_depth", depth * step)
+        add(step, "train_seconds", seconds * step)
+    for step in (0, 50, 100):
+        add(step, "psnr", 10 + psnr_slope * step * jitter)
+        add(step, "var/all/var_trace", var * jitter * (3.0 if step == 0 else 1.0))
+        add(step, "var/all/nsr", var * 2)
+        add(step, "var/all/log_var", math.log(var))
+        if flag0 and step == 0:
+            add(step, "var/mu_uninformed", 1.0)
+    return rows
+
+
+def _results(ssd_var=1.0):
+    rows = []
+    for seed in SEEDS:
+        rows += _cell("sds", seed, nfe=1, depth=0, seconds=0.1, var=4.0, psnr_slope=0.1)
+        rows += _cell("ssd", seed, 1, 1, 0.2, ssd_var, psnr_slope=0.2, flag0=True)
+    return pd.DataFrame(
+        rows, columns=["run_id", "method", "prompt", "seed", "step", "metric", "value"]
+    )
+
+
+MANIFESTS = {
+    "r": {
+        "cost_model": {
+            "sds": {"per_step": {"prior": 1}},
+            "ssd": {"per_step": {"prior": 1, "depth": 1}},
+        }
+    }
+}
+
+
+def test_cost_per_step_by_kind_and_the_model():
+    cost = cost_table(_results(), MANIFESTS)
+    ssd = cost.xs("ssd", level="method").iloc[0]
+    assert ssd["nfe_prior/step"] == 1 and ssd["nfe_depth/step"] == 1 and ssd["nfe/step"] == 2
+    assert ssd["nfe_model/step"] == 2 and ssd["seconds/step"] == pytest.approx(0.2)
+
+
+def test_multiplier_and_psnr_at_equal_compute_are_exact():
+    """Var 4 vs 1 at twice the cost per step: multiplier 4 / 2 = 2 (NFE and seconds); SSD
+    reaches SDS's 100 NFE at step 50: PSNR 10 + 0.2 * 50 (x the seed's jitter)."""
+    table = equal_compute_table(_results(), MANIFESTS).set_index(["method", "seed"])
+    for seed in SEEDS:
+        assert table.loc[("ssd", seed), "log_multiplier"] == pytest.approx(math.log(2))
+        assert table.loc[("ssd", seed), "log_multiplier_seconds"] == pytest.approx(math.log(2))
+        assert table.loc[("sds", seed), "log_multiplier"] == pytest.approx(0.0)
+        jitter = 1.0 + 0.01 * seed
+        assert table.loc[("ssd", seed), "psnr_equal_compute"] == pytest.approx(10 + 10 * jitter)
+        assert table.loc[("ssd", seed), "ref_psnr"] == pytest.approx(10 + 10 * jitter)
+
+
+def test_value_at_budget_interpolates_and_says_never_reached():
+    curve = pd.DataFrame({"x": [0.0, 10.0, 30.0], "value": [1.0, 2.0, 4.0]})
+    assert value_at_budget(curve, 20.0) == 3.0
+    assert np.isnan(value_at_budget(curve, 31.0))
+
+
+def test_words_follow_the_better_direction():
+    assert verdict_word(Estimate(-1, -2, -0.5, 4), "lower") == "better"
+    assert verdict_word(Estimate(-1, -2, -0.5, 4), "higher") == "worse"
+    assert verdict_word(Estimate(0.1, -2, 0.5, 4), "higher") == "no difference at 95%"
+    assert verdict_word(Estimate(1.2, 1.1, 1.3, 4), "higher", null=1.0) == "better"
+
+
+def test_method_table_summary_csv_and_terminal():
+    estimates, cells = method_table(_results(ssd_var=8.0), MANIFESTS)
+    frame = summary_frame(estimates, cells).set_index("method")
+    # var 4 vs 8 at twice the cost: multiplier 0.25, a CI of width 0 (same for every seed)
+    assert frame.loc["ssd", "compute_multiplier"] == pytest.approx(0.25)
+    assert frame.loc["ssd", "compute_multiplier_verdict"] == "worse"  # CI [0.25, 0.25]
+    assert frame.loc["sds", "compute_multiplier_verdict"] == "reference"
+    assert frame.loc["ssd", "nsr_verdict"] == "worse"  # 16 vs 8 on every pair
+    assert frame.loc["ssd", "psnr_vs_sds"] > 0 and frame.loc["ssd", "psnr_verdict"] == "better"
+    assert frame.loc["ssd", "cells"] == 4 and np.isnan(frame.loc["ssd", "cv_gain"])
+    terminal = terminal_frame(estimates, cells)
+    assert list(terminal.columns)[:2] == ["cells", "NSR"]
+
+
+def test_lever_runs_are_paired_with_the_base_sds():
+    """A lever run whose SDS has variance 1 at the same cost: multiplier 4 against the base."""
+    from analysis.compute import lever_table
+
+    base = _results()
+    lever = base[base["method"] == "sds"].copy()
+    lever.loc[lever["metric"] == "var/all/var_trace", "value"] /= 4.0
+    lever["run_id"] = "lever"
+    _, table = lever_table(base, {"k4": lever})
+    row = table.set_index("label").loc["sds+k4"]
+    assert row["compute_multiplier"] == pytest.approx(4.0)
+    assert row["compute_multiplier_seconds"] == pytest.approx(4.0)
