@@ -33,6 +33,7 @@ __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
+    # not core.lazy: analysis imports only results/ (tests/test_layering.py)
     if name in _EXPORTS:
         return getattr(import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'analysis' has no attribute {name!r}")

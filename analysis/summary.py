@@ -18,9 +18,15 @@ every method other than SDS the paired difference (method - SDS) over the seeds 
 with a t CI over those pairs. Pairing is within a run (same streams, same config);
 a run without SDS is paired with the only SDS in the data, if there is exactly one.
 
-The PSNR threshold is ``psnr_threshold`` (dB) when given; by default it is per prompt:
-the mean initial PSNR plus 75% of the gain of the best method's mean final PSNR, i.e. "time
-to 75% of the best improvement", recorded in ``Summary.thresholds``.
+Convergence is measured on the quality fraction when the runs logged it (``quality/psnr``,
+evaluation/ceiling.py: the fraction of the gap from the cell's initial render to the quality
+ceiling, a direct photometric fit): ``steps/calls/seconds to q50`` and ``to q80`` are taken at
+the first eval checkpoint after step 0 with quality/psnr >= 0.5 (0.8), so a threshold is never
+at or below the start. ``Summary.thresholds`` then holds the dB equivalent of the 80% level
+(mean start + 0.8 (ceiling - mean start)) per prompt. Without quality metrics, or with an
+explicit ``psnr_threshold`` (dB), the ``... to psnr thr`` columns use a PSNR threshold: the
+given one, or per prompt the mean initial PSNR plus 75% of the gain of the best method's mean
+final PSNR; a prompt that no method improved gets no threshold (NaN, never the start).
 """
 
 from __future__ import annotations
@@ -33,11 +39,23 @@ import pandas as pd
 from analysis.stats import DEFAULT_N_BOOT, DEFAULT_SEED, format_estimate, mean_ci
 from analysis.stats import paired_difference as paired_estimate
 
-EVAL_METRICS = ("psnr", "ssim", "depth_l1", "mask_iou", "janus", "janus_deg", "clip")
+EVAL_METRICS = (
+    "psnr",
+    "ssim",
+    "depth_l1",
+    "mask_iou",
+    "quality/psnr",
+    "quality/iou",
+    "janus",
+    "janus_deg",
+    "clip",
+)
 METHOD_ORDER = ("sds", "vsd", "ssd")
 REFERENCE = "sds"
 CELL = ["run_id", "method", "prompt", "seed"]
 AUTO_FRACTION = 0.75
+#: quality-fraction levels of the steps / calls / seconds to threshold columns
+QUALITY_LEVELS = (0.5, 0.8)
 
 
 def eval_metrics(df: pd.DataFrame) -> list[str]:
@@ -101,14 +119,30 @@ def psnr_thresholds(df: pd.DataFrame, threshold: float | None = None) -> dict[st
         initial = rows.loc[rows["step"] == rows["step"].min(), "value"].mean()
         final = _last(rows[CELL + ["step", "value"]]).groupby(["run_id", "method"]).mean()
         best = float(final.max()) if len(final) else float("nan")
-        out[prompt] = float(initial + AUTO_FRACTION * max(best - initial, 0.0))
+        gain = best - initial
+        out[prompt] = float(initial + AUTO_FRACTION * gain) if gain > 0 else float("nan")
     return out
 
 
-def _to_threshold(cell_rows: pd.DataFrame, threshold: float) -> dict[str, float]:
-    """Steps, calls and seconds until the cell's PSNR first reaches ``threshold``."""
-    psnr = cell_rows[cell_rows["metric"] == "psnr"].sort_values("step")
-    hit = psnr[psnr["value"] >= threshold]
+def quality_thresholds(df: pd.DataFrame, level: float = QUALITY_LEVELS[-1]) -> dict[str, float]:
+    """Per prompt, the held-out PSNR (dB) at quality fraction ``level``: mean start +
+    level (ceiling - mean start)."""
+    out = {}
+    for prompt, rows in df[df["metric"].isin(["psnr", "ceiling/psnr"])].groupby("prompt"):
+        psnr = rows[rows["metric"] == "psnr"]
+        start = psnr.loc[psnr["step"] == psnr["step"].min(), "value"].mean()
+        ceiling = rows.loc[rows["metric"] == "ceiling/psnr", "value"].mean()
+        out[prompt] = float(start + level * (ceiling - start))
+    return out
+
+
+def _to_threshold(
+    cell_rows: pd.DataFrame, threshold: float, metric: str = "psnr", after_start: bool = False
+) -> dict[str, float]:
+    """Steps, calls and seconds until the cell's ``metric`` first reaches ``threshold``
+    (with ``after_start``, the first checkpoint after step 0)."""
+    psnr = cell_rows[cell_rows["metric"] == metric].sort_values("step")
+    hit = psnr[(psnr["value"] >= threshold) & (psnr["step"] > 0 if after_start else True)]
     if hit.empty or not np.isfinite(threshold):
         return {"steps": np.nan, "calls": np.nan, "seconds": np.nan}
     step = int(hit["step"].iloc[0])
@@ -154,8 +188,17 @@ def cell_table(
             cells[name] = rows[rows["step"] == step].groupby(CELL)["value"].last()
             quantities.append(name)
 
-    thresholds = psnr_thresholds(df, psnr_threshold)
-    if "psnr" in set(df["metric"]):
+    present = set(df["metric"])
+    by_quality = psnr_threshold is None and "quality/psnr" in present
+    thresholds = quality_thresholds(df) if by_quality else psnr_thresholds(df, psnr_threshold)
+    rows = df[df["metric"].isin(["quality/psnr", "n_evals", "train_seconds"])].groupby(CELL)
+    for level in QUALITY_LEVELS if by_quality else ():
+        hits = {k: _to_threshold(r, level, "quality/psnr", after_start=True) for k, r in rows}
+        for part in ("steps", "calls", "seconds"):
+            name = f"{part} to q{round(100 * level)}"
+            cells[name] = pd.Series({k: v[part] for k, v in hits.items()}, dtype=float)
+            quantities.append(name)
+    if "psnr" in present and not by_quality:
         hits = {
             key: _to_threshold(rows, thresholds.get(key[2], np.nan))
             for key, rows in df[df["metric"].isin(["psnr", "n_evals", "train_seconds"])].groupby(
@@ -236,7 +279,8 @@ def _format_row(row: pd.Series, paired: bool = False) -> str:
     est = Estimate(row["mean"], row["lo"], row["hi"], int(row["n"]))
     digits = 0 if row["quantity"].startswith(("steps to", "calls to")) else 2
     text = format_estimate(est, digits)
-    if text == "n/a" and row["quantity"].endswith("psnr thr") and row.get("n_total", 0):
+    reach = row["quantity"].endswith(("psnr thr", "q50", "q80"))
+    if text == "n/a" and reach and row.get("n_total", 0):
         return "n/a (no pair reached it)" if paired else f"not reached (0/{int(row['n_total'])})"
     total = row.get("n_total")
     if total is not None and not pd.isna(total) and 0 < row["n"] < total:
@@ -380,6 +424,8 @@ def method_overview(
         mine = cells[cells["label"] == label]
         row = {"cells": f"{int((~mine['failed']).sum())}/{len(mine)} ok"}
         for column, quantity, digits in OVERVIEW_COLUMNS:
+            if quantity == "calls to psnr thr" and "calls to q80" in mine:
+                column, quantity = "calls to q80", "calls to q80"
             values = mine[quantity] if quantity in mine else pd.Series(dtype=float)
             est = mean_ci(values.to_numpy(), n_boot=n_boot, seed=seed)
             text = format_estimate(est, digits)

@@ -26,6 +26,11 @@ class Backbone(torch.nn.Module, ABC):
     def before_step(self, step: int) -> None:
         """Hook called by the trainer before the render of training step ``step``."""
 
+    def update_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Hook called by the trainer right after ``before_step``: a backbone whose parameter
+        shapes or per-step learning rates changed there (Gaussian densification) updates the
+        optimiser's state and groups. Default: nothing."""
+
     @abstractmethod
     def render(
         self, cameras: Cameras, height: int, width: int, normals: bool = False

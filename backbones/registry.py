@@ -5,7 +5,7 @@ The run config gets one section per row (``voxel.*``, ``hashgrid.*``, ...), the 
 the chosen one. Adding a backbone is one file plus one row here.
 
 >>> sorted(BACKBONES)
-['hashgrid', 'image', 'voxel']
+['gaussians', 'hashgrid', 'image', 'voxel']
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from backbones.base import Backbone
+from backbones.gaussians import GaussianConfig
 from backbones.hashgrid import HashGridConfig
 from backbones.image import ImageConfig
 from backbones.voxel import VoxelConfig
@@ -53,6 +54,12 @@ def _hashgrid(b: BackboneBuild) -> Backbone:
     return HashGridNeRF(b.config, b.device, b.generator)
 
 
+def _gaussians(b: BackboneBuild) -> Backbone:
+    from backbones.gaussians import GaussianSplats
+
+    return GaussianSplats(b.config, b.device, b.generator)
+
+
 def _image(b: BackboneBuild) -> Backbone:
     from backbones.image import ImageBackbone
 
@@ -64,6 +71,7 @@ BACKBONES: dict[str, BackboneSpec] = {
     for spec in (
         BackboneSpec("voxel", VoxelConfig, _voxel, "dense 32^3 density + colour voxel grid"),
         BackboneSpec("hashgrid", HashGridConfig, _hashgrid, "hash-grid NeRF (threestudio)"),
+        BackboneSpec("gaussians", GaussianConfig, _gaussians, "3D Gaussian splatting (3DGS)"),
         BackboneSpec("image", ImageConfig, _image, "the 2D world: one image, fixed camera"),
     )
 }

@@ -45,6 +45,9 @@ class EvalConfig:
     #: CLIP scorer of clip_score / clip_r_precision (evaluation/clip.py): "auto" (the shipped
     #: world CLIP when the prior is the world, else none), "none", "world", or "ARCH:PATH"
     clip: str = "auto"
+    #: quality ceiling per prompt (evaluation/ceiling.py: a cached photometric fit) and the
+    #: quality/* fraction-of-gap metrics; world prompts only
+    ceiling: bool = True
 
     def __post_init__(self) -> None:
         if self.every < 1 or self.n_views < 1:
@@ -76,7 +79,10 @@ class MeasureConfig:
     func, autograd if the backbone cannot be vmapped); ``bootstrap`` resamples give the 95% CI
     of log_var (studentized, benchmark/variance/ci.py) from a K x K Gram matrix, exact up to
     ``sketch_dim`` parameters, count-sketched beyond; ``reference_samples`` > 0 adds the bias
-    check against a large-sample mean."""
+    check against a large-sample mean, at the last checkpoint only (``reference_at: last``,
+    the default) or at every probe (``all``), for ``reference_variants``; ``control_variate``
+    adds raw_log_var / cv_gain / cv_oracle_* and ``update_log_var`` (benchmark/variance/
+    control.py; one more backward per sample)."""
 
     every: int = 50
     samples: int = 16
@@ -85,7 +91,11 @@ class MeasureConfig:
         "fixed_camera",
         "fixed_camera_t",
     )
-    reference_samples: int = 0
+    reference_samples: int = 64
+    reference_at: Literal["last", "all"] = "last"
+    reference_variants: tuple[Literal["all", "fixed_camera", "fixed_camera_t"], ...] = ("all",)
+    control_variate: bool = True
+    control_variants: tuple[Literal["all", "fixed_camera", "fixed_camera_t"], ...] = ("all",)
     bootstrap: int = 1000
     chunk: int = 16
     engine: Literal["auto", "func", "autograd"] = "auto"

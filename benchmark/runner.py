@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import platform
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -20,9 +19,11 @@ from benchmark.checkpoint import (
     save_checkpoint,
 )
 from benchmark.config import RunConfig, config_to_yaml
-from benchmark.factories import build_prior, resolve_device
+from benchmark.factories import build_backbone, build_optimizer, build_prior, resolve_device
+from benchmark.reporter import Reporter, format_rate  # noqa: F401 - format_rate re-exported
 from benchmark.runlock import RunLock
 from benchmark.store import RunStore
+from benchmark.streams import RandomStreams
 from benchmark.trainer import (
     CellHooks,
     CellInterrupted,
@@ -32,6 +33,7 @@ from benchmark.trainer import (
     run_cell,
 )
 from core.errors import UserError
+from evaluation.ceiling import ceiling_log_metrics, quality_ceiling, quality_metrics
 from evaluation.clip import load_clip_scorer
 from evaluation.clip_spec import resolve_clip_spec
 from evaluation.heldout import HeldOutEvaluator, RenderOnlyEvaluator, image_row
@@ -48,101 +50,6 @@ def _evaluator(prompt: str, config: RunConfig, device: torch.device, clip=None):
     if config.prior != "world" and prompt not in known_prompts():
         return RenderOnlyEvaluator(config, device)
     return HeldOutEvaluator(prompt, config, device, clip)
-
-
-class Reporter:
-    """Console output: a rich progress bar while running and a summary table at the end."""
-
-    def __init__(self, quiet: bool = False) -> None:
-        from rich.console import Console
-
-        # Logs and CI (stderr not a terminal) get wide tables instead of rich's 80 columns.
-        width = None if sys.stderr.isatty() else 160
-        self.console = Console(stderr=True, quiet=quiet, width=width)
-        self.progress = None
-
-    def __enter__(self):
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-        )
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.progress.__exit__(*exc)
-
-    def cell(self, method: str, prompt: str, seed: int, steps: int, first: int = 0):
-        description = f"{method:<4} | {prompt[:28]:<28} | seed {seed}"
-        task = self.progress.add_task(description, total=steps, completed=first, rate="")
-        started = time.perf_counter()
-
-        def on_step(done: int) -> None:
-            rate = (done - first) / max(time.perf_counter() - started, 1e-9)
-            self.progress.update(task, completed=done, rate=f"{rate:6.1f} it/s")
-
-        return on_step
-
-    def summary(self, results: list[CellResult], run_dir: Path) -> None:
-        from rich.table import Table
-
-        table = Table(title="steinbench summary (held-out PSNR, dB; CLIP score start -> end)")
-        clip = any("clip_score" in r.initial for r in results)
-        columns = ("method", "prompt", "seed", "PSNR start", "PSNR end", "CLIP")
-        for column in (*columns[: 5 + clip], "train s", "status"):
-            table.add_column(column, justify="left" if column in ("method", "prompt") else "right")
-        for r in results:
-            clip_cell = [
-                f"{r.initial.get('clip_score', float('nan')):.1f} -> "
-                f"{r.final.get('clip_score', float('nan')):.1f}"
-            ]
-            table.add_row(
-                r.method,
-                r.prompt,
-                str(r.seed),
-                f"{r.initial.get('psnr', float('nan')):.2f}",
-                f"{r.final.get('psnr', float('nan')):.2f}",
-                *clip_cell[: int(clip)],
-                f"{r.train_seconds:.1f}",
-                "ok" if r.status == "ok" else f"FAILED at step {r.failed_step}: {r.reason}",
-            )
-        self.console.print(table)
-        self.print_overview(run_dir)
-        self.console.print(f"results: {run_dir}")
-
-    def print_overview(self, run_dir: Path) -> None:
-        """Per-method table (analysis.summary.method_overview) of the run's metrics."""
-        from rich.table import Table
-
-        from analysis.load import load_results
-        from analysis.summary import method_overview
-
-        try:
-            overview = method_overview(load_results([run_dir]))
-        except (ValueError, KeyError, FileNotFoundError) as exc:
-            self.console.print(f"(no per-method overview: {exc})")
-            return
-        table = Table(title="per method: mean [95% CI] over prompts x seeds")
-        table.add_column("method")
-        for column in overview.columns:
-            table.add_column(column, justify="right")
-        for method, row in overview.iterrows():
-            table.add_row(method, *[str(v) for v in row])
-        self.console.print(table)
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -230,6 +137,12 @@ def run_benchmark(
     prior = build_prior(config, prompts, device)
     clip = load_clip_scorer(resolve_clip_spec(config.eval.clip, config.prior), device)
     evaluators = {p: _evaluator(p, config, device, clip) for p in prompts}
+    # quality ceilings (evaluation/ceiling.py): cached per config, computed on a cache miss
+    ceilings = {
+        p: quality_ceiling(p, config, device, build_backbone, build_optimizer, RandomStreams)
+        for p, evaluator in evaluators.items()
+        if config.eval.ceiling and evaluator.truth is not None
+    }
 
     if resume is None:
         try:
@@ -242,7 +155,7 @@ def run_benchmark(
     try:
         return _run_locked(
             config, methods, prompts, argv, quiet, report, resume, before_step,
-            device, prior, evaluators, store,
+            device, prior, evaluators, store, ceilings,
         )  # fmt: skip
     finally:
         lock.release()
@@ -273,7 +186,7 @@ def _start_manifest(config, methods, prompts, argv, device, store) -> dict:
 
 def _run_locked(
     config, methods, prompts, argv, quiet, report, resume, before_step,
-    device, prior, evaluators, store,
+    device, prior, evaluators, store, ceilings,
 ) -> tuple[Path, list[CellResult]]:  # fmt: skip
     """``run_benchmark`` once the run dir's lock is held: temp files of a killed writer are
     removed (now and at the end), and a write error (disk full, read-only run dir) stops the
@@ -326,6 +239,7 @@ def _run_locked(
                                 reporter,
                                 stop,
                                 before_step,
+                                ceilings.get(prompt),
                             )
                         )
                         store.flush_metrics()
@@ -378,7 +292,18 @@ def _close_run(store, manifest, status, results, write_error) -> bool:
 
 
 def _run_one_cell(
-    config, method, prompt, seed, prior, device, evaluator, store, reporter, stop, before_step
+    config,
+    method,
+    prompt,
+    seed,
+    prior,
+    device,
+    evaluator,
+    store,
+    reporter,
+    stop,
+    before_step,
+    ceiling=None,
 ) -> CellResult:
     """One cell into ``store``: from its checkpoint if there is one, else from step 0."""
     name = cell_name(method, prompt, seed)
@@ -389,9 +314,15 @@ def _run_one_cell(
         load_trainer_state(trainer, start, ckpt_file)
     # Rows past the checkpoint (or all rows, without one) are replayed by the resumed cell.
     store.drop_rows(method, prompt, seed, after_step=start.step if start else -1)
+    initial = dict(start.initial) if start else None
 
     def evaluate(backbone, step):
+        nonlocal initial
         metrics, renders = evaluator(backbone)
+        if ceiling is not None:  # quality/* against the cell's own start; ceiling/* once
+            initial = metrics if initial is None else initial
+            metrics.update(quality_metrics(metrics, initial, ceiling))
+            metrics.update(ceiling_log_metrics(ceiling) if step == 0 else {})
         if config.eval.snapshots:
             store.save_image(snapshot_name(method, prompt, seed, step), image_row(renders))
         return metrics

@@ -62,7 +62,7 @@ def small_run(
     """Run the tiny config and return ``out_dir/<run_id>``.
 
     Args:
-        methods: registered method names (``benchmark.methods``).
+        methods: registered method names (``estimators.registry.METHODS``).
         prompts: prompts the world knows (``python -m benchmark prompts``); they are not
             validated here beyond what the world prior does.
         every: evaluation and variance-probe interval (steps).

@@ -135,6 +135,7 @@ class CellTrainer:
         cameras, t = self.sample_step_inputs(step)
         with timer.section("time/render"):
             self.backbone.before_step(step)
+            self.backbone.update_optimizer(self.optimizer)
             render = self.backbone.render(
                 cameras,
                 self.config.render.height,
@@ -265,8 +266,9 @@ def run_cell(
         return metrics
 
     def measure_and_log(done: int) -> None:
+        final = done == config.steps
         # its time: var/seconds
-        log(done, measure_gradient_variance(trainer.probe_subject(), done, probe))
+        log(done, measure_gradient_variance(trainer.probe_subject(), done, probe, final))
 
     if resume is None:
         first, elapsed, evals_offset = 0, 0.0, 0

@@ -43,6 +43,8 @@ class EstimatorOutput:
         diagnostics: scalar diagnostics logged per step.
         update_inputs: what ``update`` needs from this step (e.g. SSD's w eps_hat and w S
             for mu); the trainer passes the whole output to ``update``.
+        score_term: the raw score term w eps_hat [B, ...] before any control variate (G =
+            score_term - control variate), or None; the probe's control-variate view.
 
     Unpacks as ``grad, diagnostics = estimator.grad(...)``.
     """
@@ -50,6 +52,7 @@ class EstimatorOutput:
     grad: torch.Tensor
     diagnostics: dict[str, float] = field(default_factory=dict)
     update_inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    score_term: torch.Tensor | None = None
 
     def __iter__(self):
         return iter((self.grad, self.diagnostics))
@@ -120,6 +123,10 @@ class GradientEstimator(ABC):
     ) -> None:
         """Optional online update after the theta step (VSD's LoRA, SSD's mu), given this
         step's ``grad`` output. x is detached."""
+
+    def probe_flags(self) -> dict[str, float]:
+        """Flags the variance probe logs as ``var/<name>`` (e.g. ``mu_uninformed``)."""
+        return {}
 
     def network_evaluations(self) -> dict[str, int]:
         """Cumulative evaluations of the estimator's own networks by kind (``phi``: VSD's

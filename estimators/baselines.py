@@ -42,7 +42,7 @@ def baseline_function(
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """phi: [B, C, H, W] -> [B] for this step (render maps are detached targets)."""
     if name == "constant":
-        return lambda x_t: torch.full((x_t.shape[0],), offset, dtype=x_t.dtype)
+        return lambda x_t: torch.full((x_t.shape[0],), offset, dtype=x_t.dtype, device=x_t.device)
     if geometry is None:
         raise ValueError(f"baseline {name!r} needs a geometry estimator")
     if name == "depth_pearson":

@@ -47,4 +47,5 @@ class SDS(GradientEstimator):
     def grad(self, x, t, eps, prior, ctx):
         _, eps_hat, w = guided_residual_terms(x, t, eps, prior, ctx, self.guidance)
         g = w * (eps_hat - eps)
-        return EstimatorOutput(g, {"grad_norm": float(g.flatten(1).norm(dim=1).mean())})
+        diagnostics = {"grad_norm": float(g.flatten(1).norm(dim=1).mean())}
+        return EstimatorOutput(g, diagnostics, score_term=w * eps_hat)

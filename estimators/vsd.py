@@ -179,7 +179,7 @@ class VSD(GradientEstimator):
             "n_evals_phi": float(self.n_evals_phi),
             **self._loss_diagnostics(),
         }
-        return EstimatorOutput(g, diagnostics)
+        return EstimatorOutput(g, diagnostics, score_term=w * eps_hat)
 
     def _loss_diagnostics(self) -> dict[str, float]:
         """eps_phi's loss in the latest update (absent before the first one)."""

@@ -44,6 +44,11 @@ CATALOGUE: tuple[MetricInfo, ...] = (
     MetricInfo("janus_front", "Janus front-view match", "diagnostic"),
     MetricInfo("clip_score", "CLIP score", "quality", "higher", True),
     MetricInfo("clip_r_precision", "CLIP R-precision", "quality", "higher"),
+    # quality ceiling (evaluation/ceiling.py): once per cell, and the fraction of the gap closed
+    MetricInfo("ceiling/psnr", "quality ceiling: PSNR of the photometric fit (dB)", "quality"),
+    MetricInfo("ceiling/iou", "quality ceiling: mask IoU of the photometric fit", "quality"),
+    MetricInfo("quality/psnr", "quality: fraction of the PSNR gap closed", "quality", "higher"),
+    MetricInfo("quality/iou", "quality: fraction of the IoU gap closed", "quality", "higher"),
     # per training step
     MetricInfo("t", "timestep (mean over the batch)", "diagnostic"),
     MetricInfo("grad_norm", "image-space gradient norm", "diagnostic"),
@@ -70,12 +75,8 @@ CATALOGUE: tuple[MetricInfo, ...] = (
     MetricInfo(_V + "var_trace", "trace variance (theta)", "variance", "lower"),
     MetricInfo(_V + "var_trace/<g>", "trace variance of a parameter group", "variance", "lower"),
     MetricInfo(_V + "log_var", "log trace variance (theta)", "variance", "lower", True),
-    MetricInfo(
-        _V + "log_var_lo", "log variance, 95% studentized CI low", "variance"
-    ),
-    MetricInfo(
-        _V + "log_var_hi", "log variance, 95% studentized CI high", "variance"
-    ),
+    MetricInfo(_V + "log_var_lo", "log variance, 95% studentized CI low", "variance"),
+    MetricInfo(_V + "log_var_hi", "log variance, 95% studentized CI high", "variance"),
     MetricInfo(_V + "mean_sq_norm", "squared norm of the mean (theta)", "variance"),
     MetricInfo(_V + "nsr", "noise-to-signal ratio (theta)", "variance", "lower", True),
     MetricInfo(_V + "img_var_trace", "trace variance (image)", "variance", "lower"),

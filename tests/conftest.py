@@ -4,6 +4,8 @@ import tempfile
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", tempfile.mkdtemp(prefix="steinbench-ext-"))
+# quality ceilings (evaluation/ceiling.py) are cached here, never in the user's ~/.cache
+os.environ.setdefault("STEINBENCH_CACHE", tempfile.mkdtemp(prefix="steinbench-cache-"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -124,7 +124,9 @@ def test_streaming_statistics_match_brute_force(trainer, variant):
 @pytest.mark.parametrize("variant", ["all", "fixed_camera"])
 def test_vectorised_gradients_match_separate_backward_passes(world_prior_small, engine, variant):
     """Per-sample theta-gradients of one vectorised call equal K = 5 full backward passes
-    within 1e-5 relative; the batched estimator call equals K single-view calls."""
+    within 1e-5 relative; the batched estimator call equals K single-view calls within 1e-4
+    (float32 batched vs single matmuls in the world prior, whose view weights at
+    view_temperature 0.001 amplify rounding)."""
     trainer = make_trainer(world_prior_small)
     draws = draw_measure_inputs(trainer.probe_subject(), 2, 5).variant(variant)
     sampler = PerSampleGradients(trainer.probe_subject(), 2, engine=engine)
@@ -134,12 +136,19 @@ def test_vectorised_gradients_match_separate_backward_passes(world_prior_small, 
     assert rel_err(g, separate_backward_passes(trainer, draws, grads)) < 1e-5
 
     single = torch.cat([sampler(draws[k : k + 1])[0] for k in range(5)])
-    assert rel_err(grads, single) < 1e-5
+    assert rel_err(grads, single) < 1e-4
 
 
 def test_func_and_autograd_engines_agree(trainer):
     """Both engines give the same metrics (1e-5 relative) on the same draws."""
-    config = MeasureConfig(samples=6, chunk=4, bootstrap=0, reference_samples=5)
+    config = MeasureConfig(
+        samples=6,
+        chunk=4,
+        bootstrap=0,
+        reference_samples=5,
+        reference_at="all",
+        reference_variants=VARIANTS,
+    )
     func = measure_gradient_variance(trainer.probe_subject(), 4, replace(config, engine="func"))
     auto = measure_gradient_variance(trainer.probe_subject(), 4, replace(config, engine="autograd"))
     assert func.keys() == auto.keys()
@@ -219,7 +228,13 @@ def test_probe_changes_nothing_and_training_after_it_is_bit_identical(world_prio
     probed = make_trainer(world_prior_small, warm_steps=3, method=method)
     plain = make_trainer(world_prior_small, warm_steps=3, method=method)
     before = cell_state(probed)
-    config = MeasureConfig(samples=4, bootstrap=10, reference_samples=3)
+    config = MeasureConfig(
+        samples=4,
+        bootstrap=10,
+        reference_samples=3,
+        reference_at="all",
+        reference_variants=VARIANTS,
+    )
     metrics = measure_gradient_variance(probed.probe_subject(), 3, config)
     if method == "sds":
         assert metrics["var/n_evals"] == 3 * (4 + 3)  # views per variant, 1 branch (no CFG)
@@ -277,7 +292,14 @@ def test_common_random_numbers_across_methods(world_prior_small):
     for guidance in ("sds.guidance_scale=1.0", "sds.guidance_scale=5.0"):
         trainer = make_trainer(world_prior_small, guidance, warm_steps=0)
         trainer.estimator = RecordingSDS(trainer.guidance)
-        config = MeasureConfig(samples=4, chunk=3, reference_samples=4, bootstrap=0)
+        config = MeasureConfig(
+            samples=4,
+            chunk=3,
+            reference_samples=4,
+            reference_at="all",
+            reference_variants=VARIANTS,
+            bootstrap=0,
+        )
         metrics.append(measure_gradient_variance(trainer.probe_subject(), 7, config))
         seen.append(trainer.estimator.seen)
     assert len(seen[0]) == len(seen[1]) == 3 * (2 + 2)  # variants x (K chunks + ref chunks)
@@ -311,7 +333,14 @@ def test_bias_check_cos_ref_close_to_one(world_prior_small):
     (K = 32 against 128 draws gave cos_ref(all) = 0.82: with nsr ~ 2 the mean of K = 32
     views is still noisy, so K is kept large.)"""
     trainer = make_trainer(world_prior_small)
-    config = MeasureConfig(samples=64, reference_samples=256, bootstrap=0, chunk=64)
+    config = MeasureConfig(
+        samples=64,
+        reference_samples=256,
+        reference_at="all",
+        reference_variants=VARIANTS,
+        bootstrap=0,
+        chunk=64,
+    )
     metrics = measure_gradient_variance(trainer.probe_subject(), 2, config)
     for variant in VARIANTS:
         assert metrics[f"var/{variant}/cos_ref"] > 0.9, (variant, metrics)

@@ -276,9 +276,7 @@ def test_v_prediction_converts_to_eps(fixtures_dir):
 
 
 def test_dpt_depth_is_differentiable_through_decode(fixtures_dir, sd_prior):
-    from benchmark.methods import geometry_estimator
-
-    geometry = geometry_estimator(sd_prior, _config(fixtures_dir))
+    geometry = sd_prior.geometry_estimator(_config(fixtures_dir).sd.depth_model)
     x_t = torch.randn(2, 4, 8, 8, requires_grad=True)
     ctx = EstimatorContext(
         prompt=PROMPT, cameras=_cameras((0.0, 90.0)), render={"depth": torch.rand(2, 1, 16, 16)}

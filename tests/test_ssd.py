@@ -18,10 +18,17 @@ from world.prior import mixture_expectation
 SMALL = ["render.height=16", "render.width=16", "voxel.resolution=12", "voxel.n_samples=24"]
 
 
-def test_ssd_constant_phi_mu_one_is_sds_bit_for_bit(world_prior_small):
+@pytest.mark.parametrize(
+    "form_sets",
+    [
+        ["ssd.form=offset", "ssd.mu=fixed", "ssd.mu_init=1.0"],  # phi = 1, mu = 1: S = eps
+        ["ssd.form=additive", "ssd.mu=learned"],  # phi_b = 0: S = 0 whatever mu learns
+    ],
+    ids=["offset-phi1-mu1", "additive-constant"],
+)
+def test_ssd_constant_phi_is_sds_bit_for_bit(world_prior_small, form_sets):
     """Same streams, 6 training steps: identical theta, bit for bit."""
-    base = SMALL + ["ssd.baseline=constant", "ssd.mu=fixed"]
-    config = load_config(None, base + ["ssd.mu_init=1.0"])
+    config = load_config(None, SMALL + ["ssd.baseline=constant", *form_sets])
     cpu = torch.device("cpu")
     sds = CellTrainer(config, "sds", "a snowman", 3, world_prior_small, cpu)
     ssd = CellTrainer(config, "ssd", "a snowman", 3, world_prior_small, cpu)
@@ -62,10 +69,12 @@ def _mean_difference_z(prior, cfg: SSDConfig, peek: bool, n_chunks=100, chunk=20
 @pytest.mark.parametrize(
     "cfg",
     [
-        SSDConfig(mu="learned", mu_shape="channel", mu_lr=0.05),
-        SSDConfig(mu="optimal", mu_shape="pixel", mu_ema=0.0),
+        SSDConfig(form="offset", mu="learned", mu_shape="channel", mu_lr=0.05),
+        SSDConfig(form="offset", mu="optimal", mu_shape="pixel", mu_ema=0.0),
+        SSDConfig(form="additive", mu="optimal", mu_shape="pixel", mu_ema=0.0),
+        SSDConfig(form="paper", mu="learned", mu_shape="scalar", mu_lr=0.05),
     ],
-    ids=["learned-channel", "optimal-pixel"],
+    ids=["offset-learned-channel", "offset-optimal-pixel", "additive-optimal", "paper-learned"],
 )
 def test_ssd_online_mu_is_unbiased(world_prior_small, cfg):
     """mean(G_ssd - G_sds) = 0 within 4 SE per channel over 2000 draws when mu at each step
@@ -76,7 +85,7 @@ def test_ssd_online_mu_is_unbiased(world_prior_small, cfg):
 
 def test_peeking_mu_is_detected_as_biased(world_prior_small):
     """The same test fails for a mu fitted (least squares, per pixel) to the current sample."""
-    cfg = SSDConfig(mu="optimal", mu_shape="pixel", mu_ema=0.0)
+    cfg = SSDConfig(form="offset", mu="optimal", mu_shape="pixel", mu_ema=0.0)
     z = _mean_difference_z(world_prior_small, cfg, peek=True)
     assert bool((z.abs() > 4.0).any()), z.tolist()
 
@@ -149,7 +158,7 @@ def test_learned_mu_reduces_squared_gradient():
 
 def test_ssd_uses_mu_from_past_samples_only():
     prior = LinearPrior()
-    cfg = SSDConfig(baseline="constant", mu="learned", mu_lr=0.5)
+    cfg = SSDConfig(form="offset", baseline="constant", mu="learned", mu_lr=0.5)
     ssd = SSD(cfg)
     ctx = EstimatorContext("p", None)
     x, t = torch.zeros(1, 3, 4, 4), torch.tensor([400])

@@ -161,8 +161,7 @@ def _sub_generator(seed: int) -> torch.Generator:
 
 
 def test_reference_gradient_is_reproducible_and_its_error_is_calibrated(prior64):
-    from benchmark.reference_gradient import reference_gradient
-
+    from benchmark.variance.reference import reference_gradient
     from estimators.sds import SDS
     from estimators.ssd import SSD, SSDConfig
 
@@ -178,7 +177,11 @@ def test_reference_gradient_is_reproducible_and_its_error_is_calibrated(prior64)
     assert a.mean.shape == (3, H, W) and a.mean.dtype == torch.float64 and a.n == 300
 
     # SSD with phi = 1, mu = 1 is SDS draw by draw, so its reference is the same
-    ssd = SSD(SSDConfig(baseline="constant", baseline_offset=1.0, baseline_scale=0.0, mu="fixed"))
+    ssd = SSD(
+        SSDConfig(
+            form="offset", baseline="constant", baseline_offset=1.0, baseline_scale=0.0, mu="fixed"
+        )
+    )
     c = reference_gradient(ssd, *args, _sub_generator(0), n_samples=300, chunk=64)
     torch.testing.assert_close(c.mean, a.mean, rtol=0, atol=1e-6)
 

@@ -6,7 +6,7 @@ Modules, one job each: ``spec`` (the strict spec and its expansion into validate
 ``python -m benchmark sweep``). Names are imported lazily.
 """
 
-from importlib import import_module
+from core.lazy import lazy_exports
 
 _EXPORTS = {
     "INJECT_ENV": "benchmark.sweep.faults",
@@ -23,7 +23,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'benchmark.sweep' has no attribute {name!r}")
+__getattr__ = lazy_exports("benchmark.sweep", _EXPORTS)

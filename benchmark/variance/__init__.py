@@ -9,7 +9,7 @@ moments, Gram matrix, statistics), ``probe`` (``measure_gradient_variance``), ``
 Heavy modules are imported lazily, so ``import benchmark.variance`` stays cheap.
 """
 
-from importlib import import_module
+from core.lazy import lazy_exports
 
 _EXPORTS = {
     "ProbeSubject": "benchmark.variance.subject",
@@ -30,7 +30,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'benchmark.variance' has no attribute {name!r}")
+__getattr__ = lazy_exports("benchmark.variance", _EXPORTS)

@@ -62,11 +62,13 @@ class PerSampleGradients:
         step: int,
         engine: str = "auto",
         generator: torch.Generator | None = None,
+        raw: bool = False,
     ) -> None:
         if engine not in ("auto", "func", "autograd"):
             raise ValueError(f"unknown engine {engine!r}")
         self.subject = subject
         self.step = step
+        self.raw = raw
         # a backbone that cannot be vmapped (supports_vmap False) opts out of torch.func
         if engine == "auto" and not getattr(subject.backbone, "supports_vmap", True):
             engine = "autograd"
@@ -90,12 +92,15 @@ class PerSampleGradients:
             start += param.numel()
         return out
 
-    def __call__(self, draws: MeasureDraws) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns G [n, C, H, W] and g [n, P] (float32, no graph) for the n draws."""
+    def __call__(self, draws: MeasureDraws) -> tuple[torch.Tensor, ...]:
+        """G [n, C, H, W] and g [n, P] (float32, no graph) for the n draws; with
+        ``raw=True`` also the raw score term A [n, C, H, W] (``EstimatorOutput.score_term``,
+        w eps_hat without any control variate) and its theta-gradients a [n, P]: (G, g, A, a)
+        (A, a are None when the estimator has no score term)."""
         if self.engine == "autograd":
-            return self._autograd(draws)
+            return self._result(*self._autograd(draws))
         try:
-            return self._func(draws)
+            return self._result(*self._func(draws))
         except (RuntimeError, NotImplementedError) as exc:
             if self.engine == "func":
                 raise
@@ -105,9 +110,13 @@ class PerSampleGradients:
                 stacklevel=2,
             )
             self.engine = "autograd"
-            return self._autograd(draws)
+            return self._result(*self._autograd(draws))
 
-    def _estimate(self, x: torch.Tensor, draws: MeasureDraws, render: dict) -> torch.Tensor:
+    def _result(self, grad, flat, raw, raw_flat):
+        return (grad, flat, raw, raw_flat) if self.raw else (grad, flat)
+
+    def _estimate(self, x: torch.Tensor, draws: MeasureDraws, render: dict):
+        """(G, A or None) for the draws at renders x."""
         n = len(draws)
         cameras = draws.cameras[[0] * n] if draws.shared_camera else draws.cameras
         ctx = EstimatorContext(
@@ -117,14 +126,15 @@ class PerSampleGradients:
             step=self.step,
             generator=self.generator,
         )
-        grad, _ = self.subject.estimator.grad(
+        out = self.subject.estimator.grad(
             x.detach().expand(n, *x.shape[1:]).contiguous(),
             draws.t,
             draws.eps,
             self.subject.prior,
             ctx,
         )
-        return grad.detach()
+        raw = out.score_term if self.raw and out.score_term is not None else None
+        return out.grad.detach(), None if raw is None else raw.detach()
 
     def _flat(self, grads: dict[str, torch.Tensor], n: int) -> torch.Tensor:
         return torch.cat([grads["backbone." + name].reshape(n, -1) for name, _, _ in self.theta], 1)
@@ -134,16 +144,18 @@ class PerSampleGradients:
         aux = {k: v.detach() for k, v in render.items()}
         return self.subject.prior.encode(render["rgb"]), aux
 
-    def _func(self, draws: MeasureDraws) -> tuple[torch.Tensor, torch.Tensor]:
+    def _func(self, draws: MeasureDraws):
         n = len(draws)
         params = {"backbone." + name: p.detach() for name, _, p in self.theta}
         if draws.shared_camera:
             x, pullback, render = vjp(
                 lambda p: self._render_x(p, draws.cameras), params, has_aux=True
             )
-            grad = self._estimate(x, draws, render)
-            (grads,) = vmap(pullback)(grad[:, None].to(x.dtype))
-            return grad, self._flat(grads, n)
+            grad, raw = self._estimate(x, draws, render)
+            cotangents = grad if raw is None else torch.cat([grad, raw])
+            (grads,) = vmap(pullback)(cotangents[:, None].to(x.dtype))
+            flat = self._flat(grads, cotangents.shape[0])
+            return grad, flat[:n], raw, None if raw is None else flat[n:]
 
         def one(p: dict, *fields: torch.Tensor):
             return self._render_x(p, Cameras(*(f.unsqueeze(0) for f in fields)))
@@ -155,32 +167,45 @@ class PerSampleGradients:
         per_sample = {k: v.unsqueeze(0).expand(n, *v.shape) for k, v in params.items()}
         x, pullback, render = vjp(batched, per_sample, has_aux=True)
         x = x[:, 0]
-        grad = self._estimate(x, draws, {k: v[:, 0] for k, v in render.items()})
+        grad, raw = self._estimate(x, draws, {k: v[:, 0] for k, v in render.items()})
         (grads,) = pullback(grad[:, None].to(x.dtype))
-        return grad, self._flat(grads, n)
+        raw_flat = None
+        if raw is not None:
+            (raw_grads,) = pullback(raw[:, None].to(x.dtype))
+            raw_flat = self._flat(raw_grads, n)
+        return grad, self._flat(grads, n), raw, raw_flat
 
-    def _autograd(self, draws: MeasureDraws) -> tuple[torch.Tensor, torch.Tensor]:
+    def _autograd(self, draws: MeasureDraws):
         n = len(draws)
         params = [p for _, _, p in self.theta]
         cameras = [draws.cameras] if draws.shared_camera else [draws.cameras[i] for i in range(n)]
+
+        def flat(g) -> torch.Tensor:
+            return torch.cat(
+                [
+                    (torch.zeros_like(p) if gi is None else gi).reshape(-1)
+                    for gi, p in zip(g, params, strict=True)
+                ]
+            )
+
         with torch.enable_grad():
             renders = [self.module(c) for c in cameras]
             xs = [self.subject.prior.encode(r["rgb"]) for r in renders]
             render = {k: torch.cat([r[k].detach() for r in renders]) for k in renders[0]}
-            grad = self._estimate(torch.cat(xs).detach(), draws, render)
-            rows = []
+            grad, raw = self._estimate(torch.cat(xs).detach(), draws, render)
+            cotangents = [grad] if raw is None else [grad, raw]
+            rows: list[list[torch.Tensor]] = [[] for _ in cotangents]
             for k in range(n):
                 x = xs[0] if draws.shared_camera else xs[k]
-                retain = draws.shared_camera and k < n - 1
-                g = torch.autograd.grad(
-                    x, params, grad[k : k + 1].to(x.dtype), retain_graph=retain, allow_unused=True
-                )
-                rows.append(
-                    torch.cat(
-                        [
-                            (torch.zeros_like(p) if gi is None else gi).reshape(-1)
-                            for gi, p in zip(g, params, strict=True)
-                        ]
+                for j, cot in enumerate(cotangents):
+                    last = j == len(cotangents) - 1 and (not draws.shared_camera or k == n - 1)
+                    g = torch.autograd.grad(
+                        x,
+                        params,
+                        cot[k : k + 1].to(x.dtype),
+                        retain_graph=not last,
+                        allow_unused=True,
                     )
-                )
-        return grad, torch.stack(rows)
+                    rows[j].append(flat(g))
+        stacked = [torch.stack(r) for r in rows]
+        return grad, stacked[0], raw, stacked[1] if raw is not None else None

@@ -25,10 +25,8 @@ chunk, never O(K x P):
     mean_sq_norm = ||mean_k g_k||^2
     nsr          = var_trace / mean_sq_norm
 
-The 95% CI of log_var is a percentile bootstrap over the K samples; it needs the K x K Gram
-matrix of the shifted per-sample gradients, computed exactly when P <= ``sketch_dim`` and
-from a count sketch of dimension ``sketch_dim`` otherwise (diagonal always exact), so its
-memory is O(K x min(P, sketch_dim)).
+The 95% CI of log_var is the calibrated studentized bootstrap of benchmark/variance/ci.py,
+from the K x K Gram matrix of the shifted per-sample gradients (benchmark/variance/moments).
 
 Metric names (flat dict, logged by ``run_cell`` at the evaluation step index):
 
@@ -48,10 +46,20 @@ Metric names (flat dict, logged by ``run_cell`` at the evaluation step index):
     var/<variant>/img_log_var_hi
     var/<variant>/img_mean_sq_norm
     var/<variant>/img_nsr
-    var/<variant>/cos_ref              bias check (reference_samples > 0): cosine and
-    var/<variant>/rel_err_ref          ||mean - ref|| / ||ref|| of the K-sample mean
+    var/<variant>/cos_ref              bias check (reference_samples > 0, by default at the
+    var/<variant>/rel_err_ref          last checkpoint, variant all): cosine and
+                                       ||mean - ref|| / ||ref|| of the K-sample mean
                                        theta-gradient against the mean of reference_samples
                                        fresh draws of the same variant
+    var/<variant>/raw_log_var          the control-variate view (control_variate: true;
+    var/<variant>/cv_gain              benchmark/variance/control.py): the raw score term
+    var/<variant>/cv_oracle_coef       w eps_hat's log variance, the nats the method's
+    var/<variant>/cv_oracle_gain       control variate removes, its in-sample-optimal
+                                       scale and that scale's gain (+ ``img_`` forms)
+    var/<variant>/update_log_var       log trace variance of the Adam-preconditioned update
+    var/mu_uninformed                  1 on a probe whose estimator's control coefficient
+                                       has seen no sample yet (SSD at step 0): leave such
+                                       rows out of comparisons
     var/<variant>/seconds
 
 Vectorisation (``engine``): ``func`` uses torch.func. A shared camera is rendered once and
@@ -66,11 +74,13 @@ cannot be vmapped.
 from __future__ import annotations
 
 import copy
+import math
 import time
 
 import torch
 
 from benchmark.config import MeasureConfig
+from benchmark.variance.control import AdamStep, adam_step, control_variate_metrics
 from benchmark.variance.draws import (
     MeasureDraws,
     draw_measure_inputs,
@@ -94,58 +104,115 @@ def _state_equal(a, b) -> bool:
 
 
 def variant_statistics(
+    sampler: PerSampleGradients, draws: MeasureDraws, chunk: int, gram_dim: int
+) -> tuple[StreamingMoments, StreamingMoments]:
+    """Theta- and image-space moments of the per-sample gradients G of ``draws``."""
+    moments = variant_moments(sampler, draws, chunk, gram_dim)
+    return moments["theta"], moments["image"]
+
+
+def variant_moments(
     sampler: PerSampleGradients,
     draws: MeasureDraws,
     chunk: int,
     gram_dim: int,
-) -> tuple[StreamingMoments, StreamingMoments]:
-    """Theta- and image-space moments of the per-sample gradients of ``draws``."""
+    update: AdamStep | None = None,
+) -> dict[str, StreamingMoments]:
+    """Moments of the per-sample gradients of ``draws``: ``theta`` and ``image`` (G), with a
+    raw-term sampler also ``raw``/``img_raw`` (A) and ``control``/``img_control`` (A - G), and
+    with an ``update`` map the per-sample Adam steps ``update`` (benchmark/variance/control)."""
     n = len(draws)
-    theta, image = StreamingMoments(gram_dim, n), StreamingMoments(gram_dim, n)
+    moments = {"theta": StreamingMoments(gram_dim, n), "image": StreamingMoments(gram_dim, n)}
     for start in range(0, len(draws), chunk):
-        grad, g = sampler(draws[start : start + chunk])
-        theta.update(g)
-        image.update(grad.flatten(1))
-    return theta, image
+        out = sampler(draws[start : start + chunk])
+        grad, g = out[0], out[1]
+        moments["theta"].update(g)
+        moments["image"].update(grad.flatten(1))
+        if len(out) == 4 and out[2] is not None:
+            raw, a = out[2], out[3]
+            for name, value in (
+                ("raw", a),
+                ("control", a - g),
+                ("img_raw", raw.flatten(1)),
+                ("img_control", (raw - grad).flatten(1)),
+            ):
+                moments.setdefault(name, StreamingMoments()).update(value)
+        if update is not None:
+            moments.setdefault("update", StreamingMoments()).update(update(g))
+    return moments
+
+
+def _bias_check(subject, step, draws, variant, config, seeds, sampler, mean) -> dict:
+    """cos_ref and rel_err_ref of the K-sample mean against ``reference_samples`` fresh
+    draws of the same variant."""
+    total = torch.zeros(sampler.numel, dtype=torch.float64, device=subject.device)
+    for part in reference_chunks(
+        subject, step, draws, variant, config.reference_samples, config.chunk, seeds
+    ):
+        total += sampler(part)[1].double().sum(0)
+    reference = total / config.reference_samples
+    cos = torch.nn.functional.cosine_similarity(mean, reference, dim=0, eps=1e-300)
+    rel = ratio(float((mean - reference).norm()), float(reference.norm()))
+    return {"cos_ref": float(cos), "rel_err_ref": rel}
 
 
 def measure_gradient_variance(
-    subject: ProbeSubject, step: int, config: MeasureConfig
+    subject: ProbeSubject, step: int, config: MeasureConfig, final: bool = False
 ) -> dict[str, float]:
-    """The probe at checkpoint ``step`` (the next training step's index). See module doc."""
+    """The probe at checkpoint ``step`` (the next training step's index); ``final`` marks
+    the last checkpoint (where the bias check runs by default). See module doc."""
     start = time.perf_counter()
     prior_evals = subject.prior.n_evals
     estimator = subject.estimator
     snapshot = copy.deepcopy(estimator.state_dict())
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float] = dict(estimator.probe_flags())
+    metrics = {f"var/{k}": v for k, v in metrics.items()}
+    bias_check = config.reference_samples > 0 and (final or config.reference_at == "all")
     try:
         seeds = measure_seeds(subject, step)
         draws = draw_measure_inputs(subject, step, config.samples, seeds)
         sampler = PerSampleGradients(
-            subject, step, config.engine, generator_from_seed(seeds["estimator"])
+            subject,
+            step,
+            config.engine,
+            generator_from_seed(seeds["estimator"]),
+            raw=config.control_variate,
         )
         groups = sampler.group_slices()
         chunk = max(1, min(config.chunk, config.samples))
         gram_dim = config.sketch_dim if config.bootstrap > 0 else 0
+        update = None
+        if config.control_variate:
+            update = adam_step(subject.optimizer, [p for _, _, p in sampler.theta])
         for variant in config.variants:
             began = time.perf_counter()
             prefix = f"var/{variant}/"
-            theta, image = variant_statistics(sampler, draws.variant(variant), chunk, gram_dim)
+            sampler.raw = config.control_variate and variant in config.control_variants
+            moments = variant_moments(
+                sampler, draws.variant(variant), chunk, gram_dim, update if sampler.raw else None
+            )
+            theta, image = moments["theta"], moments["image"]
             metrics.update(summarize(theta, prefix, config.bootstrap, seeds["bootstrap"], groups))
             metrics.update(summarize(image, prefix + "img_", config.bootstrap, seeds["bootstrap"]))
-            if config.reference_samples > 0:
-                total = torch.zeros(sampler.numel, dtype=torch.float64, device=subject.device)
-                for part in reference_chunks(
-                    subject, step, draws, variant, config.reference_samples, config.chunk, seeds
-                ):
-                    total += sampler(part)[1].double().sum(0)
-                reference = total / config.reference_samples
-                mean = theta.mean
-                ref_norm = float(reference.norm())
-                metrics[prefix + "cos_ref"] = float(
-                    torch.nn.functional.cosine_similarity(mean, reference, dim=0, eps=1e-300)
+            if "raw" in moments:
+                metrics.update(
+                    control_variate_metrics(theta, moments["raw"], moments["control"], prefix)
                 )
-                metrics[prefix + "rel_err_ref"] = ratio(float((mean - reference).norm()), ref_norm)
+                metrics.update(
+                    control_variate_metrics(
+                        image, moments["img_raw"], moments["img_control"], prefix + "img_"
+                    )
+                )
+            if sampler.raw:
+                steps = moments.get("update")
+                metrics[prefix + "update_log_var"] = (
+                    _log_or_neg_inf(steps.var_trace()) if steps is not None else float("nan")
+                )
+            if bias_check and variant in config.reference_variants:
+                check = _bias_check(
+                    subject, step, draws, variant, config, seeds, sampler, theta.mean
+                )
+                metrics.update({prefix + k: v for k, v in check.items()})
             metrics[prefix + "seconds"] = time.perf_counter() - began
         metrics["var/n_evals"] = float(subject.prior.n_evals - prior_evals)
     finally:
@@ -154,3 +221,7 @@ def measure_gradient_variance(
             estimator.load_state_dict(snapshot)
     metrics["var/seconds"] = time.perf_counter() - start
     return metrics
+
+
+def _log_or_neg_inf(value: float) -> float:
+    return math.log(value) if value > 0 else float("-inf")
