@@ -168,7 +168,7 @@ def writer_pid(run_root: Path) -> int | None:
 def soak_resume(work: Path, rng: random.Random, resumes: int = 5) -> dict:
     prompts = work / "prompts.txt"
     prompts.write_text("a red sphere\n")
-    args = ["--methods", "sds,ssd", "--prompts", str(prompts), "--steps", "40", "--quiet"]
+    args = ["--methods", "sds,ssd", "--prompts", str(prompts), "--steps", "80", "--quiet"]
     args += ["--no-report", *[a for s in RUN_SETS for a in ("--set", s)]]
     started = time.perf_counter()
     reference = cli("run", *args, "--out", str(work / "run_ref"))
@@ -185,7 +185,7 @@ def soak_resume(work: Path, rng: random.Random, resumes: int = 5) -> dict:
         if not last:  # kill at a random moment once this process trains
             while writer_pid(root) != process.pid and process.poll() is None:
                 time.sleep(0.01)
-            delay = rng.uniform(0.2, 2.0)  # the tiny run trains for ~10 s or more
+            delay = rng.uniform(0.2, 1.5)  # the tiny run trains for ~10 s or more
             time.sleep(delay)
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
