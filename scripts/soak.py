@@ -168,7 +168,7 @@ def writer_pid(run_root: Path) -> int | None:
 def soak_resume(work: Path, rng: random.Random, resumes: int = 5) -> dict:
     prompts = work / "prompts.txt"
     prompts.write_text("a red sphere\n")
-    args = ["--methods", "sds,ssd", "--prompts", str(prompts), "--steps", "40", "--quiet"]
+    args = ["--methods", "sds,ssd", "--prompts", str(prompts), "--steps", "80", "--quiet"]
     args += ["--no-report", *[a for s in RUN_SETS for a in ("--set", s)]]
     started = time.perf_counter()
     reference = cli("run", *args, "--out", str(work / "run_ref"))
@@ -178,19 +178,22 @@ def soak_resume(work: Path, rng: random.Random, resumes: int = 5) -> dict:
 
     root = work / "run_soak"
     started = time.perf_counter()
-    process, kills, runs = cli("run", *args, "--out", str(root)), 0, 0
+    process, kills, runs, in_training = cli("run", *args, "--out", str(root)), 0, 0, 0
     while True:
         runs += 1
         last = runs == resumes + 1
         if not last:  # kill at a random moment once this process trains
             while writer_pid(root) != process.pid and process.poll() is None:
                 time.sleep(0.01)
-            delay = rng.uniform(0.0, 0.5 * ref_seconds / resumes)
+            delay = rng.uniform(0.2, 1.5)  # the tiny run trains for ~10 s or more
             time.sleep(delay)
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
+                process.wait()
                 kills += 1
-                print(f"  run: killed process {runs} after {delay:.1f} s of training")
+                status = json.loads(next(root.glob("*/manifest.json")).read_text())["status"]
+                in_training += status == "running"
+                print(f"  run: killed process {runs} after {delay:.1f} s of training ({status})")
         _, err = process.communicate()
         print(f"  run: process {runs} ended with {process.returncode}")
         if last or process.returncode == 0:
@@ -211,7 +214,9 @@ def soak_resume(work: Path, rng: random.Random, resumes: int = 5) -> dict:
         "status": manifest["status"],
         "exit_code": process.returncode,
         "kills": kills,
-        "resumes": len(manifest.get("resumed", [])),
+        "kills_before_the_run_finished": in_training,
+        "processes": runs,
+        "resumes_in_manifest": len(manifest.get("resumed", [])),
         "reference_seconds": round(ref_seconds, 1),
         "wall_seconds": round(wall, 1),
         "identical": same,
