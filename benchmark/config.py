@@ -37,7 +37,7 @@ class RenderConfig:
 class EvalConfig:
     """Held-out evaluation: ``n_views`` cameras on a ring that no reference camera uses."""
 
-    every: int = 50
+    every: int = 100
     n_views: int = 8
     elevation: float = 20.0
     azimuth_offset: float = 7.5
@@ -84,14 +84,14 @@ class MeasureConfig:
     adds raw_log_var / cv_gain / cv_oracle_* and ``update_log_var`` (benchmark/variance/
     control.py; one more backward per sample)."""
 
-    every: int = 50
+    every: int = 100
     samples: int = 16
     variants: tuple[Literal["all", "fixed_camera", "fixed_camera_t"], ...] = (
         "all",
         "fixed_camera",
         "fixed_camera_t",
     )
-    reference_samples: int = 64
+    reference_samples: int = 32
     reference_at: Literal["last", "all"] = "last"
     reference_variants: tuple[Literal["all", "fixed_camera", "fixed_camera_t"], ...] = ("all",)
     control_variate: bool = True

@@ -69,6 +69,18 @@ CATALOGUE: tuple[MetricInfo, ...] = (
     MetricInfo("phi_loss", "VSD eps_phi loss", "diagnostic"),
     MetricInfo("phi_residual_norm", "VSD eps_phi residual norm", "diagnostic"),
     MetricInfo("is_weight_mean", "mean importance weight of t (sampling levers)", "diagnostic"),
+    # family diagnostics (estimators/csd.py ... bridge.py) and the CARV levers
+    MetricInfo("c_0", "CSD coefficient of eps_0", "diagnostic"),
+    MetricInfo("c_neg", "CSD coefficient of eps_neg", "diagnostic"),
+    MetricInfo("frac_small_t", "NFSD: fraction of draws with t < 200", "diagnostic"),
+    MetricInfo("interval", "ISM interval t - s", "diagnostic"),
+    MetricInfo("t_used", "SDI timestep", "diagnostic"),
+    MetricInfo("eps_inv_std", "SDI inverted-noise std", "diagnostic"),
+    MetricInfo("dt", "ASD timestep shift", "diagnostic"),
+    MetricInfo("delta_t", "Consistent3D t - s", "diagnostic"),
+    MetricInfo("phi_camera_gap", "ESD camera-CFG gap of eps_phi", "diagnostic"),
+    MetricInfo("stage", "SDS-Bridge stage", "diagnostic"),
+    MetricInfo("is_weight_mean", "importance weight mean (CARV)", "diagnostic"),
     # the gradient-variance probe (benchmark/variance)
     MetricInfo("var/seconds", "probe seconds", "machine"),
     MetricInfo("var/n_evals", "probe network evaluations", "cost"),
