@@ -80,7 +80,6 @@ CATALOGUE: tuple[MetricInfo, ...] = (
     MetricInfo("delta_t", "Consistent3D t - s", "diagnostic"),
     MetricInfo("phi_camera_gap", "ESD camera-CFG gap of eps_phi", "diagnostic"),
     MetricInfo("stage", "SDS-Bridge stage", "diagnostic"),
-    MetricInfo("is_weight_mean", "importance weight mean (CARV)", "diagnostic"),
     # the gradient-variance probe (benchmark/variance)
     MetricInfo("var/seconds", "probe seconds", "machine"),
     MetricInfo("var/n_evals", "probe network evaluations", "cost"),
