@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from analysis.summary import method_overview, psnr_thresholds, summarize
+from analysis.summary import psnr_thresholds, summarize
 
 COLUMNS = ["run_id", "method", "prompt", "seed", "step", "metric", "value"]
 
@@ -44,7 +44,7 @@ def test_steps_to_quality_fraction():
     assert summary.thresholds["p"] == pytest.approx(12.0 + 0.8 * 10.0)
     table = summary.wide(["steps to q80"])
     assert table.iloc[0, 0].startswith("150")  # one of two seeds reached it
-    assert "calls to q80" in method_overview(df).columns
+    assert "calls to q80" in summary.quantities
 
 
 def test_a_fraction_reached_at_the_start_does_not_count():
