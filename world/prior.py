@@ -230,6 +230,10 @@ class WorldPrior(DiffusionPrior):
     ) -> torch.Tensor:
         """E[x_0 | x_t, y] (or unconditional), [B, 3, H, W]."""
         refs = self.references[ctx.prompt] if conditional else self.unconditional
+        return self._mixture_mean(x_t, t, refs, ctx)
+
+    def _mixture_mean(self, x_t, t, refs: ReferenceSet, ctx: PriorContext) -> torch.Tensor:
+        """E[x_0 | x_t] under the mixture over ``refs`` at the batch's cameras."""
         alpha, sigma = alpha_sigma(self.alphas_cumprod, t)
         mean = mixture_posterior_mean(
             x_t.flatten(1),
@@ -261,14 +265,6 @@ class WorldPrior(DiffusionPrior):
         del negative_prompt  # the world's negative is its degraded distribution
         refs = self.degraded_references(ctx.prompt)
         alpha, sigma = alpha_sigma(self.alphas_cumprod, t)
-        x0 = mixture_posterior_mean(
-            x_t.flatten(1),
-            alpha.to(x_t.dtype),
-            sigma.to(x_t.dtype),
-            refs.images,
-            self.log_mixture_weights(refs, ctx.cameras),
-            self.config.tau,
-            self.config.chunk_size,
-        ).view_as(x_t)
+        x0 = self._mixture_mean(x_t, t, refs, ctx)
         shape = (-1,) + (1,) * (x_t.dim() - 1)
         return (x_t - alpha.view(shape) * x0) / sigma.view(shape)
