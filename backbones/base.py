@@ -22,6 +22,9 @@ class Backbone(torch.nn.Module, ABC):
     """
 
     supports_vmap: bool = True
+    #: parameters and buffers whose row count (dim 0) changes during training (Gaussian
+    #: densification); a checkpoint may hold them with any number of rows
+    variable_rows: tuple[str, ...] = ()
 
     def before_step(self, step: int) -> None:
         """Hook called by the trainer before the render of training step ``step``."""

@@ -150,6 +150,7 @@ class GaussianSplats(Backbone):
     #: per-Gaussian tensors (dim 0 = N): parameters, then densification statistics
     PARAMS = ("means", "log_scales", "quats", "opacity_logits", "sh_dc", "sh_rest")
     STATS = ("grad_accum", "grad_count", "max_radii")
+    variable_rows = PARAMS + STATS
     #: data-dependent pair lists and sorts: torch.func cannot vmap the rasteriser
     supports_vmap = False
 

@@ -110,13 +110,17 @@ def load_checkpoint(
     )
 
 
-def check_state(reference, loaded, path: Path, where: str = "trainer") -> None:
+def check_state(
+    reference, loaded, path: Path, where: str = "trainer", free_rows: frozenset[str] = frozenset()
+) -> None:
     """``loaded`` (a checkpoint's trainer state) has the structure of ``reference`` (a fresh
     trainer's ``state_dict()``): the same keys of every mapping and, for every tensor both
     hold, the same shape and dtype. Optimiser slots a fresh optimiser has not created yet
     (Adam's ``state`` before the first step) are checked against their parameter's shape by
     the optimiser itself, so mapping keys missing from ``reference`` are allowed only there.
-    A mismatch is a one-line UserError naming the file and the key."""
+    Tensors at the key paths in ``free_rows`` (e.g. ``trainer.backbone.means``) may differ
+    in their row count (dim 0) only. A mismatch is a one-line UserError naming the file and
+    the key."""
 
     def fail(what: str) -> None:
         raise UserError(
@@ -127,7 +131,13 @@ def check_state(reference, loaded, path: Path, where: str = "trainer") -> None:
     if isinstance(reference, torch.Tensor):
         if not isinstance(loaded, torch.Tensor):
             fail(f"expected a tensor, got {type(loaded).__name__}")
-        if loaded.shape != reference.shape or loaded.dtype != reference.dtype:
+        rows_free = where in free_rows and loaded.dim() == reference.dim() >= 1
+        same = (
+            loaded.shape[1:] == reference.shape[1:]
+            if rows_free
+            else loaded.shape == reference.shape
+        )
+        if not same or loaded.dtype != reference.dtype:
             fail(
                 f"shape {tuple(loaded.shape)} {loaded.dtype}, expected "
                 f"{tuple(reference.shape)} {reference.dtype}"
@@ -142,12 +152,12 @@ def check_state(reference, loaded, path: Path, where: str = "trainer") -> None:
         if extra and not where.endswith(".state"):
             fail(f"unexpected key {extra[0]!r}")
         for key in reference:
-            check_state(reference[key], loaded[key], path, f"{where}.{key}")
+            check_state(reference[key], loaded[key], path, f"{where}.{key}", free_rows)
     elif isinstance(reference, (list, tuple)):
         if not isinstance(loaded, (list, tuple)) or len(loaded) != len(reference):
             fail(f"expected a list of {len(reference)}")
         for i, (ref, got) in enumerate(zip(reference, loaded, strict=True)):
-            check_state(ref, got, path, f"{where}[{i}]")
+            check_state(ref, got, path, f"{where}[{i}]", free_rows)
 
 
 def load_trainer_state(trainer, checkpoint: CellCheckpoint, path: Path) -> None:
@@ -155,7 +165,8 @@ def load_trainer_state(trainer, checkpoint: CellCheckpoint, path: Path) -> None:
     trainer's own state; Adam's per-parameter slots must have their parameter's shape. Any
     mismatch is a one-line UserError naming the file (nothing of the cell has run yet)."""
     state = checkpoint.trainer_state
-    check_state(trainer.state_dict(), state, path)
+    free = frozenset(f"trainer.backbone.{name}" for name in trainer.backbone.variable_rows)
+    check_state(trainer.state_dict(), state, path, free_rows=free)
     try:
         trainer.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:

@@ -126,11 +126,15 @@ def photometric_fit(
     """
     for step, (cams, truth) in enumerate(zip(cameras, truths, strict=True)):
         backbone.before_step(step)
+        backbone.update_optimizer(optimizer)  # as the trainer: densification re-indexes Adam
         rgb = backbone.render(cams, height, width)["rgb"]
         loss = 0.5 * ((rgb - truth) ** 2).sum() / rgb.shape[0]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        # free this step's graph now: a live graph keeps each leaf's gradient accumulator with
+        # its old shape, and the next step's densification changes the shapes
+        del rgb, loss
     return backbone
 
 

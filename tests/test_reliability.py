@@ -377,3 +377,22 @@ def test_out_naming_a_file_or_unwritable_folder(tmp_path):
             check_out_dir(locked)
     assert check_out_dir(tmp_path / "new" / "runs").is_dir()
     assert list((tmp_path / "new" / "runs").iterdir()) == []
+
+
+def test_check_state_lets_variable_rows_differ_in_row_count_only(tmp_path):
+    """A Gaussian backbone's per-Gaussian tensors (``variable_rows``) may come back from a
+    checkpoint with another row count (densification), never with other trailing dims."""
+    import torch
+
+    from benchmark.checkpoint import check_state
+
+    ref = {"backbone": {"means": torch.zeros(150, 3), "background": torch.zeros(3)}}
+    free = frozenset({"trainer.backbone.means"})
+    grown = {"backbone": {"means": torch.zeros(529, 3), "background": torch.zeros(3)}}
+    check_state(ref, grown, tmp_path / "c.pt", free_rows=free)
+    with pytest.raises(UserError, match="does not fit"):
+        check_state(ref, grown, tmp_path / "c.pt")  # not declared variable
+    for bad in ({"means": torch.zeros(150, 4), "background": torch.zeros(3)},
+                {"means": torch.zeros(150, 3), "background": torch.zeros(4)}):  # fmt: skip
+        with pytest.raises(UserError, match="does not fit"):
+            check_state(ref, {"backbone": bad}, tmp_path / "c.pt", free_rows=free)
