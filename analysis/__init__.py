@@ -22,6 +22,7 @@ _EXPORTS = {
     "paired_difference": "analysis.stats",
     "plot_variance": "analysis.plots",
     "plot_convergence": "analysis.plots",
+    "plot_convergence_overview": "analysis.plots",
     "plot_render_grid": "analysis.plots",
     "load_run_info": "analysis.runs",
     "config_differences": "analysis.runs",

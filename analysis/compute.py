@@ -35,9 +35,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.summary import CELL, REFERENCE, add_labels
+from analysis.summary import CELL, COST_COUNTERS, REFERENCE, add_labels, cumulative_calls
 
-COST_COUNTERS = {"prior": "n_evals", "phi": "n_evals_phi", "depth": "n_evals_depth"}
 VAR_METRIC = "var/all/var_trace"
 FLAG_METRIC = "var/mu_uninformed"
 
@@ -91,25 +90,22 @@ def cost_table(df: pd.DataFrame, manifests: dict[str, dict] | None = None) -> pd
 
 
 def cumulative_cost(df: pd.DataFrame) -> pd.DataFrame:
-    """CELL + step + nfe (cumulative, all kinds) + seconds (cumulative train_seconds)."""
-    parts = []
-    for metric in [*COST_COUNTERS.values(), "train_seconds"]:
-        part = _series(df, metric).rename(columns={"value": metric})
-        if len(part):
-            parts.append(part.set_index([*CELL, "step"]))
-    if not parts:
+    """CELL + step + nfe (cumulative, all kinds: ``summary.cumulative_calls``) + seconds
+    (cumulative train_seconds, carried forward like the counters)."""
+    calls = cumulative_calls(df).rename(columns={"value": "nfe"})
+    seconds = _series(df, "train_seconds").rename(columns={"value": "seconds"})
+    if calls.empty and seconds.empty:
         return pd.DataFrame(columns=[*CELL, "step", "nfe", "seconds"])
-    wide = pd.concat(parts, axis=1).sort_index()
-    # counters not logged at a step (e.g. before a method's first depth call) carry forward
-    wide = wide.groupby(level=list(range(len(CELL)))).ffill().fillna(0.0)
-    counters = [c for c in COST_COUNTERS.values() if c in wide]
-    out = pd.DataFrame(
-        {
-            "nfe": wide[counters].sum(axis=1),
-            "seconds": wide["train_seconds"] if "train_seconds" in wide else np.nan,
-        }
-    )
-    return out.reset_index()
+    keys = [*CELL, "step"]
+    if calls.empty:
+        return seconds.assign(nfe=0.0)[[*keys, "nfe", "seconds"]]
+    if seconds.empty:
+        return calls.assign(seconds=np.nan)
+    wide = calls.merge(seconds, on=keys, how="outer").set_index(keys).sort_index()
+    wide = wide.groupby(level=list(range(len(CELL)))).ffill()
+    wide["nfe"] = wide["nfe"].fillna(0.0)
+    wide["seconds"] = wide["seconds"].fillna(0.0)
+    return wide.reset_index()
 
 
 def quality_curve(df: pd.DataFrame, metric: str = "psnr") -> pd.DataFrame:

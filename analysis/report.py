@@ -44,6 +44,8 @@ KEY_SETTINGS = (
 )
 
 FIGURE_SKIP = ("janus_deg",)  # in the tables; its curve repeats the Janus score's
+#: metrics drawn per prompt (one row per prompt); every metric is in the overview figure
+PER_PROMPT_CONVERGENCE = ("psnr", "quality/psnr")
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 24px;
@@ -277,11 +279,22 @@ def _figures(df: pd.DataFrame, infos: list[RunInfo], errors: list[str]) -> str:
     metrics = [m for m in eval_metrics(df) if m not in FIGURE_SKIP]
     if not metrics:
         parts.append("<p class='note'>No evaluation metrics in these runs.</p>")
-    for metric in metrics:
+    else:
+        parts.append(
+            _safe_figure(
+                lambda: plots.plot_convergence_overview(df, metrics),
+                "Every evaluation metric vs steps, network calls (all networks: prior, phi, "
+                "depth) and training wall-clock, mean over prompts and seeds.",
+                "convergence overview",
+                errors,
+            )
+        )
+    for metric in [m for m in PER_PROMPT_CONVERGENCE if m in metrics]:
         parts.append(
             _safe_figure(
                 lambda m=metric: plots.plot_convergence(df, m),
-                f"{metric} vs steps, prior network calls and training wall-clock.",
+                f"{metric} per prompt vs steps, network calls (all networks) and training "
+                "wall-clock.",
                 f"convergence of {metric}",
                 errors,
             )

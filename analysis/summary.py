@@ -8,9 +8,10 @@ Per cell (run, method, prompt, seed) it computes, from the long-format results:
     log_var@<step>         var/all/log_var (theta space) at fixed measured steps,
     img_log_var@<step>     var/all/img_log_var (image space), and nsr / img_nsr
     steps to psnr>=thr     first eval checkpoint with PSNR >= thr (NaN if never reached),
-    calls to psnr>=thr     cumulative prior evaluations (n_evals) at that step and
+    calls to psnr>=thr     cumulative network evaluations of every network (``n_calls``:
+                           n_evals + n_evals_phi + n_evals_depth) at that step and
     seconds to psnr>=thr   training wall-clock (train_seconds) at that step
-    steps/s, calls/step    over the whole cell (last step / train_seconds, n_evals / steps)
+    steps/s, calls/step    over the whole cell (last step / train_seconds, n_calls / steps)
     peak memory            any metric named peak_* or mem* (last value), if logged
 
 then the mean over seeds with a 95% Student t CI (``analysis.stats.mean_ci``), and for
@@ -56,6 +57,44 @@ CELL = ["run_id", "method", "prompt", "seed"]
 AUTO_FRACTION = 0.75
 #: quality-fraction levels of the steps / calls / seconds to threshold columns
 QUALITY_LEVELS = (0.5, 0.8)
+#: the cumulative network-evaluation counters a cell logs, by kind (prior eps, the method's
+#: own eps_phi / LoRA, the depth or normal estimator of SSD's baseline)
+COST_COUNTERS = {"prior": "n_evals", "phi": "n_evals_phi", "depth": "n_evals_depth"}
+CALLS = "n_calls"  # derived: the sum of COST_COUNTERS, what "network calls" means everywhere
+
+
+def cumulative_calls(df: pd.DataFrame) -> pd.DataFrame:
+    """CELL + step + value: the cumulative sum of every COST_COUNTERS counter per cell and
+    logged step (a counter not logged yet at a step, e.g. before a method's first depth
+    call, carries its last value forward, 0 before its first).
+
+    >>> rows = [("r", "ssd", "p", 0, s, m, v) for s, m, v in
+    ...         [(1, "n_evals", 1.0), (1, "n_evals_depth", 1.0), (2, "n_evals", 2.0)]]
+    >>> df = pd.DataFrame(rows, columns=[*CELL, "step", "metric", "value"])
+    >>> cumulative_calls(df)["value"].tolist()
+    [2.0, 3.0]
+    """
+    rows = df[df["metric"].isin(COST_COUNTERS.values())]
+    if rows.empty:
+        return pd.DataFrame(columns=[*CELL, "step", "value"])
+    wide = rows.pivot_table(
+        index=[*CELL, "step"], columns="metric", values="value", aggfunc="last"
+    ).sort_index()
+    wide = wide.groupby(level=list(range(len(CELL)))).ffill().fillna(0.0)
+    return wide.sum(axis=1).rename("value").reset_index()
+
+
+def with_calls(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with the derived ``n_calls`` rows (``cumulative_calls``) appended, once (with
+    each cell's ``label`` when ``df`` has labels)."""
+    if (df["metric"] == CALLS).any():
+        return df
+    calls = cumulative_calls(df).assign(metric=CALLS)
+    if calls.empty:
+        return df
+    if "label" in df.columns:
+        calls = calls.merge(df.groupby(CELL, as_index=False)["label"].first(), on=CELL)
+    return pd.concat([df, calls[[c for c in df.columns if c in calls]]], ignore_index=True)
 
 
 def eval_metrics(df: pd.DataFrame) -> list[str]:
@@ -153,7 +192,7 @@ def _to_threshold(
         values = cell_rows[(cell_rows["metric"] == metric) & (cell_rows["step"] == step)]
         return float(values["value"].iloc[-1]) if len(values) else np.nan
 
-    return {"steps": float(step), "calls": at("n_evals"), "seconds": at("train_seconds")}
+    return {"steps": float(step), "calls": at(CALLS), "seconds": at("train_seconds")}
 
 
 def cell_table(
@@ -165,7 +204,7 @@ def cell_table(
 
     Returns (cells, thresholds, quantity names in display order).
     """
-    df = df if "label" in df.columns else add_labels(df)
+    df = with_calls(df if "label" in df.columns else add_labels(df))
     labels = df.groupby(CELL)["label"].first()
     cells = pd.DataFrame(index=labels.index)
     cells["label"] = labels
@@ -191,7 +230,7 @@ def cell_table(
     present = set(df["metric"])
     by_quality = psnr_threshold is None and "quality/psnr" in present
     thresholds = quality_thresholds(df) if by_quality else psnr_thresholds(df, psnr_threshold)
-    rows = df[df["metric"].isin(["quality/psnr", "n_evals", "train_seconds"])].groupby(CELL)
+    rows = df[df["metric"].isin(["quality/psnr", CALLS, "train_seconds"])].groupby(CELL)
     for level in QUALITY_LEVELS if by_quality else ():
         hits = {k: _to_threshold(r, level, "quality/psnr", after_start=True) for k, r in rows}
         for part in ("steps", "calls", "seconds"):
@@ -201,9 +240,7 @@ def cell_table(
     if "psnr" in present and not by_quality:
         hits = {
             key: _to_threshold(rows, thresholds.get(key[2], np.nan))
-            for key, rows in df[df["metric"].isin(["psnr", "n_evals", "train_seconds"])].groupby(
-                CELL
-            )
+            for key, rows in df[df["metric"].isin(["psnr", CALLS, "train_seconds"])].groupby(CELL)
         }
         for part in ("steps", "calls", "seconds"):
             name = f"{part} to psnr thr"
@@ -212,7 +249,7 @@ def cell_table(
 
     seconds = _last(df.loc[df["metric"] == "train_seconds", CELL + ["step", "value"]])
     last_step = df[df["metric"] == "train_seconds"].groupby(CELL)["step"].max()
-    n_evals = _last(df.loc[df["metric"] == "n_evals", CELL + ["step", "value"]])
+    n_evals = _last(df.loc[df["metric"] == CALLS, CELL + ["step", "value"]])
     if len(seconds):
         cells["steps/s"] = last_step / seconds.where(seconds > 0)
         quantities.append("steps/s")

@@ -67,3 +67,13 @@ def test_psnr_threshold_is_never_the_start_when_nothing_improved():
     cells = summarize(df).cells.set_index("prompt")
     assert math.isnan(cells.loc["lamp", "steps to psnr thr"])
     assert cells.loc["sphere", "steps to psnr thr"] == 50
+
+
+def test_calls_count_every_network():
+    """'calls' (to threshold, per step) add the phi and depth counters to the prior's: an SSD
+    cell with one prior and one depth evaluation per step spends 2 calls per step."""
+    rows = quality_cell(0, [0.0, 0.4, 0.6, 0.9])
+    rows += [("r", "sds", "p", 0, 50 * i, "n_evals_depth", 50.0 * i) for i in range(1, 4)]
+    cells = summarize(frame(rows)).cells.set_index("seed")
+    assert cells.loc[0, "calls to q50"] == 300  # 2 x 100 prior + 100 depth
+    assert cells.loc[0, "calls/step"] == 3.0
