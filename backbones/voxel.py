@@ -61,12 +61,21 @@ class VoxelGrid(Backbone):
 
     def density_at(self, points: torch.Tensor) -> torch.Tensor:
         """sigma(p) = softplus(d(p) + blob(p)), points [..., 3] -> [...]."""
-        blob = self.config.blob_scale * (1.0 - points.norm(dim=-1) / self.config.blob_std)
-        return F.softplus(self._sample(self.density, points)[..., 0] + blob)
+        return F.softplus(self._sample(self.density, points)[..., 0] + self._blob(points))
+
+    def _blob(self, points: torch.Tensor) -> torch.Tensor:
+        return self.config.blob_scale * (1.0 - points.norm(dim=-1) / self.config.blob_std)
 
     def query(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """points [..., 3] -> sigma [...], colour [..., 3]."""
-        return self.density_at(points), torch.sigmoid(self._sample(self.color, points))
+        """points [..., 3] -> sigma [...], colour [..., 3].
+
+        One ``grid_sample`` of the stacked [1, 4, R, R, R] (density, colour) grid: the same
+        numbers, bit for bit, as one lookup per grid (each channel is interpolated alone),
+        at ~2/3 of the time, the backward of ``grid_sample`` being most of a training step.
+        """
+        feats = self._sample(torch.cat([self.density, self.color], dim=1), points)
+        sigma = F.softplus(feats[..., 0] + self._blob(points))
+        return sigma, torch.sigmoid(feats[..., 1:])
 
     def normals_at(self, points: torch.Tensor) -> torch.Tensor:
         """Unit normals -grad sigma / |grad sigma| by central differences (half a voxel)."""

@@ -82,3 +82,16 @@ def test_timesteps_range_and_anneal():
     assert annealed.bounds(0, 1000) == (20, 980)
     assert annealed.bounds(50, 1000) == (20, 740)
     assert annealed.bounds(1000, 1000) == (20, 500)
+
+
+@pytest.mark.parametrize("kind", ["linear", "scaled_linear"])
+@pytest.mark.parametrize(
+    "n, start, end", [(1000, 0.00085, 0.012), (1000, 1e-4, 0.02), (50, 1e-3, 0.2)]
+)
+def test_schedule_equals_diffusers_ddpm_scheduler_bit_for_bit(kind, n, start, end):
+    from diffusers import DDPMScheduler
+
+    expected = DDPMScheduler(
+        num_train_timesteps=n, beta_start=start, beta_end=end, beta_schedule=kind
+    ).alphas_cumprod
+    assert torch.equal(ddpm_alphas_cumprod(n, start, end, kind), expected.to(torch.float32))

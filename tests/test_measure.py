@@ -419,7 +419,7 @@ def test_bootstrap_resample_formula():
 
 def test_measure_config_validation():
     assert load_config(None, ["measure.variants=[all]"]).measure.variants == ("all",)
-    assert MeasureConfig().every == 100  # on by default: the main job measures variance
+    assert MeasureConfig().every == 150  # on by default: the main job measures variance
     with pytest.raises(ConfigError, match="measure.variants"):
         load_config(None, ["measure.variants=[sideways]"])
     with pytest.raises(ConfigError):

@@ -134,6 +134,18 @@ def mixture_posterior_mean(
     return mean_ref + shrink * (x_t - alpha[:, None] * mean_ref)
 
 
+class _LazyReferences(dict):
+    """prompt -> ReferenceSet, rendered by ``render(prompt)`` on first access."""
+
+    def __init__(self, render) -> None:
+        super().__init__()
+        self._render = render
+
+    def __missing__(self, prompt: str) -> ReferenceSet:
+        self[prompt] = refs = self._render(prompt)
+        return refs
+
+
 class WorldPrior(DiffusionPrior):
     """Exact optimal denoiser of the world's reference mixtures (pixel space, [-1, 1])."""
 
@@ -161,14 +173,24 @@ class WorldPrior(DiffusionPrior):
             self.device
         )
         self.reference_cameras = cameras
-        # The unconditional branch mixes every object the world knows.
-        all_prompts = list(dict.fromkeys(list(prompts) + known_prompts()))
-        self.references = {p: self._render_references(p, cameras) for p in all_prompts}
-        self.unconditional = ReferenceSet(
-            torch.cat([r.images for r in self.references.values()]),
-            torch.cat([r.directions for r in self.references.values()]),
-        )  # depth/normal are only needed for the conditional Bayes estimators
+        # prompt -> its references, rendered on first use (each object's renders depend on
+        # that object only, so the order of use changes no number)
+        self.references = _LazyReferences(self._render_references)
+        for prompt in prompts:
+            self.references[prompt]  # noqa: B018 - the run's prompts up front: bad ones fail here
+        self._unconditional: ReferenceSet | None = None
         self._degraded: dict[str, ReferenceSet] = {}
+
+    @property
+    def unconditional(self) -> ReferenceSet:
+        """The unconditional branch's mixture: the references of every object the world
+        knows (depth/normal are only needed for the conditional Bayes estimators)."""
+        if self._unconditional is None:
+            refs = [self.references[p] for p in known_prompts()]
+            self._unconditional = ReferenceSet(
+                torch.cat([r.images for r in refs]), torch.cat([r.directions for r in refs])
+            )
+        return self._unconditional
 
     def geometry_estimator(self, depth_model: str = ""):
         """The world's Bayes depth/normal estimator (a fresh counter per call)."""
@@ -176,7 +198,8 @@ class WorldPrior(DiffusionPrior):
 
         return WorldBayesGeometry(self)
 
-    def _render_references(self, prompt: str, cameras: Cameras) -> ReferenceSet:
+    def _render_references(self, prompt: str) -> ReferenceSet:
+        cameras = self.reference_cameras
         out = render_object(
             get_object(prompt),
             cameras,
