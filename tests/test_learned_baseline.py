@@ -12,6 +12,7 @@ from estimators import SDS, EstimatorContext, GuidanceConfig
 from estimators.learned_baseline import LearnedSteinBaseline
 from estimators.ssd import SSD, SSDConfig, build_learned_baseline
 from estimators.stein import stein_vector_control_variate
+from tests.fakes import LinearPrior
 
 Z = 4.0  # tolerance in standard errors
 SMALL = ["render.height=16", "render.width=16", "voxel.resolution=12", "voxel.n_samples=24"]
@@ -99,28 +100,29 @@ def test_learned_network_control_variate_is_zero_mean(name):
     assert model.n_evals == 2 * chunk * chunks
 
 
-def _mean_difference_z(prior, cfg: SSDConfig, peek: bool, n_chunks=40, chunk=20):
+def _mean_difference_z(cfg: SSDConfig, peek: int, n_chunks=40, chunk=50):
     """z-scores (per channel) of mean(G_ssd - G_sds) over n_chunks * chunk eps draws at a
-    fixed render x and t, the learned baseline fitted online after each use (``peek``: fitted
-    on the current sample first, deliberately biased)."""
-    refs = prior.references["a snowman"]
-    x = (refs.images[2].view(1, 3, 16, 16) * 0.7).expand(chunk, -1, -1, -1)
+    fixed x and t under a linear prior (its SDS residual: a constant plus a multiple of eps,
+    so a baseline can remove all of the eps part), the learned baseline fitted online after
+    each use; ``peek`` > 0: fitted that many times on the current sample first (biased)."""
+    prior = LinearPrior()
+    x = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(2)).expand(chunk, -1, -1, -1)
     t = torch.full((chunk,), 500)
     gen = torch.Generator().manual_seed(5)
-    ctx = EstimatorContext("a snowman", prior.reference_cameras[[2] * chunk], generator=gen)
+    ctx = EstimatorContext("p", None, generator=gen)
     learned = build_learned_baseline(cfg, 3, torch.Generator().manual_seed(0), "cpu")
     ssd, sds = SSD(cfg, None, "cpu", learned), SDS(GuidanceConfig())
-    diffs = []
+    diffs, second = [], []
     for _ in range(n_chunks):
         eps = torch.randn(x.shape, generator=gen)
-        if peek:
-            for _ in range(3):
-                ssd.update(x, prior, ctx, ssd.grad(x, t, eps, prior, ctx))
+        for _ in range(peek):
+            ssd.update(x, prior, ctx, ssd.grad(x, t, eps, prior, ctx))
         out = ssd.grad(x, t, eps, prior, ctx)
         ssd.update(x, prior, ctx, out)
         g_sds, _ = sds.grad(x, t, eps, prior, ctx)
         diffs.append((out.grad - g_sds).double().mean(dim=(2, 3)))
-    return _z(torch.cat(diffs))
+        second.append((float((out.grad**2).sum()), float((g_sds**2).sum())))
+    return _z(torch.cat(diffs)), second
 
 
 def _learned(name: str, **kw) -> SSDConfig:
@@ -131,22 +133,29 @@ def _learned(name: str, **kw) -> SSDConfig:
 
 
 @pytest.mark.parametrize("name", list(FIELDS))
-def test_learned_ssd_fitted_on_past_samples_is_unbiased(world_prior_small, name):
-    """mean(G_ssd - G_sds) = 0 within 4 SE per channel over 800 draws while the network
-    learns (lr 0.02: it moves a lot) from earlier samples only."""
-    z = _mean_difference_z(world_prior_small, _learned(name, learned_lr=0.02), peek=False)
+def test_learned_ssd_fitted_on_past_samples_is_unbiased_and_lowers_the_second_moment(name):
+    """mean(G_ssd - G_sds) = 0 within 4 SE per channel over 2000 draws while the network
+    learns (lr 0.02: it moves a lot) from earlier samples only; over the last quarter of the
+    draws its ||G||^2 is below SDS's on the same draws."""
+    z, second = _mean_difference_z(_learned(name, learned_lr=0.02), peek=0)
     assert bool((z.abs() < Z).all()), z.tolist()
+    ours, theirs = (sum(v) for v in zip(*second[-10:], strict=True))
+    assert ours < theirs, (ours, theirs)
 
 
-def test_peeking_learned_baseline_is_detected_as_biased(world_prior_small):
-    """The same test fails when the network is fitted to the current sample before use."""
-    cfg = _learned("vector-exact", learned_lr=0.05)
-    z = _mean_difference_z(world_prior_small, cfg, peek=True)
+@pytest.mark.parametrize("name", ["scalar", "vector-exact"])
+def test_peeking_learned_baseline_is_detected_as_biased(name):
+    """The same test fails when the network is fitted to the current sample before use (it
+    then absorbs the residual's mean, not only its noise)."""
+    z, _ = _mean_difference_z(_learned(name, learned_lr=0.1), peek=5)
     assert bool((z.abs() > Z).any()), z.tolist()
 
 
-@pytest.mark.parametrize("form", ["additive", "offset"])
-@pytest.mark.parametrize("name", list(FIELDS))
+@pytest.mark.parametrize(
+    ("name", "form"),
+    [("scalar", "additive"), ("scalar", "offset"), ("vector-exact", "additive"),
+     ("vector-hutchinson", "offset")],
+)  # fmt: skip
 def test_learned_ssd_first_step_is_the_constant_baseline_bit_for_bit(world_prior_small, name, form):
     """Zero-initialised output: step 0 of SSD(learned) == SSD(constant) in the same form
     (additive: SDS; offset with mu = 1: SDS), bit for bit; the network moves after it."""
@@ -166,8 +175,8 @@ def test_learned_grad_is_pure_and_resume_is_bit_identical(world_prior_small, nam
     """grad() leaves the state (net, Adam, counters aside) untouched; a trainer loaded from
     another's state_dict after 3 steps continues bit for bit (net, Adam state, theta)."""
     field, diagonal = FIELDS[name]
-    config = load_config(None, [*SMALL, "camera.batch_size=2", "ssd.baseline=learned",
-                                f"ssd.learned_field={field}", f"ssd.learned_diagonal={diagonal}"])  # fmt: skip
+    sets = [f"ssd.learned_field={field}", f"ssd.learned_diagonal={diagonal}"]
+    config = load_config(None, [*SMALL, "camera.batch_size=2", "ssd.baseline=learned", *sets])
     cpu = torch.device("cpu")
     a = CellTrainer(config, "ssd", "a snowman", 0, world_prior_small, cpu)
     for step in range(3):
@@ -198,26 +207,3 @@ def test_learned_grad_is_pure_and_resume_is_bit_identical(world_prior_small, nam
     from benchmark.variance.probe import _state_equal
 
     assert _state_equal(before, after)
-
-
-def test_learned_baseline_lowers_the_second_moment_in_the_world(world_prior_small):
-    """Fitted online at a fixed render and t, the network's S removes part of SDS's
-    eps-variance: the mean ||G||^2 of the last 100 draws is below SDS's on the same draws."""
-    cfg = _learned("vector-exact", learned_lr=0.01)
-    prior = world_prior_small
-    refs = prior.references["a snowman"]
-    x = (refs.images[2].view(1, 3, 16, 16) * 0.7).expand(4, -1, -1, -1)
-    t = torch.full((4,), 500)
-    gen = torch.Generator().manual_seed(3)
-    ctx = EstimatorContext("a snowman", prior.reference_cameras[[2] * 4], generator=gen)
-    ssd = SSD(cfg, None, "cpu", build_learned_baseline(cfg, 3, torch.Generator(), "cpu"))
-    sds = SDS(GuidanceConfig())
-    ours, theirs = [], []
-    for k in range(300):
-        eps = torch.randn(x.shape, generator=gen)
-        out = ssd.grad(x, t, eps, prior, ctx)
-        ssd.update(x, prior, ctx, out)
-        if k >= 200:
-            ours.append(float((out.grad**2).sum()))
-            theirs.append(float((sds.grad(x, t, eps, prior, ctx).grad ** 2).sum()))
-    assert sum(ours) < sum(theirs), (sum(ours), sum(theirs))
