@@ -3,6 +3,8 @@ identity: zero mean (Monte Carlo, 4 standard errors), the wrong sign caught, SSD
 SDS, unbiased when fitted on past samples only (and a peeking fit caught), pure grad, cost,
 bit-identical resume."""
 
+import copy
+
 import pytest
 import torch
 
@@ -181,7 +183,8 @@ def test_learned_grad_is_pure_and_resume_is_bit_identical(world_prior_small, nam
     a = CellTrainer(config, "ssd", "a snowman", 0, world_prior_small, cpu)
     for step in range(3):
         a.step(step)
-    state = a.state_dict()
+    # a deep copy, as a checkpoint on disk (torch optimizers keep references to loaded tensors)
+    state = copy.deepcopy(a.state_dict())
     b = CellTrainer(config, "ssd", "a snowman", 0, world_prior_small, cpu)
     b.load_state_dict(state)
     net_before = {k: v.clone() for k, v in a.estimator.learned.net.state_dict().items()}
