@@ -20,6 +20,7 @@ from backbones.registry import BACKBONES, BackboneBuild
 from core.errors import UserError
 from core.interfaces import DiffusionPrior
 from estimators.base import GradientEstimator, GuidanceConfig
+from estimators.baselines import needs_geometry
 from estimators.registry import METHODS, MethodBuild
 
 
@@ -106,7 +107,7 @@ def build_prior(config, prompts: list[str], device: torch.device) -> DiffusionPr
     if kind not in PRIORS:
         raise UserError(f"unknown prior '{config.prior}'")
     prior = PRIORS[kind].build(config, prompts, device)
-    if kind != "world" and "ssd" in config.methods and config.ssd.baseline != "constant":
+    if kind != "world" and "ssd" in config.methods and needs_geometry(config.ssd.baseline):
         prior.geometry_estimator(config.sd.depth_model)
     return prior
 

@@ -3,6 +3,8 @@
     constant       phi_base = 0, so phi = offset (default 1: SSD(phi=1, mu=1) == SDS)
     depth_pearson  phi = 1 - PearsonCorr(depth_render.detach(), D(x_t))   (the paper's)
     normal         phi = 1 - mean_opacity-weighted cos(normal_render.detach(), N(x_t))
+    learned        a network trained online (estimators/learned_baseline.py; built by SSD,
+                   not here)
 
 combined as phi = offset + scale * phi_base: offset is the constant part of every baseline,
 e.g. offset = 1, scale = lambda gives 1 + lambda * phi_depth, which keeps the SDS term
@@ -20,8 +22,13 @@ import torch
 
 from core.interfaces import GeometryEstimator, PriorContext
 
-BaselineName = Literal["constant", "depth_pearson", "normal"]
-BASELINES: tuple[str, ...] = ("constant", "depth_pearson", "normal")
+BaselineName = Literal["constant", "depth_pearson", "normal", "learned"]
+BASELINES: tuple[str, ...] = ("constant", "depth_pearson", "normal", "learned")
+
+
+def needs_geometry(name: str) -> bool:
+    """True for the baselines that read a depth/normal estimator."""
+    return name in ("depth_pearson", "normal")
 
 
 def pearson_correlation(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

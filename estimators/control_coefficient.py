@@ -18,6 +18,7 @@ estimator would be biased.
 
 from __future__ import annotations
 
+import copy
 from typing import Literal
 
 import torch
@@ -99,5 +100,7 @@ class ControlCoefficient:
             with torch.no_grad():
                 self.mu.copy_(state["mu"])
             if self.optimizer is not None and state["optimizer"] is not None:
-                self.optimizer.load_state_dict(state["optimizer"])
+                # Optimizer.load_state_dict keeps references to the given tensors: copy, so the
+                # source's in-place Adam updates never leak into this one
+                self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
         self.numerator, self.denominator = state["numerator"], state["denominator"]

@@ -8,9 +8,10 @@ README's developer checklist).
 
 The cost model ``nfe_per_step(section, prior)`` gives the network evaluations one training
 step spends per rendered image, by kind: ``prior`` (the diffusion network, each CFG branch
-counts), ``phi`` (VSD's eps_phi) and ``depth`` (SSD's depth/normal model). A test checks it
-against the counters of real steps. With ``noise_samples`` = K (estimators/sampling.py) the
-evaluations inside ``grad`` are paid K times per image, those in ``update`` once.
+counts), ``phi`` (VSD's eps_phi, SSD's learned baseline) and ``depth`` (SSD's depth/normal
+model). A test checks it against the counters of real steps. With ``noise_samples`` = K
+(estimators/sampling.py) the evaluations inside ``grad`` are paid K times per image, those in
+``update`` once (SSD's learned baseline fits on all K draws: K).
 
 >>> list(METHODS)
 ['sds', 'vsd', 'ssd', 'csd', 'nfsd', 'ism', 'sdi', 'asd', 'cds', 'esd', 'bridge']
@@ -133,15 +134,27 @@ def _vsd_cost(config: VSDConfig, prior) -> dict[str, int]:
 
 
 def _build_ssd(b: MethodBuild) -> GradientEstimator:
-    from estimators.ssd import SSD
+    """SSD; its depth/normal model when the baseline reads one, its learned baseline's network
+    (estimators/learned_baseline.py) from the cell's init stream."""
+    from estimators.baselines import needs_geometry
+    from estimators.ssd import SSD, build_learned_baseline
 
-    geometry = None if b.config.baseline == "constant" else b.geometry()
-    return SSD(b.config, geometry, b.device)
+    geometry = b.geometry() if needs_geometry(b.config.baseline) else None
+    learned = None
+    if b.config.baseline == "learned":
+        learned = build_learned_baseline(b.config, b.image_shape[0], b.generator, b.device)
+    return SSD(b.config, geometry, b.device, learned)
 
 
 def _ssd_cost(config: SSDConfig, prior) -> dict[str, int]:
+    """The guided prediction; the depth/normal model once per draw; the learned baseline once
+    per draw in grad and once per draw in update (its fit)."""
+    from estimators.baselines import needs_geometry
+
     k = config.noise_samples
-    return _cost(prior=k * cfg_branches(config), depth=k * int(config.baseline != "constant"))
+    learned = 2 * k * int(config.baseline == "learned")
+    depth = k * int(needs_geometry(config.baseline))
+    return _cost(prior=k * cfg_branches(config), phi=learned, depth=depth)
 
 
 # ---------------------------------------------------- the score-distillation family (issue 19)

@@ -17,6 +17,13 @@ direction. Measured in the world (2026-12-01): with one scalar mu the offset for
 a scale (mu fits 0.87-0.92) and the paper form is 1.3-1.8 nats worse than SDS; the additive
 form is never worse than SDS in expectation (mu -> the variance-minimising coefficient of
 S(phi_b) on top of SDS), which is why it is the default.
+
+``baseline=learned`` (estimators/learned_baseline.py): phi_b = scale * phi_psi, a network
+fitted online (in ``update``, on this step's sample, used from the next step on) to minimise
+||G||^2; ``learned_field=vector`` replaces S(phi) by the vector-field form S_i = eps_i f_i -
+sigma d_i f_i. Its output starts at zero, so SSD starts as the form with the constant baseline.
+mu multiplies the network's output like any baseline's; its neutral init is 1 here (in the
+additive form mu = 0 would stop the network's gradient).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from estimators.base import (
 )
 from estimators.baselines import BASELINES, BaselineName, baseline_function
 from estimators.control_coefficient import ControlCoefficient, MuShape, MuStrategy
+from estimators.learned_baseline import LearnedDiagonal, LearnedField, LearnedSteinBaseline
 from estimators.sds import guided_residual_terms
 from estimators.stein import stein_control_variate
 
@@ -46,8 +54,11 @@ SSD_FORMS: tuple[str, ...] = ("paper", "additive", "offset")
 @dataclass
 class SSDConfig(GuidanceConfig):
     """SSD knobs. Default: the additive form (SDS - mu S(phi_depth)), mu learned, scalar,
-    starting at 0. ``mu_init`` None means the form's neutral value (0 additive, 1 otherwise);
-    ``baseline_offset`` is used by the offset form only."""
+    starting at 0. ``mu_init`` None means the form's neutral value (0 additive, 1 otherwise
+    and for the learned baseline); ``baseline_offset`` is used by the offset form only.
+    ``learned_*``: the learned baseline's field (scalar phi or vector field f), the vector
+    field's Jacobian diagonal (exact: f affine in x_t; hutchinson: any f), its network's
+    width, FiLM blocks, embedding size and Adam learning rate."""
 
     form: SSDForm = "additive"
     baseline: BaselineName = "depth_pearson"
@@ -58,6 +69,12 @@ class SSDConfig(GuidanceConfig):
     mu_init: float | None = None
     mu_lr: float = 1e-2
     mu_ema: float = 0.99
+    learned_field: LearnedField = "scalar"
+    learned_diagonal: LearnedDiagonal = "exact"
+    learned_hidden: int = 16
+    learned_blocks: int = 1
+    learned_embed_dim: int = 32
+    learned_lr: float = 1e-3
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -67,6 +84,45 @@ class SSDConfig(GuidanceConfig):
             raise ValueError(f"baseline must be one of {BASELINES}")
         if self.mu_lr <= 0 or not 0.0 <= self.mu_ema < 1.0:
             raise ValueError("need mu_lr > 0 and 0 <= mu_ema < 1")
+        if self.learned_field not in ("scalar", "vector"):
+            raise ValueError("learned_field must be 'scalar' or 'vector'")
+        if self.learned_diagonal not in ("exact", "hutchinson"):
+            raise ValueError("learned_diagonal must be 'exact' or 'hutchinson'")
+        if self.learned_lr <= 0 or self.learned_hidden < 1 or self.learned_embed_dim < 2:
+            raise ValueError("need learned_lr > 0, learned_hidden >= 1, learned_embed_dim >= 2")
+        if self.learned_embed_dim % 2 or self.learned_blocks < 0:
+            raise ValueError("need an even learned_embed_dim and learned_blocks >= 0")
+
+    @property
+    def neutral_mu(self) -> float:
+        """mu_init when unset: 0 in the additive form (S(phi_b) added with weight 0: SDS),
+        1 otherwise; 1 for the learned baseline (its output starts at 0 instead)."""
+        return 0.0 if self.form == "additive" and self.baseline != "learned" else 1.0
+
+
+def build_learned_baseline(
+    config: SSDConfig, channels: int, generator: torch.Generator, device
+) -> LearnedSteinBaseline:
+    """The learned baseline of ``config`` for renders of ``channels`` channels."""
+    return LearnedSteinBaseline(
+        channels,
+        generator,
+        device,
+        field=config.learned_field,
+        diagonal=config.learned_diagonal,
+        hidden=config.learned_hidden,
+        blocks=config.learned_blocks,
+        embed_dim=config.learned_embed_dim,
+        lr=config.learned_lr,
+    )
+
+
+def camera_matrix(ctx: EstimatorContext, like: torch.Tensor) -> torch.Tensor:
+    """The cameras' flattened 4x4 camera-to-world matrices [B, 16] (zeros without cameras)."""
+    n = like.shape[0]
+    if ctx.cameras is None:
+        return torch.zeros(n, 16, dtype=like.dtype, device=like.device)
+    return ctx.cameras.c2w.reshape(n, 16).to(dtype=like.dtype, device=like.device)
 
 
 def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -82,21 +138,37 @@ class SSD(GradientEstimator):
         config: SSDConfig,
         geometry: GeometryEstimator | None = None,
         device: torch.device | str = "cpu",
+        learned: LearnedSteinBaseline | None = None,
     ) -> None:
+        if (config.baseline == "learned") != (learned is not None):
+            raise ValueError("pass a LearnedSteinBaseline exactly when baseline='learned'")
         self.config = config
         self.geometry = geometry
-        mu_init = config.mu_init
-        if mu_init is None:
-            mu_init = 0.0 if config.form == "additive" else 1.0
+        self.learned = learned
+        mu_init = config.neutral_mu if config.mu_init is None else config.mu_init
         self.mu = ControlCoefficient(
             config.mu, config.mu_shape, mu_init, config.mu_lr, config.mu_ema, device
         )
         self.render_outputs = ("normal",) if config.baseline == "normal" else ()
 
-    def control_variate(self, x_t, t, eps, prior, ctx: EstimatorContext):
+    @property
+    def offset(self) -> float:
+        """The constant part of phi: ``baseline_offset`` in the offset form, else 0."""
+        return self.config.baseline_offset if self.config.form == "offset" else 0.0
+
+    def control_variate(self, x_t, t, eps, prior, ctx: EstimatorContext, x=None):
         """S [B, ...] and phi [B] at this step's x_t and eps (phi of the form: the offset
-        form adds ``baseline_offset``; paper and additive use scale * phi_base only)."""
-        offset = self.config.baseline_offset if self.config.form == "offset" else 0.0
+        form adds ``baseline_offset``; paper and additive use scale * phi_base only). The
+        learned baseline also reads the render x: S = offset eps + scale S_psi (S is linear
+        in phi), its phi is the network's summary (phi, or the field's mean)."""
+        offset = self.offset
+        _, sigma = alpha_sigma(prior.alphas_cumprod, t)
+        if self.learned is not None:
+            s_psi, summary = self.learned.control_variate(
+                x_t, eps, sigma.to(x_t.dtype), x, t, camera_matrix(ctx, x_t), ctx.generator
+            )
+            scale = self.config.baseline_scale
+            return offset * eps + scale * s_psi, offset + scale * summary
         phi_fn = baseline_function(
             self.config.baseline,
             t,
@@ -106,21 +178,21 @@ class SSD(GradientEstimator):
             offset,
             self.config.baseline_scale,
         )
-        _, sigma = alpha_sigma(prior.alphas_cumprod, t)
         return stein_control_variate(phi_fn, x_t, eps, sigma.to(x_t.dtype), return_phi=True)
 
     def grad(self, x, t, eps, prior, ctx):
         x_t, eps_hat, w = guided_residual_terms(x, t, eps, prior, ctx, self.config)
-        s, phi = self.control_variate(x_t, t, eps, prior, ctx)
+        s, phi = self.control_variate(x_t, t, eps, prior, ctx, x)
         mu = self.mu.value(s)
-        if self.config.form == "additive":
-            # the coefficient is fitted to the SDS residual a = w (eps_hat - eps)
-            g = w * (eps_hat - eps - mu * s)
-            score = w * (eps_hat - eps)
-        else:
-            g = w * (eps_hat - mu * s)
-            score = w * eps_hat
+        # additive: the coefficient is fitted to the SDS residual a = w (eps_hat - eps)
+        residual = eps_hat - eps if self.config.form == "additive" else eps_hat
+        g = w * (residual - mu * s)
+        score = w * residual
         counts = {} if self.geometry is None else {"n_evals_depth": float(self.geometry.n_evals)}
+        update_inputs = {"score": score, "control": w * s}
+        if self.learned is not None:
+            counts = {"n_evals_phi": float(self.learned.n_evals), **self.learned_diagnostics()}
+            update_inputs.update(self._fit_sample(x, x_t, t, eps, prior, ctx, w, residual, mu))
         diagnostics = {
             **counts,
             "grad_norm": float(g.flatten(1).norm(dim=1).mean()),
@@ -131,30 +203,65 @@ class SSD(GradientEstimator):
             "corr_eps_hat_cv": _corr(eps_hat, s),
             "corr_eps_cv": _corr(eps, s),
         }
-        return EstimatorOutput(
-            g, diagnostics, {"score": score, "control": w * s}, score_term=w * eps_hat
-        )
+        return EstimatorOutput(g, diagnostics, update_inputs, score_term=w * eps_hat)
+
+    def _fit_sample(self, x, x_t, t, eps, prior, ctx, w, residual, mu) -> dict:
+        """What the learned baseline's ``fit`` needs from this step (all detached)."""
+        _, sigma = alpha_sigma(prior.alphas_cumprod, t)
+        detached = {"x_t": x_t, "eps": eps, "render": x, "w": w, "residual": residual}
+        return {
+            **{k: v.detach() for k, v in detached.items()},
+            "sigma": sigma.to(x_t.dtype),
+            "t": t,
+            "c2w": camera_matrix(ctx, x_t),
+            "mu": mu.detach(),
+            "offset": torch.tensor(self.offset, dtype=x_t.dtype, device=x_t.device),
+            "scale": torch.tensor(self.config.baseline_scale, dtype=x_t.dtype, device=x_t.device),
+        }
+
+    def learned_diagnostics(self) -> dict[str, float]:
+        """The learned baseline's latest fit loss (absent before the first fit)."""
+        if self.learned is None or not self.learned.n_updates:
+            return {}
+        return {"baseline_loss": self.learned.last_loss}
 
     def update(self, x, prior, ctx, output: EstimatorOutput | None = None):
-        """Feed this step's sample (``output.update_inputs``: w eps_hat and w S) to mu, used
-        from the next step on."""
+        """Feed this step's sample (``output.update_inputs``: w eps_hat and w S) to mu, and
+        fit the learned baseline on it (with the mu this step used); both are used from the
+        next step on."""
         if output is None:
             raise ValueError("SSD.update needs this step's grad output (mu learns from it)")
+        if self.learned is not None:
+            self.learned.fit(output.update_inputs, ctx.generator)
         self.mu.observe(output.update_inputs["score"], output.update_inputs["control"])
 
     def probe_flags(self) -> dict[str, float]:
         """``mu_uninformed`` = 1 while mu has seen no sample (a learned or optimal mu at its
-        init value: SSD's step-0 probe is not SSD yet)."""
-        return {"mu_uninformed": float(self.config.mu != "fixed" and self.mu.mu is None)}
+        init value: SSD's step-0 probe is not SSD yet), or the learned baseline none (its
+        output is still zero)."""
+        mu_unseen = self.config.mu != "fixed" and self.mu.mu is None
+        net_unseen = self.learned is not None and self.learned.n_updates == 0
+        return {"mu_uninformed": float(mu_unseen or net_unseen)}
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [] if self.learned is None else self.learned.parameters()
 
     def network_evaluations(self) -> dict[str, int]:
-        return {} if self.geometry is None else {"depth": self.geometry.n_evals}
+        counts = {} if self.geometry is None else {"depth": self.geometry.n_evals}
+        if self.learned is not None:
+            counts["phi"] = self.learned.n_evals
+        return counts
 
     def state_dict(self) -> dict:
         evals = None if self.geometry is None else self.geometry.n_evals
-        return {"mu": self.mu.state_dict(), "n_evals_depth": evals}
+        state = {"mu": self.mu.state_dict(), "n_evals_depth": evals}
+        if self.learned is not None:
+            state["learned"] = self.learned.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.mu.load_state_dict(state["mu"])
+        if self.learned is not None:
+            self.learned.load_state_dict(state["learned"])
         if self.geometry is not None and state.get("n_evals_depth") is not None:
             self.geometry.n_evals = int(state["n_evals_depth"])

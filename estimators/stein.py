@@ -47,3 +47,34 @@ def stein_control_variate(
     sigma = torch.as_tensor(sigma_t, dtype=x_t.dtype, device=x_t.device).reshape(-1)
     s = eps * phi.detach().view(shape) - sigma.view(shape) * grad
     return (s, phi.detach()) if return_phi else s
+
+
+def stein_vector_control_variate(
+    field: torch.Tensor,
+    jacobian_diagonal: torch.Tensor,
+    eps: torch.Tensor,
+    sigma_t: torch.Tensor | float,
+) -> torch.Tensor:
+    """The vector-field form S_i = eps_i f_i(x_t) - sigma_t d f_i / d x_{t,i}.
+
+    For x_t = alpha x + sigma eps and a differentiable f: R^d -> R^d, Stein's lemma applied to
+    each coordinate gives E[eps_i f_i(x_t)] = sigma E[d_i f_i(x_t)], so E[S] = 0 (any f; f may
+    depend on x, t, c but not on eps except through x_t). f_i = phi for every i is not the
+    scalar form (that one has the full gradient, S = eps phi - sigma grad phi); a field can
+    subtract a per-coordinate function of eps that no scalar phi gives. ``jacobian_diagonal``
+    may be an unbiased estimate (Hutchinson v (.) (J^T v), v Rademacher independent of eps):
+    E[S] = 0 still holds.
+
+    Args:
+        field: f(x_t) [B, ...]; jacobian_diagonal: d_i f_i [B, ...] (exact or estimated).
+        eps: [B, ...] the noise that made x_t; sigma_t: [B] or a scalar.
+    Returns:
+        S [B, ...] (keeps the inputs' graph, so a learned f can be trained through it).
+
+    >>> eps = torch.ones(1, 2)
+    >>> stein_vector_control_variate(torch.tensor([[2.0, 3.0]]), torch.ones(1, 2), eps, 0.5)
+    tensor([[1.5000, 2.5000]])
+    """
+    shape = (-1,) + (1,) * (eps.dim() - 1)
+    sigma = torch.as_tensor(sigma_t, dtype=eps.dtype, device=eps.device).reshape(-1)
+    return eps * field - sigma.view(shape) * jacobian_diagonal

@@ -53,7 +53,12 @@ CATALOGUE: tuple[MetricInfo, ...] = (
     MetricInfo("t", "timestep (mean over the batch)", "diagnostic"),
     MetricInfo("grad_norm", "image-space gradient norm", "diagnostic"),
     MetricInfo("n_evals", "prior network evaluations (cumulative)", "cost", "lower"),
-    MetricInfo("n_evals_phi", "eps_phi network evaluations (cumulative)", "cost", "lower"),
+    MetricInfo(
+        "n_evals_phi",
+        "eps_phi / learned Stein baseline network evaluations (cumulative)",
+        "cost",
+        "lower",
+    ),
     MetricInfo("n_evals_depth", "depth/normal network evaluations (cumulative)", "cost", "lower"),
     MetricInfo("failed", "cell diverged at this step", "diagnostic"),
     MetricInfo("train_seconds", "training seconds (cumulative)", "machine", "lower"),
@@ -67,6 +72,7 @@ CATALOGUE: tuple[MetricInfo, ...] = (
     MetricInfo("mu_mean", "SSD mu (mean)", "diagnostic"),
     MetricInfo("mu_std", "SSD mu (std)", "diagnostic"),
     MetricInfo("phi_loss", "VSD eps_phi loss", "diagnostic"),
+    MetricInfo("baseline_loss", "SSD learned baseline ||G||^2 loss", "diagnostic"),
     MetricInfo("phi_residual_norm", "VSD eps_phi residual norm", "diagnostic"),
     MetricInfo("is_weight_mean", "mean importance weight of t (sampling levers)", "diagnostic"),
     # family diagnostics (estimators/csd.py ... bridge.py) and the CARV levers

@@ -30,6 +30,8 @@ CASES = [
     ("vsd", ["vsd.guidance_scale=7.5", "vsd.updates_per_step=2"]),
     ("ssd", []),
     ("ssd", ["ssd.baseline=constant", "ssd.guidance_scale=3", "ssd.cfg_mode=dreamfusion"]),
+    ("ssd", ["ssd.baseline=learned"]),
+    ("ssd", ["ssd.baseline=learned", "ssd.learned_field=vector", "ssd.noise_samples=2"]),
     ("csd", []),
     ("nfsd", []),
     ("ism", []),
