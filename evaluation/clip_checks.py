@@ -4,10 +4,10 @@ Ladder (held-out ring: elevation 20, 8 azimuths, which CLIP training never sees)
 mean unclamped score 100 cos over the ring of
 
     true        the object
-    early       ``morph_object`` at t = 0.3, 0.55, 0.8 from a sphere of radius 0.5 (mean)
+    early       ``morph_object`` at t = 0.3, 0.55, 0.8 from the blob (mean)
     partial     every ``partial_objects`` variant (mean)
-    blob        the worse case (max) of a sphere in the object's part colours (morph t = 0)
-                and a sphere in its mean colour
+    blob        the worse case (max) of the ellipsoid ``BLOB_RADII`` (0.6, 0.6, 0.3) in the
+                object's part colours (morph t = 0) and in its mean colour
     wrong_shape every other object's geometry in this object's colours (mean)
     grey        the voxel backbone's initial render;  blank: a white image
     margins     true - partial, partial - blob (the gate needs both > 0 for every prompt)
@@ -29,7 +29,8 @@ import torch
 
 from evaluation.clip_data import held_out_cameras, voxel_init_blob
 from evaluation.clip_negatives import (
-    blob_sphere,
+    BLOB_RADII,
+    blob_shape,
     mean_colour,
     morph_object,
     painted_as,
@@ -58,15 +59,15 @@ def ladder_images(
         return render_object(o, cameras, size, size)["rgb"]
 
     def mean_blob():
-        sphere = render_object(white_object(blob_sphere()), cameras, size, size)
+        sphere = render_object(white_object(blob_shape()), cameras, size, size)
         return solid_colour(sphere["rgb"], sphere["mask"], torch.tensor(mean_colour(obj)))
 
     others = [p for p in known_prompts() if p != prompt]
     make = {
         "true": lambda: rgb(obj)[None],
-        "early": lambda: torch.stack([rgb(morph_object(prompt, t)) for t in EARLY_T]),
+        "early": lambda: torch.stack([rgb(morph_object(prompt, t, BLOB_RADII)) for t in EARLY_T]),
         "partial": lambda: torch.stack([rgb(o) for o in partial_objects(prompt)]),
-        "blob": lambda: torch.stack([rgb(morph_object(prompt, 0.0)), mean_blob()]),
+        "blob": lambda: torch.stack([rgb(morph_object(prompt, 0.0, BLOB_RADII)), mean_blob()]),
         "wrong_shape": lambda: torch.stack([rgb(painted_as(OBJECTS[p], obj)) for p in others]),
         "grey": lambda: voxel_init_blob(cameras, size)[None],
         "blank": lambda: torch.ones(1, len(cameras), 3, size, size),
@@ -151,11 +152,12 @@ def gate(ladder_result: dict, correlations: dict | None) -> dict:
     return {"passed": not reasons, "reasons": reasons, "min_median_rho": MIN_MEDIAN_RHO}
 
 
-def run_checks(scorer, snapshots_path=None) -> dict:
-    """Ladder, correlations (when the snapshot file exists) and the gate of ``scorer``."""
+def run_checks(scorer, snapshots_path=None, banks: dict | None = None) -> dict:
+    """Ladder, correlations (when the snapshot file exists) and the gate of ``scorer``
+    (``banks``: precomputed ``ladder_images`` per prompt)."""
     from evaluation.clip_snapshots import SNAPSHOTS, load_snapshots
 
     path = SNAPSHOTS if snapshots_path is None else snapshots_path
-    lad = ladder(scorer)
+    lad = ladder(scorer, banks=banks)
     corr = snapshot_correlations(scorer, load_snapshots(path)) if path.is_file() else None
     return {"ladder": lad, "correlations": corr, "gate": gate(lad, corr)}

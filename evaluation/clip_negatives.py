@@ -27,7 +27,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from world.objects import OBJECTS, Part, WorldObject, ellipsoid, sphere
+from world.objects import OBJECTS, Part, WorldObject, ellipsoid
 
 #: prompt -> part-name sets removed to make its partial shapes (besides the plane cuts)
 PARTIAL_PARTS: dict[str, tuple[tuple[str, ...], ...]] = {
@@ -178,6 +178,13 @@ def view_mix(images: torch.Tensor, generator: torch.Generator, k: int = 2) -> to
     return out / k
 
 
-def blob_sphere() -> WorldObject:
-    """The evaluation's blob geometry: a sphere of radius 0.5 (the voxel init's extent)."""
-    return WorldObject("blob", (Part(partial(sphere, center=(0, 0, 0), radius=0.5), (1, 1, 1)),))
+#: the evaluation's blob: an oblate ellipsoid, the shape of no library object (a sphere of
+#: radius 0.5, the first choice, is "a red sphere" itself)
+BLOB_RADII = (0.6, 0.6, 0.3)
+
+
+def blob_shape() -> WorldObject:
+    """The evaluation's blob geometry: the ellipsoid ``BLOB_RADII`` (albedo 1)."""
+    return WorldObject(
+        "blob", (Part(partial(ellipsoid, center=(0, 0, 0), radii=BLOB_RADII), (1, 1, 1)),)
+    )

@@ -84,7 +84,9 @@ MARGIN = 0.6
 
 
 @torch.no_grad()
-def evaluate(scorer, size: int = 32, n_noise: int = 240, seed: int = 1234) -> dict:
+def evaluate(
+    scorer, size: int = 32, n_noise: int = 240, seed: int = 1234, banks: dict | None = None
+) -> dict:
     """Held-out metrics of a ClipScorer: R-precision of the true renders at the held-out ring
     among the 12 prompts; on null images (blank, colours, noise) the R-precision, the largest
     share of one prompt among the argmaxes and the mean largest softmax probability (at the
@@ -104,7 +106,7 @@ def evaluate(scorer, size: int = 32, n_noise: int = 240, seed: int = 1234) -> di
     share = torch.bincount(arg, minlength=len(prompts)).float() / n_noise
     logits = scorer.model.logit_scale.exp() * scorer.similarities(noise, prompts)
     true_index = torch.arange(n_noise) % len(prompts)
-    checks = run_checks(scorer)
+    checks = run_checks(scorer, banks=banks)
     monotone = [
         v["true"] > v["partial"] > v["blob"] > v["blank"] for v in checks["ladder"].values()
     ]
@@ -260,6 +262,30 @@ def train(
     return provenance
 
 
+def recheck(folder: Path, banks_cache: Path | None, note: str) -> dict:
+    """Recompute provenance["metrics"] of the CLIP in ``folder`` with ``evaluate`` (after a
+    change of the checks, not of the weights); the old metrics move to ``metrics_before``."""
+    from evaluation.clip import ClipScorer, build_open_clip
+    from evaluation.clip_checks import ladder_images
+
+    banks = None
+    if banks_cache is not None and banks_cache.is_file():
+        banks = torch.load(banks_cache)
+    elif banks_cache is not None:
+        banks = {p: ladder_images(p) for p in known_prompts()}
+        torch.save(banks, banks_cache)
+    model, tokenizer = build_open_clip(
+        str(folder / "world_clip.json"), folder / "model.safetensors"
+    )
+    path = folder / "provenance.json"
+    provenance = json.loads(path.read_text(encoding="utf-8"))
+    provenance["metrics_before"] = provenance.get("metrics")
+    provenance["metrics"] = evaluate(ClipScorer(model, tokenizer), banks=banks)
+    provenance["metrics_note"] = note
+    path.write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
+    return provenance
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="output directory")
@@ -269,9 +295,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bank-cache", type=Path, default=None, help="cache of the renders")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--recheck", default=None, help="only recompute the checks: a note")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
+    if args.recheck is not None:
+        provenance = recheck(Path(args.out), args.bank_cache, args.recheck)
+        print(json.dumps(provenance["metrics"]["gate"]))
+        return
     provenance = train(Path(args.out), args.steps, args.seed, args.views, args.lr, args.bank_cache)
     metrics = {
         k: v for k, v in provenance["metrics"].items() if k not in ("ladder", "correlations")

@@ -119,12 +119,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--img", type=Path, default=ROOT / "docs/img")
     parser.add_argument("--snapshots", type=Path, default=SNAPSHOTS)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--names", default="before,after", help="labels of --before, --clip")
+    parser.add_argument("--banks-cache", type=Path, default=None, help="torch file of renders")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    clips = {"after": args.clip} if args.before is None else {"before": args.before}
+    before_name, after_name = args.names.split(",")
+    clips = {after_name: args.clip} if args.before is None else {before_name: args.before}
     if args.before is not None:
-        clips["after"] = args.clip
-    banks = {p: ladder_images(p) for p in known_prompts()}
+        clips[after_name] = args.clip
+    if args.banks_cache is not None and args.banks_cache.is_file():
+        banks = torch.load(args.banks_cache)
+    else:
+        banks = {p: ladder_images(p) for p in known_prompts()}
+        if args.banks_cache is not None:
+            torch.save(banks, args.banks_cache)
     data = load_snapshots(args.snapshots)
     out, ladders, scores, corrs = {}, {}, {}, {}
     for name, folder in clips.items():

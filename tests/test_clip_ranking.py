@@ -4,8 +4,10 @@ Claims checked on the shipped weights (evaluation/assets/world_clip), on the hel
 (elevation 20, 8 azimuths), which CLIP training never sees (evaluation/clip_data.py excludes
 the band 14..26 deg):
 - the ladder, for every one of the 12 prompts: mean score of the true object > mean over its
-  partial shapes (parts removed, plane cuts) > the worse of the two colour-matched blobs (a
-  sphere in its part colours, a sphere in its mean colour) > a blank image;
+  partial shapes (parts removed, plane cuts), and true > the worse of the two colour-matched
+  blobs (an oblate ellipsoid in its part colours, and in its mean colour) > a blank image;
+  partial > blob holds for 10 of 12 prompts: NOT for "a red mushroom" and "a toy car" (strict
+  xfail), so the gate fails and the report keeps CLIP out of the quality columns;
 - on the committed held-out snapshots of training runs (SDS at two world temperatures, VSD,
   SSD, a Gaussian-splat SDS; evaluation/assets/world_clip/snapshots.npz), within a prompt the
   score rank-correlates with PSNR and with mask IoU: median over prompts of Spearman's rho
@@ -45,6 +47,11 @@ from world.objects import OBJECTS, known_prompts
 from world.renderer import render_object
 
 LADDER_LEVELS = ("true", "partial", "blob", "blank")
+#: prompts where the shipped CLIP scores a colour-matched blob at or above the partial shapes
+#: (strict xfail: a retrained CLIP that fixes one makes the test fail until it is removed)
+KNOWN_BLOB_ABOVE_PARTIAL = ("a red mushroom", "a toy car")
+#: the shipped CLIP's median rho with mask IoU misses MIN_MEDIAN_RHO (docs/world_clip.md)
+IOU_MEDIAN_MET = True
 
 
 @pytest.fixture(scope="module")
@@ -63,19 +70,53 @@ def correlations(world_clip):
     return snapshot_correlations(world_clip, load_snapshots(SNAPSHOTS))
 
 
-def test_ladder_true_partial_blob_blank_for_every_prompt(ladder_result):
+def test_ladder_true_above_partial_and_blob_above_blank_for_every_prompt(ladder_result):
     assert set(ladder_result) == set(known_prompts())
     for prompt, row in ladder_result.items():
-        assert row["true"] > row["partial"] > row["blob"] > row["blank"], (prompt, row)
+        assert row["true"] > row["partial"], (prompt, row)
+        assert row["true"] > row["blob"] > row["blank"], (prompt, row)
 
 
-def test_score_rank_correlates_with_psnr_and_iou_within_prompts(correlations):
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="blob >= partial"))
+        if p in KNOWN_BLOB_ABOVE_PARTIAL
+        else p
+        for p in known_prompts()
+    ],
+)
+def test_ladder_partial_above_blob(ladder_result, prompt):
+    row = ladder_result[prompt]
+    assert row["partial"] > row["blob"], row
+
+
+def test_score_rank_correlates_with_psnr_within_prompts(correlations):
     rows = correlations["per_prompt"]
     assert len(rows) == 12 and all(r["n"] >= 20 for r in rows.values())
-    for metric in ("psnr", "mask_iou"):
-        rhos = [r[f"rho_{metric}"] for r in rows.values()]
-        assert statistics.median(rhos) >= MIN_MEDIAN_RHO, (metric, rhos)
-        assert min(rhos) >= 0.0, (metric, rhos)
+    rhos = [r["rho_psnr"] for r in rows.values()]
+    assert statistics.median(rhos) >= MIN_MEDIAN_RHO, rhos
+    assert min(rhos) >= 0.0, rhos
+
+
+@pytest.mark.xfail(not IOU_MEDIAN_MET, strict=True, reason="median rho with IoU < 0.6")
+def test_score_rank_correlates_with_mask_iou_within_prompts(correlations):
+    rhos = [r["rho_mask_iou"] for r in correlations["per_prompt"].values()]
+    assert min(rhos) >= 0.0, rhos
+    assert statistics.median(rhos) >= MIN_MEDIAN_RHO, rhos
+
+
+def test_the_shipped_clip_is_gated_out_of_quality_when_a_check_fails(world_clip):
+    """The gate as the report applies it: the shipped CLIP's recorded checks decide."""
+    from analysis.clip_gate import clip_gate
+    from results.catalogue import lookup
+
+    checks = world_clip.checks
+    gate_now = clip_gate([{"clip": {"name": "world", "checks": checks}}])
+    assert gate_now.quality == checks["passed"]
+    if not checks["passed"]:
+        assert checks["reasons"] and "NOT a quality measure" in gate_now.note
+        assert lookup("clip_score").kind == "diagnostic"
 
 
 def test_provenance_records_the_checks(world_clip, ladder_result, correlations):
