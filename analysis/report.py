@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.clip_gate import gate_for, is_clip_metric
 from analysis.html import esc, frame_html, table_html
 from analysis.html import safe_figure as _safe_figure
 from analysis.load import load_results
@@ -207,7 +208,9 @@ def _failures(infos: list[RunInfo], df: pd.DataFrame) -> str:
     return "\n".join(parts)
 
 
-def _summary(summary: Summary) -> str:
+def _summary(summary: Summary, clip_quality: bool = True) -> str:
+    final = lambda q: q.startswith("final ")  # noqa: E731
+    is_clip = lambda q: is_clip_metric(q) and not clip_quality  # noqa: E731
     parts = ["<h2>Summary</h2>"]
     parts.append(
         "<p class='meta'>Mean over seeds with a 95% Student t CI over seeds in "
@@ -217,7 +220,8 @@ def _summary(summary: Summary) -> str:
         + ".</p>"
     )
     groups = (
-        ("Quality at the last step", lambda q: q.startswith("final ")),
+        ("Quality at the last step", lambda q: final(q) and not is_clip(q)),
+        ("CLIP at the last step (a diagnostic, see the notes)", lambda q: final(q) and is_clip(q)),
         (
             "Log gradient variance at fixed steps (variant 'all': camera, t and eps random; "
             "log_var = ln trace Var in theta space, img_log_var in image space)",
@@ -344,12 +348,13 @@ def build_report_html(
             f" from {len(infos)} run(s): {esc(', '.join(str(i.path) for i in infos))}</p>",
             verdict_html(df, infos, errors),
         ]
-        notes = list(summary.notes)
+        gate = gate_for(df, {i.run_id: i.manifest for i in infos})
+        notes = ([gate.note] if gate is not None else []) + list(summary.notes)
         details = [
             _header(infos),
             _config(infos),
             _failures(infos, df),
-            _summary(summary),
+            _summary(summary, gate is None or gate.quality),
             _figures(df, infos, errors),
         ]
         turntables = turntables_html(df, infos, errors)

@@ -129,8 +129,17 @@ def method_table(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(estimates, cells): estimates has one row per (label, quantity) with mean, lo, hi,
     n, diff, diff_lo, diff_hi, n_pairs, verdict; cells is ``cell_values``."""
+    from analysis.clip_gate import gate_for
+
     cells = cell_values(df, manifests)
     ref_labels = _pairs(cells, reference)
+    gate = gate_for(df, manifests)
+    # a CLIP that failed its ranking checks is no quality measure: left out of the verdict
+    quantities = [
+        q
+        for q in QUANTITIES
+        if not (q.name == "clip_score" and gate is not None and not gate.quality)
+    ]
     rows = []
     for label in sort_labels(cells["label"]):
         mine = cells[cells["label"] == label]
@@ -139,7 +148,7 @@ def method_table(
         merged = None
         if ref is not None:
             merged = mine.merge(ref, on=["prompt", "seed"], suffixes=("", "_ref"))
-        for q in QUANTITIES:
+        for q in quantities:
             rows.append(_estimate(q, label, mine, merged, label == ref_label))
     return pd.DataFrame(rows), cells
 

@@ -161,6 +161,16 @@ def run_benchmark(
         lock.release()
 
 
+def clip_manifest(evaluators: dict) -> dict | None:
+    """The run's CLIP scorer and what its checks found (evaluation/clip_checks.py), for the
+    report's gate: CLIP is shown as quality only when ``checks["passed"]``. None without CLIP."""
+    for evaluator in evaluators.values():
+        clip = getattr(evaluator, "clip", None)
+        if clip is not None:
+            return {"name": clip.name, "checks": clip.checks}
+    return None
+
+
 def _os_reason(exc: OSError) -> str:
     where = f" ({exc.filename})" if exc.filename else ""
     return f"{exc.strerror or exc}{where}"
@@ -197,6 +207,7 @@ def _run_locked(
         if resume is None:
             store.write_text("config.yaml", config_to_yaml(config))
             manifest = _start_manifest(config, methods, prompts, argv, device, store, prior)
+            manifest["clip"] = clip_manifest(evaluators)
             results: list[CellResult] = []
         else:
             manifest, results = resume.manifest, list(resume.completed)

@@ -134,6 +134,9 @@ class ClipScorer:
         name: what the scorer is (recorded by callers).
         prompts: prompts the model was trained to tell apart (candidates for R-precision), if
             known.
+        checks: what ``evaluation.clip_checks`` found for this model (``world_clip_checks``),
+            None when it was never checked; runs record it in their manifest and the report
+            shows CLIP as quality only when ``checks["passed"]``.
     """
 
     def __init__(
@@ -143,8 +146,10 @@ class ClipScorer:
         device: torch.device | str = "cpu",
         name: str = "",
         prompts: list[str] | None = None,
+        checks: dict | None = None,
     ) -> None:
         self.device = torch.device(device)
+        self.checks = checks
         self.model = model.to(self.device).eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.name = name
@@ -244,7 +249,9 @@ def load_clip_scorer(spec: str, device: torch.device | str = "cpu") -> ClipScore
     if spec == "world":
         prompts = world_clip_prompts()
         model, tokenizer = build_open_clip(str(WORLD_CLIP_CONFIG), WORLD_CLIP_WEIGHTS)
-        return ClipScorer(model, tokenizer, device, name="world", prompts=prompts)
+        return ClipScorer(
+            model, tokenizer, device, name="world", prompts=prompts, checks=world_clip_checks()
+        )
     arch, path = split_clip_spec(spec)
     model, tokenizer = build_open_clip(arch, Path(path))
     return ClipScorer(model, tokenizer, device, name=spec)
@@ -256,3 +263,31 @@ def world_clip_prompts() -> list[str]:
     if not provenance.is_file():
         raise UserError(f"the shipped world CLIP is missing its files in {WORLD_CLIP_DIR}")
     return list(json.loads(provenance.read_text(encoding="utf-8"))["prompts"])
+
+
+def summarize_checks(metrics: dict) -> dict:
+    """The gate and its headline figures from a provenance ``metrics`` entry (the output of
+    ``evaluation.train_world_clip.evaluate``); {"passed": False, ...} when it has no gate."""
+    gate = metrics.get("gate")
+    if not isinstance(gate, dict):
+        return {
+            "passed": False,
+            "reasons": ["the CLIP was never checked against the exact metrics"],
+        }
+    ladder = metrics.get("ladder") or {}
+    corr = metrics.get("correlations") or {}
+    out = {"passed": bool(gate.get("passed")), "reasons": list(gate.get("reasons", []))}
+    for key in ("margin_true_partial", "margin_partial_blob"):
+        values = [row[key] for row in ladder.values() if key in row]
+        out[f"min_{key}"] = min(values) if values else float("nan")
+    for key in ("rho_psnr", "rho_mask_iou", "rho_psnr_after_step0", "rho_mask_iou_after_step0"):
+        out[f"median_{key}"] = corr.get(f"median_{key}", float("nan"))
+    out["min_median_rho"] = gate.get("min_median_rho")
+    out["held_out_r_precision"] = metrics.get("held_out_r_precision", float("nan"))
+    return out
+
+
+def world_clip_checks() -> dict:
+    """``summarize_checks`` of the shipped world CLIP's provenance file."""
+    provenance = json.loads((WORLD_CLIP_DIR / "provenance.json").read_text(encoding="utf-8"))
+    return summarize_checks(provenance.get("metrics", {}))

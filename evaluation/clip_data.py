@@ -83,6 +83,14 @@ def recoloured_object(prompt: str, colour: str) -> WorldObject:
     return with_albedo(OBJECTS[prompt], COLOURS[colour], RECOLOUR[prompt][0])
 
 
+def voxel_init_blob(cameras: Cameras, size: int) -> torch.Tensor:
+    """The voxel backbone's initial render (grey blob) at ``cameras``: [N, 3, S, S]."""
+    from backbones.voxel import VoxelConfig, VoxelGrid
+
+    with torch.no_grad():
+        return VoxelGrid(VoxelConfig()).render(cameras, size, size)["rgb"].clamp(0, 1)
+
+
 def training_cameras(n: int, generator: torch.Generator) -> Cameras:
     """n cameras, elevation uniform on [-15, 65] minus |e - 20| < 6 (the held-out band)."""
     u = torch.rand(4, n, generator=generator)
