@@ -58,8 +58,6 @@ def run_method(
     sd: Path, method: str, steps: int, threads: int, overrides: list[str], probe: int, work: Path
 ) -> dict:
     """One cell of ``method`` in its own process; its figures (see module doc)."""
-    import pandas as pd
-
     out = work / method
     prompts = work / "prompt.txt"
     prompts.write_text("a red sphere\n", encoding="utf-8")
@@ -79,27 +77,28 @@ def run_method(
     if proc.returncode != 0:
         return {"method": method, "error": (proc.stderr or proc.stdout)[-2000:], "wall_s": wall}
     (run,) = [p for p in out.iterdir() if p.is_dir()]
-    frame = pd.read_parquet(run / "metrics.parquet")
-    rows = {int(s): g for s, g in frame.groupby("step")}
+    return read_cell(run, method, steps, probe, wall)
+
+
+def read_cell(run: Path, method: str, steps: int, probe: int = 0, wall: float = 0.0) -> dict:
+    """The figures of one finished cell's run directory ``run`` (see module doc)."""
+    import pandas as pd
+
+    frame = pd.read_parquet(run / "metrics.parquet")  # long format: step, metric, value
+    table = {(int(r.step), r.metric): float(r.value) for r in frame.itertuples()}
 
     def value(step: int, name: str) -> float | None:
-        part = rows.get(step)
-        if part is None or name not in part.columns:
-            return None
-        values = part[name].dropna()
-        return float(values.iloc[-1]) if len(values) else None
+        return table.get((step, name))
 
     train = [value(s, "train_seconds") for s in range(1, steps + 1)]
     step_seconds = [b - a for a, b in zip([0.0] + train[:-1], train, strict=True)]
     timed = step_seconds[1:] or step_seconds
     sections = {
-        c.split("/", 1)[1]: value(steps, c)
-        for c in frame.columns
-        if c.startswith("time/")
-        and c not in ("time/eval", "time/cpu_step")
-        and value(steps, c) is not None
+        name.split("/", 1)[1]: v
+        for (step, name), v in table.items()
+        if step == steps and name.startswith("time/") and name not in ("time/eval", "time/cpu_step")
     }
-    peaks = [v for v in frame.get("mem/peak_rss_mb", pd.Series(dtype=float)).dropna()]
+    peaks = [v for (_, name), v in table.items() if name == "mem/peak_rss_mb"]
     cpu = [value(s, "time/cpu_step") for s in range(1, steps + 1)]
     cpu_timed = cpu[1:] or cpu
     result = {
@@ -160,11 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--out", type=Path, default=Path("scale_check.json"))
     parser.add_argument("--min-available-gb", type=float, default=13.0)
+    parser.add_argument("--work", type=Path, default=None, help="keep the runs here")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sd = ensure_full_size(args.dir.expanduser())
     results = []
     with tempfile.TemporaryDirectory(prefix="steinbench-scale-") as tmp:
+        tmp = args.work or tmp
         for method in args.methods.split(","):
             available = _available_gb()
             if available < args.min_available_gb:

@@ -108,6 +108,9 @@ class DPTGeometry(GeometryEstimator):
         if tuple(image.shape[-2:]) != self.size:
             pixels = F.interpolate(image, size=self.size, mode="bilinear", align_corners=False)
         pixels = ((pixels - self.mean) / self.std).to(self.dtype)
+        embeddings = getattr(getattr(self.model, "dpt", None), "embeddings", None)
+        if hasattr(embeddings, "image_size"):  # DPT-hybrid checks the input side, though it
+            embeddings.image_size = self.size  # resizes its position embedding to any side
         disparity = self.model(pixel_values=pixels).predicted_depth.to(torch.float32)
         out = F.interpolate(
             disparity[:, None],

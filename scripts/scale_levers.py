@@ -5,8 +5,10 @@ D(x_t)), D = DPT(phi_decoder(x_t))) for each lever setting, at full size on CPU.
 
 Loads only the VAE, TAESD and DPT of the full-size fixture (no UNet, no text encoder) into a
 stand-in for the prior with the attributes the phi decoder reads, then runs the settings
-round-robin (one warm-up round, then ``--reps`` rounds; medians), so a load change on a shared
-machine hits every setting alike. Prints a table and writes JSON (docs/scale.md).
+round-robin (``--reps`` 0: one timed round; else one warm-up round, then ``--reps``
+rounds), so a load change on a shared machine hits every setting alike. Times are medians of
+process CPU seconds (all threads: robust to other processes' load), wall seconds too.
+Prints a table and writes JSON (docs/scale.md).
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import torch
 
 SETTINGS = {  # name -> (phi_decoder, phi_resolution, depth_resolution, dtype)
     "full@512, dpt@384 (before)": ("full", 512, 384, torch.float32),
-    "full@512, dpt@512": ("full", 512, 512, torch.float32),
     "full@384, dpt@384": ("full", 384, 384, torch.float32),
+    "tiny@512, dpt@512": ("tiny", 512, 512, torch.float32),
     "tiny@512, dpt@384": ("tiny", 512, 384, torch.float32),
     "tiny@384, dpt@384 (default)": ("tiny", 384, 384, torch.float32),
     "tiny@384, dpt@384, bf16": ("tiny", 384, 384, torch.bfloat16),
@@ -78,29 +80,37 @@ def main() -> None:
     ctx = SimpleNamespace(render={"depth": target})
     t = torch.tensor([500])
     times: dict[str, list[float]] = {n: [] for n in names}
+    walls: dict[str, list[float]] = {n: [] for n in names}
     outputs = {}
-    for rep in range(args.reps + 1):
+    for rep in range(args.reps + 1 if args.reps else 1):
         for name in names:
             geometry = geometries[name]
 
             def phi(x, geometry=geometry):
                 return 1.0 - pearson_correlation(target, geometry.depth(x, t, ctx))
 
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             s = stein_control_variate(phi, x_t, eps, 0.8)
-            seconds = time.perf_counter() - start
-            if rep:
-                times[name].append(seconds)
+            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+            if rep or args.reps == 0:
+                times[name].append(cpu)
+                walls[name].append(seconds)
             outputs[name] = s
-            print(f"round {rep} {name}: {seconds:.2f} s", flush=True)
+            print(f"round {rep} {name}: {cpu:.2f} CPU s, {seconds:.2f} s wall", flush=True)
     base = statistics.median(times[names[0]])
+    base_name = names[0]
     rows = []
     for name in names:
         median = statistics.median(times[name])
         ref = outputs[names[0]].flatten()
         cos = float(torch.nn.functional.cosine_similarity(outputs[name].flatten(), ref, dim=0))
-        rows.append({"setting": name, "seconds": median, "ratio": median / base, "cos_S": cos})
-        print(f"{name:<32} {median:7.2f} s  x{median / base:5.2f}  cos(S, S_before) {cos:+.3f}")
+        wall = statistics.median(walls[name])
+        row = {"setting": name, "cpu_seconds": median, "wall_seconds": wall}
+        rows.append({**row, "ratio": median / base, "cos_S_vs_first": cos, "first": base_name})
+        print(
+            f"{name:<32} {median:7.2f} CPU s ({wall:6.2f} s wall)  x{median / base:5.2f}  "
+            f"cos(S, S_first) {cos:+.3f}"
+        )
     args.out.write_text(json.dumps(rows, indent=2), encoding="utf-8")
 
 
