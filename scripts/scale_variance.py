@@ -69,14 +69,17 @@ def main() -> None:
                 print(name, "failed:", proc.stderr[-1500:])
                 continue
             (run,) = [p for p in out.iterdir() if p.is_dir()]
-            frame = pd.read_parquet(run / "metrics.parquet")
+            frame = pd.read_parquet(run / "metrics.parquet")  # long: step, metric, value
             last = frame[frame["step"] == args.steps]
             row = {"setting": name}
             for key in KEYS:
-                column = f"var/all/{key}"
-                row[key] = float(last[column].dropna().mean()) if column in last else None
-            corr = frame["corr_eps_cv"].dropna() if "corr_eps_cv" in frame else []
+                values = last[last["metric"] == f"var/all/{key}"]["value"]
+                row[key] = float(values.mean()) if len(values) else None
+            corr = frame[frame["metric"] == "corr_eps_cv"]["value"]
             row["corr_eps_cv"] = float(corr.mean()) if len(corr) else None
+            row["seconds_per_step"] = float(
+                frame[frame["metric"] == "time/cpu_step"]["value"].median()
+            )
             rows.append(row)
             print(json.dumps(row), flush=True)
     args.out.write_text(json.dumps(rows, indent=2), encoding="utf-8")
