@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.stamp-install
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test test-fast perf lint format clean
+.PHONY: install demo test test-fast perf lint format clean scale-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -q tests -m "not slow" --benchmark-disable
+
+# Full-size SD 2.1-base + DPT-hybrid + TAESD (random weights, built once into SCALE_DIR, 2.6 GB):
+# 2 steps each of sds, vsd, ssd, one process per cell; s/step, x SDS and peak RSS as a table
+# and scale_check.json (docs/scale.md). Needs ~13 GB free memory; ~15 min on 2 CPU threads.
+SCALE_DIR ?= $(HOME)/.cache/steinbench/full-size
+scale-check: install
+	$(PY) -m benchmark.scale_check --dir $(SCALE_DIR) --steps 2 --threads 2 --out scale_check.json
 
 perf: install
 	$(PY) -m pytest -q tests/perf --benchmark-only --benchmark-columns=min,median,max,rounds

@@ -21,9 +21,17 @@ def cmd_make_fixtures(args: argparse.Namespace, argv: list[str]) -> int:
     unknown = [name for name in args.only or [] if name not in FIXTURES]
     if unknown:
         raise UserError(f"unknown fixture '{unknown[0]}'; known: {', '.join(FIXTURES)}")
-    check_fixture_targets(args.directory, args.only or list(FIXTURES), args.force)
+    if args.full_size and args.only:
+        raise UserError("--full-size builds DIR/sd only; drop --only")
+    names = ["sd"] if args.full_size else args.only or list(FIXTURES)
+    check_fixture_targets(args.directory, names, args.force)
     try:
-        written = make_fixtures(args.directory, args.only, args.seed)
+        if args.full_size:
+            from benchmark.fixtures_full import make_full_size
+
+            written = make_full_size(args.directory, args.seed)
+        else:
+            written = make_fixtures(args.directory, args.only, args.seed)
     except OSError as exc:
         raise UserError(f"cannot write fixtures to {args.directory}: {exc.strerror}") from None
     for path in written:

@@ -98,7 +98,7 @@ class MeasureConfig:
     control_variants: tuple[Literal["all", "fixed_camera", "fixed_camera_t"], ...] = ("all",)
     bootstrap: int = 1000
     chunk: int = 16
-    engine: Literal["auto", "func", "autograd"] = "auto"
+    engine: Literal["auto", "func", "autograd", "split"] = "auto"
     sketch_dim: int = 131072
 
     def __post_init__(self) -> None:

@@ -5,10 +5,12 @@
     DIR/sd      a diffusers Stable Diffusion directory: model_index.json, unet/, vae/,
                 text_encoder/, tokenizer/, scheduler/ (safetensors weights); 64x64 RGB
                 renders -> 4x8x8 latents; depth/ holds a copy of DIR/dpt so that
-                ``--prior sd:DIR/sd`` finds SSD's depth model without further flags
+                ``--prior sd:DIR/sd`` finds SSD's depth model without further flags; taesd/
+                a tiny AutoencoderTiny (SSD's cheap phi decoder, ``sd.phi_decoder``)
     DIR/dpt     a transformers DPTForDepthEstimation directory (+ its image processor)
 
-so that the loading code users' real weights go through (priors/stable_diffusion.py,
+(``--full-size DIR``: the same layout at real size, benchmark/fixtures_full.py) so that the
+loading code users' real weights go through (priors/stable_diffusion.py,
 priors/dpt.py) is tested offline, on CPU, in a few seconds. ``FIXTURES`` maps a name to its
 builder ``(directory, seed, **options) -> None``; a new entry (e.g. ``clip``) is one line.
 
@@ -251,8 +253,11 @@ def build_clip(directory: Path, seed: int = 0) -> None:
 
 
 def _build_sd_with_depth(directory: Path, seed: int = 0) -> None:
+    from benchmark.fixtures_full import build_tiny_autoencoder
+
     build_sd(directory, seed)
     build_dpt(directory / "depth", seed)
+    build_tiny_autoencoder(directory / "taesd", seed)
 
 
 #: fixture name -> builder(directory, seed); ``make_fixtures`` writes DIR/<name> for each

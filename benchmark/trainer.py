@@ -128,9 +128,12 @@ class CellTrainer:
 
         Diagnostics include ``time/<section>`` seconds for render, encode, prior (network
         evaluations inside the estimator), estimator (the rest of ``grad`` and its online
-        ``update``), backward and optimizer, CUDA-synchronised on GPU.
+        ``update``), backward and optimizer, CUDA-synchronised on GPU, and
+        ``time/cpu_step``: the process CPU seconds of the whole step (all threads; robust to
+        other processes' load, unlike the wall-clock sections).
         """
         timer = SectionTimer(self.device)
+        cpu_start = time.process_time()
         prior_seconds = self.prior.seconds
         cameras, t = self.sample_step_inputs(step)
         with timer.section("time/render"):
@@ -172,6 +175,7 @@ class CellTrainer:
         prior_seconds = self.prior.seconds - prior_seconds
         timer.add("time/prior", prior_seconds)
         timer.add("time/estimator", -prior_seconds)
+        timer.add("time/cpu_step", time.process_time() - cpu_start)
         return StepOutput(grad, t, {**diagnostics, **timer.seconds})
 
     def state_dict(self) -> dict:

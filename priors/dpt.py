@@ -6,6 +6,11 @@ w.r.t. the latent through the decoder:
 
     D(x_t) = resize(-DPT(normalise(resize(decode(x_t)))))       [B, 4, h, w] -> [B, 1, H, W]
 
+decode is the phi decoder (priors/decoders.py: the full VAE decoder or TAESD, at
+``sd.phi_resolution``); the inner resize goes to DPT's input side (``sd.depth_resolution``,
+0 = the image processor's size, 384 for DPT-hybrid) and is skipped when the decode already
+has that size. The decoder and DPT run in ``sd.phi_dtype`` (fp32 on CPU by default).
+
 DPT predicts relative inverse depth (disparity); its negative is returned so that larger
 means farther (the baseline's Pearson correlation is invariant to positive affine maps of
 depth, not to a sign flip). H, W = the render's size (``ctx.render["depth"]``) when known,
@@ -51,15 +56,26 @@ def check_dpt_directory(path: str | Path) -> Path:
 class DPTGeometry(GeometryEstimator):
     """D and N of SSD's baseline from a frozen DPT, on a latent prior (``prior.decode``)."""
 
-    def __init__(self, path: str | Path, prior, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        prior,
+        device: torch.device | str = "cpu",
+        decoder=None,
+        resolution: int = 0,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         from transformers import DPTForDepthEstimation
 
+        from priors.decoders import PhiDecoder
+
         root = check_dpt_directory(path)
+        dtype = prior.dtype if dtype is None else dtype
         processor = _read_json(root / "preprocessor_config.json")
         try:
             with quiet_loading():
                 self.model = DPTForDepthEstimation.from_pretrained(
-                    root, local_files_only=True, use_safetensors=True, torch_dtype=prior.dtype
+                    root, local_files_only=True, use_safetensors=True, torch_dtype=dtype
                 )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -67,6 +83,10 @@ class DPTGeometry(GeometryEstimator):
         self.model.requires_grad_(False).eval().to(device)
         size = processor.get("size") or {}
         self.size = (int(size.get("height", 384)), int(size.get("width", 384)))
+        if resolution:
+            self.size = (int(resolution), int(resolution))
+        self.dtype = dtype
+        self.decoder = decoder if decoder is not None else PhiDecoder(prior, "full")
         mean = processor.get("image_mean", [0.5, 0.5, 0.5])
         std = processor.get("image_std", [0.5, 0.5, 0.5])
         self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
@@ -83,9 +103,14 @@ class DPTGeometry(GeometryEstimator):
     def depth(self, x_t: torch.Tensor, t: torch.Tensor, ctx: PriorContext) -> torch.Tensor:
         """Latents [B, C, h, w] -> -disparity [B, 1, H, W] fp32 (differentiable in x_t)."""
         self.n_evals += x_t.shape[0]
-        image = self.prior.decode(x_t)  # [B, 3, R, R] in [0, 1]
-        pixels = F.interpolate(image, size=self.size, mode="bilinear", align_corners=False)
-        pixels = ((pixels - self.mean) / self.std).to(self.prior.dtype)
+        image = self.decoder(x_t)  # [B, 3, R, R] in [0, 1]
+        pixels = image
+        if tuple(image.shape[-2:]) != self.size:
+            pixels = F.interpolate(image, size=self.size, mode="bilinear", align_corners=False)
+        pixels = ((pixels - self.mean) / self.std).to(self.dtype)
+        embeddings = getattr(getattr(self.model, "dpt", None), "embeddings", None)
+        if hasattr(embeddings, "image_size"):  # DPT-hybrid checks the input side, though it
+            embeddings.image_size = self.size  # resizes its position embedding to any side
         disparity = self.model(pixel_values=pixels).predicted_depth.to(torch.float32)
         out = F.interpolate(
             disparity[:, None],

@@ -29,8 +29,6 @@ the prior are fp32.
 
 from __future__ import annotations
 
-import json
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -39,6 +37,7 @@ import torch
 
 from core.interfaces import DiffusionPrior, PriorContext
 from core.schedule import alpha_sigma
+from priors.weights import WeightsError, _read_json, quiet_loading, weights_variant
 
 SD_PREFIX = "sd:"
 
@@ -62,6 +61,15 @@ class SDPriorConfig:
         half_precision: ``auto`` = fp16 weights on CUDA, fp32 on CPU; ``on`` / ``off`` force.
         depth_model: a transformers DPTForDepthEstimation directory for SSD's depth/normal
             baseline; empty = ``PATH/depth`` when that exists.
+        phi_decoder: the decoder in front of DPT (priors/decoders.py): ``tiny`` = TAESD
+            (AutoencoderTiny at ``tiny_decoder``, empty = ``PATH/taesd``), ``full`` = the VAE
+            decoder, ``auto`` = tiny when that directory exists. phi_resolution: RGB side the
+            phi decoder emits (0 = the VAE's); depth_resolution: DPT's input side (0 = its
+            processor's); phi_dtype: their compute dtype (``auto`` = the weights dtype).
+            Defaults and their measurements: docs/scale.md.
+        free_text_encoder: encode every prompt (+ view suffixes, "") at load, then drop the
+            text encoder (340 M params at SD 2.1 size); reloaded from disk on an unseen
+            string.
         (VSD's LoRA eps_phi on this prior is configured by vsd.lora_rank / lora_alpha /
         lora_lr.)
     """
@@ -72,10 +80,18 @@ class SDPriorConfig:
     overhead_threshold: float = 60.0
     half_precision: Literal["auto", "on", "off"] = "auto"
     depth_model: str = ""
+    phi_decoder: Literal["auto", "tiny", "full"] = "auto"
+    tiny_decoder: str = ""
+    phi_resolution: int = 384
+    depth_resolution: int = 0
+    phi_dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    free_text_encoder: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 < self.front_threshold <= 180.0 or not 0.0 < self.back_threshold <= 180.0:
             raise ValueError("front_threshold and back_threshold must lie in (0, 180]")
+        if self.phi_resolution < 0 or self.depth_resolution < 0:
+            raise ValueError("phi_resolution and depth_resolution must be >= 0 (0: native)")
 
 
 def parse_prior(spec: str) -> tuple[str, str | None]:
@@ -88,40 +104,6 @@ def parse_prior(spec: str) -> tuple[str, str | None]:
         f"'prior' must be 'world' or 'sd:PATH' (a diffusers Stable Diffusion directory), "
         f"got {spec!r}"
     )
-
-
-@contextmanager
-def quiet_loading():
-    """Silence transformers' per-load progress bars for the block (state restored after)."""
-    from transformers.utils import logging as hf_logging
-
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
-
-
-class WeightsError(ValueError):
-    """A weights directory that is missing, incomplete or of the wrong model type."""
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WeightsError(f"cannot read {path}: {exc}") from None
-
-
-def weights_variant(folder: Path, filename: str) -> str | None:
-    """None when ``folder/filename`` exists; "fp16" when only its fp16 variant
-    (``name.fp16.safetensors``, as many Hub repos ship) does; None otherwise too."""
-    if (folder / filename).is_file() or not filename.endswith(".safetensors"):
-        return None
-    variant = filename.replace(".safetensors", ".fp16.safetensors")
-    return "fp16" if (folder / variant).is_file() else None
 
 
 def check_sd_directory(path: str | Path) -> Path:
@@ -261,8 +243,42 @@ class StableDiffusionPrior(DiffusionPrior):
         self.auxiliary: dict[str, object] = {}  # e.g. the DPT depth model, loaded once
         for prompt in prompts or []:
             self.check_prompt(prompt)
+        if self.config.free_text_encoder and prompts:
+            self.release_text_encoder(prompts)
 
     eps_phi_kind = "lora"
+    #: the probe vmaps the render only and runs the VAE encoder with batched autograd
+    #: (benchmark/variance/per_sample.py, engine ``split``)
+    vmap_encode = False
+
+    @property
+    def probe_chunk(self) -> int | None:
+        """Most probe samples vectorised at once: the encoder graph of one 512x512 image is
+        ~2 GB on CPU (docs/scale.md), so 2 from 512 up, 4 from 256, else no cap."""
+        return 2 if self.resolution >= 512 else 4 if self.resolution >= 256 else None
+
+    def release_text_encoder(self, prompts: list[str]) -> None:
+        """Cache E(p + suffix) for every prompt and view suffix and E(""), then drop the text
+        encoder (``text_embedding`` reloads it from disk for a string not cached)."""
+        suffixes = ("",)
+        if self.config.view_dependent_prompting:
+            suffixes += (", front view", ", side view", ", back view", ", overhead view")
+        for text in [""] + [p + s for p in prompts for s in suffixes]:
+            self.text_embedding(text)
+        self.text_encoder = None
+        import gc
+
+        gc.collect()
+
+    def _load_text_encoder(self) -> None:
+        from transformers import CLIPTextModel
+
+        load = {"local_files_only": True, "use_safetensors": True, "torch_dtype": self.dtype}
+        with quiet_loading():
+            model = CLIPTextModel.from_pretrained(
+                self.path / "text_encoder", **load, variant=self._variant("text_encoder")
+            )
+        self.text_encoder = model.requires_grad_(False).eval().to(self.device)
 
     def geometry_estimator(self, depth_model: str = ""):
         """A frozen DPT on the VAE decode of the noisy latent: ``depth_model`` (a transformers
@@ -279,8 +295,20 @@ class StableDiffusionPrior(DiffusionPrior):
             )
         key = f"dpt:{path}"
         if key not in self.auxiliary:
+            from priors.decoders import PhiDecoder
+
+            config = self.config
+            dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(
+                config.phi_dtype, self.dtype
+            )
             try:
-                self.auxiliary[key] = DPTGeometry(path, self, self.device)
+                resolution = min(config.phi_resolution, self.resolution)
+                decoder = PhiDecoder(
+                    self, config.phi_decoder, config.tiny_decoder, resolution, dtype
+                )
+                self.auxiliary[key] = DPTGeometry(
+                    path, self, self.device, decoder, config.depth_resolution, dtype
+                )
             except WeightsError as exc:
                 raise UserError(str(exc)) from None
         return self.auxiliary[key]
@@ -313,6 +341,8 @@ class StableDiffusionPrior(DiffusionPrior):
             if ids.shape[1] > self.max_tokens:
                 raise ValueError(f"prompt {prompt[:40]!r}... exceeds {self.max_tokens} tokens")
             self.n_text_encodes += 1
+            if self.text_encoder is None:
+                self._load_text_encoder()
             hidden = self.text_encoder(ids.to(self.device)).last_hidden_state[0]
             self._embeddings[prompt] = hidden.to(self.dtype)
         return self._embeddings[prompt]

@@ -120,7 +120,7 @@ def test_streaming_statistics_match_brute_force(trainer, variant):
     assert set(sampler.group_slices()) == {"density", "color"}
 
 
-@pytest.mark.parametrize("engine", ["func", "autograd"])
+@pytest.mark.parametrize("engine", ["func", "autograd", "split"])
 @pytest.mark.parametrize("variant", ["all", "fixed_camera"])
 def test_vectorised_gradients_match_separate_backward_passes(world_prior_small, engine, variant):
     """Per-sample theta-gradients of one vectorised call equal K = 5 full backward passes

@@ -44,7 +44,7 @@ def fixtures_dir(tmp_path_factory) -> Path:
 def _config(root: Path, *overrides: str, prior: str = "sd", methods=("sds", "vsd", "ssd")):
     return load_config(
         None,
-        ["measure.every=0", "eval.every=1000", *overrides],
+        ["measure.every=0", "eval.every=1000", "sd.free_text_encoder=false", *overrides],
         prior=f"sd:{root / prior}",
         methods=list(methods),
     )

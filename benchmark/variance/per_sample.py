@@ -8,9 +8,20 @@ With x_k = prior.encode(render(theta, c_k)):
 ``engine``: ``func`` uses torch.func (a shared camera is rendered once and its vjp vmapped
 over the K cotangents; K cameras are rendered in one vmapped forward with per-sample copies
 of theta, expanded views, and one backward, which avoids the O(K^2) cost of K backwards
-through one batched render); ``autograd`` renders once per camera and runs one backward per
-sample; ``auto`` uses ``func`` and falls back to ``autograd`` if a backbone or prior cannot be
-vmapped (or the backbone says ``supports_vmap = False``).
+through one batched render); ``split`` vmaps the render only and runs the prior's encoder
+with plain batched autograd, chained through the rgb cotangents:
+
+    c_k = J_enc(rgb_k)^T G_k            one batched encoder forward over the chunk's distinct
+                                        renders (one for a shared camera), then one backward
+                                        per cotangent set (retain_graph), [n, 3, h, w]
+    g_k = J_render(theta; c_k)^T c_k    vmapped render vjp (a loop of vjp calls for a backbone
+                                        with ``supports_vmap = False``)
+
+which is what latent priors need (a VAE encoder under vmap hits ops without batching rules:
+attention, group norm backward); ``autograd`` renders once per camera and runs one backward
+per sample; ``auto`` uses ``split`` for a prior with ``vmap_encode = False`` (Stable
+Diffusion), else ``func``, and falls back to ``autograd`` if that fails (or the backbone says
+``supports_vmap = False``).
 """
 
 from __future__ import annotations
@@ -64,8 +75,10 @@ class PerSampleGradients:
         generator: torch.Generator | None = None,
         raw: bool = False,
     ) -> None:
-        if engine not in ("auto", "func", "autograd"):
+        if engine not in ("auto", "func", "autograd", "split"):
             raise ValueError(f"unknown engine {engine!r}")
+        if engine == "auto" and not getattr(subject.prior, "vmap_encode", True):
+            engine = "split"
         self.subject = subject
         self.step = step
         self.raw = raw
@@ -100,9 +113,11 @@ class PerSampleGradients:
         if self.engine == "autograd":
             return self._result(*self._autograd(draws))
         try:
+            if self.engine == "split":
+                return self._result(*self._split(draws))
             return self._result(*self._func(draws))
         except (RuntimeError, NotImplementedError) as exc:
-            if self.engine == "func":
+            if self.engine in ("func", "split"):
                 raise
             warnings.warn(
                 f"gradient-variance probe: torch.func path failed ({exc}); using autograd",
@@ -174,6 +189,74 @@ class PerSampleGradients:
             (raw_grads,) = pullback(raw[:, None].to(x.dtype))
             raw_flat = self._flat(raw_grads, n)
         return grad, self._flat(grads, n), raw, raw_flat
+
+    def _render_pullback(self, draws: MeasureDraws):
+        """rgb [m, 3, h, w] (m = 1 for a shared camera, else n), the detached render maps
+        [m, ...], and pull(cot [n, 3, h, w]) -> flat theta-gradients [n, P]."""
+        n = len(draws)
+        params = {"backbone." + name: p.detach() for name, _, p in self.theta}
+
+        def rgb_of(p, cameras):
+            render = functional_call(self.module, p, (cameras,))
+            return render["rgb"], {k: v.detach() for k, v in render.items()}
+
+        vmappable = getattr(self.subject.backbone, "supports_vmap", True)
+        if draws.shared_camera:
+            rgb, pullback, render = vjp(lambda p: rgb_of(p, draws.cameras), params, has_aux=True)
+
+            def pull(cot):
+                if vmappable:
+                    return self._flat(vmap(pullback)(cot[:, None].to(rgb.dtype))[0], len(cot))
+                rows = [self._flat(pullback(c[None].to(rgb.dtype))[0], 1) for c in cot]
+                return torch.cat(rows)
+
+            return rgb, render, pull
+        if not vmappable:
+            raise NotImplementedError("split engine: per-sample renders need a vmappable backbone")
+
+        def one(p: dict, *fields: torch.Tensor):
+            return rgb_of(p, Cameras(*(f.unsqueeze(0) for f in fields)))
+
+        def batched(per_sample: dict):
+            fields = [getattr(draws.cameras, f) for f in _CAMERA_FIELDS]
+            return vmap(one)(per_sample, *fields)
+
+        per_sample = {k: v.unsqueeze(0).expand(n, *v.shape) for k, v in params.items()}
+        rgb, pullback, render = vjp(batched, per_sample, has_aux=True)
+
+        def pull_batched(cot):
+            return self._flat(pullback(cot[:, None].to(rgb.dtype))[0], n)
+
+        return rgb[:, 0], {k: v[:, 0] for k, v in render.items()}, pull_batched
+
+    def _split(self, draws: MeasureDraws):
+        n = len(draws)
+        rgb, render, pull = self._render_pullback(draws)
+        with torch.enable_grad():
+            leaf = rgb.detach().requires_grad_(True)
+            x = self.subject.prior.encode(leaf)  # [m, C, h', w'], one graph for the chunk
+            grad, raw = self._estimate(x.detach(), draws, render)
+            cotangents = [grad] if raw is None else [grad, raw]
+            rgb_cots = []
+            for j, cot in enumerate(cotangents):
+                last = j == len(cotangents) - 1
+                if draws.shared_camera:  # n backwards through one encoder graph
+                    rows = [
+                        torch.autograd.grad(
+                            x,
+                            leaf,
+                            cot[k : k + 1].to(x.dtype),
+                            retain_graph=not (last and k == n - 1),
+                        )[0]
+                        for k in range(n)
+                    ]
+                    rgb_cots.append(torch.cat(rows))
+                else:  # one backward: images are independent in the batch
+                    (c,) = torch.autograd.grad(x, leaf, cot.to(x.dtype), retain_graph=not last)
+                    rgb_cots.append(c)
+        del x, leaf
+        flats = [pull(c) for c in rgb_cots]
+        return grad, flats[0], raw, flats[1] if raw is not None else None
 
     def _autograd(self, draws: MeasureDraws):
         n = len(draws)

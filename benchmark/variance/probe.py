@@ -67,8 +67,10 @@ its vjp is vmapped over the K cotangents; K cameras are rendered in one vmapped 
 per-sample copies of theta (expanded views, no copy) and one backward that returns the K
 gradients, which avoids the O(K^2) cost of K backwards through one batched render.
 ``autograd`` renders once per camera and runs one backward per sample (retain_graph for a
-shared camera). ``auto`` uses ``func`` and falls back to ``autograd`` if a backbone or prior
-cannot be vmapped.
+shared camera); ``split`` vmaps the render only and the prior's encoder runs batched autograd
+(benchmark/variance/per_sample.py). ``auto`` uses ``split`` for priors that say
+``vmap_encode = False`` (Stable Diffusion), else ``func``, and falls back to ``autograd`` if
+a backbone or prior cannot be vmapped. A prior's ``probe_chunk`` caps ``chunk`` (memory).
 """
 
 from __future__ import annotations
@@ -142,12 +144,12 @@ def variant_moments(
     return moments
 
 
-def _bias_check(subject, step, draws, variant, config, seeds, sampler, mean) -> dict:
+def _bias_check(subject, step, draws, variant, config, seeds, sampler, mean, chunk) -> dict:
     """cos_ref and rel_err_ref of the K-sample mean against ``reference_samples`` fresh
     draws of the same variant."""
     total = torch.zeros(sampler.numel, dtype=torch.float64, device=subject.device)
     for part in reference_chunks(
-        subject, step, draws, variant, config.reference_samples, config.chunk, seeds
+        subject, step, draws, variant, config.reference_samples, chunk, seeds
     ):
         total += sampler(part)[1].double().sum(0)
     reference = total / config.reference_samples
@@ -180,6 +182,8 @@ def measure_gradient_variance(
         )
         groups = sampler.group_slices()
         chunk = max(1, min(config.chunk, config.samples))
+        cap = getattr(subject.prior, "probe_chunk", None)  # a large prior's memory cap
+        chunk = min(chunk, cap) if cap else chunk
         gram_dim = config.sketch_dim if config.bootstrap > 0 else 0
         update = None
         if config.control_variate:
@@ -210,7 +214,7 @@ def measure_gradient_variance(
                 )
             if bias_check and variant in config.reference_variants:
                 check = _bias_check(
-                    subject, step, draws, variant, config, seeds, sampler, theta.mean
+                    subject, step, draws, variant, config, seeds, sampler, theta.mean, chunk
                 )
                 metrics.update({prefix + k: v for k, v in check.items()})
             metrics[prefix + "seconds"] = time.perf_counter() - began

@@ -1,0 +1,193 @@
+"""``make scale-check`` / ``python -m benchmark.scale_check``: step time and peak memory of
+SDS, VSD and SSD on the full-size random-weight SD 2.1-base (+ DPT-hybrid, TAESD).
+
+Builds ``DIR/sd`` with ``make-fixtures --full-size`` when it is absent, then runs each method
+as its own ``benchmark run`` process (one cell: one prompt, one seed, ``--steps`` steps,
+no probe unless ``--probe K``), so a cell's peak RSS is its process's high-water mark
+(``mem/peak_rss_mb``, ru_maxrss). From the run's metrics.parquet, per method:
+
+    s_per_step     median over steps >= 2 of the per-step train seconds (step 1 alone when
+                   --steps 1); step_seconds lists every step (step 1 includes warm-up)
+    cpu_s_per_step the same in process CPU seconds (``time/cpu_step``, all threads): the
+                   figure to compare on a machine other processes load
+    sections       time/<section> seconds of the last step (render, encode, prior, estimator,
+                   backward, optimizer)
+    peak_rss_gb    the cell process's peak resident memory
+    ratio_to_sds   s_per_step / SDS's s_per_step (cpu_ratio_to_sds: the same in CPU seconds)
+    probe          with --probe K: var/seconds / K per sample and its ratio to s_per_step
+
+Printed as a table and written as JSON (``--out``). Cells run one after another, never two
+at once; each waits until ``--min-available-gb`` of memory is available (checked by psutil)
+and refuses to start otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT_DIR = Path(os.environ.get("STEINBENCH_SCALE_DIR", "~/.cache/steinbench/full-size"))
+
+
+def ensure_full_size(root: Path) -> Path:
+    """ROOT/sd, built by ``make-fixtures --full-size ROOT`` when its model_index.json is
+    missing."""
+    sd = root / "sd"
+    if not (sd / "model_index.json").is_file() or not (sd / "taesd").is_dir():
+        from benchmark.fixtures_full import make_full_size
+
+        print(f"building full-size fixtures in {root} (about a minute)", flush=True)
+        make_full_size(root)
+    return sd
+
+
+def _available_gb() -> float:
+    import psutil
+
+    return psutil.virtual_memory().available / 2**30
+
+
+def run_method(
+    sd: Path, method: str, steps: int, threads: int, overrides: list[str], probe: int, work: Path
+) -> dict:
+    """One cell of ``method`` in its own process; its figures (see module doc)."""
+    out = work / method
+    prompts = work / "prompt.txt"
+    prompts.write_text("a red sphere\n", encoding="utf-8")
+    sets = [f"threads={threads}", "eval.every=100000", "eval.ceiling=false", "eval.n_views=1"]
+    sets += ["eval.snapshots=false", f"measure.every={steps if probe else 0}"]
+    if probe:
+        sets += [f"measure.samples={probe}", "measure.reference_samples=0", "measure.bootstrap=0"]
+        sets += ["measure.variants=[all]"]
+    cmd = [sys.executable, "-m", "benchmark", "run", "--prior", f"sd:{sd}", "--methods", method]
+    cmd += ["--prompts", str(prompts), "--steps", str(steps), "--out", str(out), "--quiet"]
+    cmd += ["--no-report"]
+    for item in sets + overrides:
+        cmd += ["--set", item]
+    began = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
+    wall = time.perf_counter() - began
+    if proc.returncode != 0:
+        return {"method": method, "error": (proc.stderr or proc.stdout)[-2000:], "wall_s": wall}
+    (run,) = [p for p in out.iterdir() if p.is_dir()]
+    return read_cell(run, method, steps, probe, wall)
+
+
+def read_cell(run: Path, method: str, steps: int, probe: int = 0, wall: float = 0.0) -> dict:
+    """The figures of one finished cell's run directory ``run`` (see module doc)."""
+    import pandas as pd
+
+    frame = pd.read_parquet(run / "metrics.parquet")  # long format: step, metric, value
+    table = {(int(r.step), r.metric): float(r.value) for r in frame.itertuples()}
+
+    def value(step: int, name: str) -> float | None:
+        return table.get((step, name))
+
+    train = [value(s, "train_seconds") for s in range(1, steps + 1)]
+    step_seconds = [b - a for a, b in zip([0.0] + train[:-1], train, strict=True)]
+    timed = step_seconds[1:] or step_seconds
+    sections = {
+        name.split("/", 1)[1]: v
+        for (step, name), v in table.items()
+        if step == steps and name.startswith("time/") and name not in ("time/eval", "time/cpu_step")
+    }
+    peaks = [v for (_, name), v in table.items() if name == "mem/peak_rss_mb"]
+    cpu = [value(s, "time/cpu_step") for s in range(1, steps + 1)]
+    cpu_timed = cpu[1:] or cpu
+    result = {
+        "method": method,
+        "s_per_step": statistics.median(timed),
+        "cpu_s_per_step": statistics.median(cpu_timed) if None not in cpu_timed else None,
+        "cpu_step_seconds": cpu,
+        "step_seconds": step_seconds,
+        "sections": sections,
+        "peak_rss_gb": max(peaks) / 1024.0 if peaks else None,
+        "wall_s": wall,
+    }
+    if probe:
+        seconds = value(steps, "var/seconds")
+        result["probe_samples"] = probe
+        result["probe_s_per_sample"] = None if seconds is None else seconds / probe
+        if seconds is not None:
+            result["probe_ratio_to_step"] = seconds / probe / result["s_per_step"]
+    return result
+
+
+def format_table(results: list[dict]) -> str:
+    sds = next((r for r in results if r["method"] == "sds" and "s_per_step" in r), None)
+    lines = ["method  s/step  x SDS  CPU s/step  x SDS  peak RSS GB  sections (last step, s)"]
+    for r in results:
+        if "error" in r:
+            lines.append(f"{r['method']:<6}  failed: {r['error'].strip().splitlines()[-1]}")
+            continue
+        ratio = r["s_per_step"] / sds["s_per_step"] if sds else float("nan")
+        r["ratio_to_sds"] = ratio
+        cpu = r.get("cpu_s_per_step") or float("nan")
+        cpu_ratio = (
+            cpu / sds["cpu_s_per_step"] if sds and sds.get("cpu_s_per_step") else float("nan")
+        )
+        r["cpu_ratio_to_sds"] = cpu_ratio
+        parts = " ".join(f"{k}={v:.1f}" for k, v in sorted(r["sections"].items()))
+        peak = f"{r['peak_rss_gb']:.1f}" if r["peak_rss_gb"] is not None else "?"
+        line = (
+            f"{r['method']:<6}  {r['s_per_step']:6.1f}  {ratio:5.2f}  {cpu:10.1f}  {cpu_ratio:5.2f}"
+            f"  {peak:>11}  {parts}"
+        )
+        if "probe_s_per_sample" in r and r["probe_s_per_sample"] is not None:
+            line += (
+                f"  probe {r['probe_s_per_sample']:.1f} s/sample"
+                f" ({r['probe_ratio_to_step']:.2f}x step)"
+            )
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmark.scale_check", description=__doc__)
+    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="fixture cache dir")
+    parser.add_argument("--methods", default="sds,vsd,ssd")
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--probe", type=int, default=0, help="also probe K samples at the end")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--out", type=Path, default=Path("scale_check.json"))
+    parser.add_argument("--min-available-gb", type=float, default=13.0)
+    parser.add_argument("--work", type=Path, default=None, help="keep the runs here")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sd = ensure_full_size(args.dir.expanduser())
+    results = []
+    with tempfile.TemporaryDirectory(prefix="steinbench-scale-") as tmp:
+        tmp = args.work or tmp
+        for method in args.methods.split(","):
+            available = _available_gb()
+            if available < args.min_available_gb:
+                print(
+                    f"error: {available:.1f} GB available, {args.min_available_gb} needed for "
+                    f"a full-size {method} cell; stopping",
+                    file=sys.stderr,
+                )
+                break
+            print(f"running {method} ({args.steps} steps) ...", flush=True)
+            results.append(
+                run_method(
+                    sd, method, args.steps, args.threads, args.overrides, args.probe, Path(tmp)
+                )
+            )
+    table = format_table(results)
+    print(table)
+    report = {"dir": str(sd), "steps": args.steps, "overrides": args.overrides, "rows": results}
+    args.out.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0 if results and all("error" not in r for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
