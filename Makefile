@@ -26,7 +26,7 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q tests --benchmark-disable
-	$(PY) -m pytest -q --nbmake notebooks
+	$(PY) -m pytest -q --nbmake --nbmake-timeout=900 notebooks
 	$(PY) -m benchmark regress --golden tests/golden/variance.json
 
 test-fast: install
