@@ -28,21 +28,8 @@ from pathlib import Path
 
 import torch
 
+from benchmark.doctor import SD21_UNET  # the SD-2.1-base UNet architecture, defined once
 from benchmark.fixtures import _build, _generator, save_clip_tokenizer_files
-
-#: stabilityai/stable-diffusion-2-1-base unet/config.json (architecture keys)
-SD21_UNET = {
-    "sample_size": 64,
-    "in_channels": 4,
-    "out_channels": 4,
-    "block_out_channels": (320, 640, 1280, 1280),
-    "layers_per_block": 2,
-    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    "cross_attention_dim": 1024,
-    "attention_head_dim": (5, 10, 20, 20),
-    "use_linear_projection": True,
-}
 
 #: its vae/config.json (sample_size: the RGB side the prior encodes at, 512 for 2.1-base)
 SD21_VAE = {
