@@ -10,13 +10,20 @@ SDS's budget. Per cell (run, method, prompt, seed), from the long-format results
 
 and against the SDS cell of the same (prompt, seed) (common random numbers):
 
-    compute_multiplier  (Var_SDS c_SDS) / (Var_m c_m) per step, c = nfe/step, Var the trace
-                        variance of the theta-gradient (probe variant ``all``); computed as
-                        exp of the mean over the probe steps both cells have (step 0 and rows
-                        flagged ``var/mu_uninformed`` left out) of
-                        ln Var_SDS + ln c_SDS - ln Var_m - ln c_m.
-                        > 1: the method reaches SDS's variance with less compute. SDS = 1.
+    compute_multiplier  (NSR_SDS c_SDS) / (NSR_m c_m), c = nfe/step, NSR the noise-to-signal
+                        ratio of the theta-gradient (probe variant ``all``): the compute
+                        each needs to estimate its own mean gradient to the same relative
+                        precision (NSR / B with B draws), so it is scale-free. NSR is
+                        1 / the mean of the unbiased ``snr`` over the probe steps both cells
+                        have (step 0 and rows flagged ``var/mu_uninformed`` left out):
+                        ln multiplier = ln snr_m - ln snr_SDS + ln c_SDS - ln c_m, NaN when
+                        a mean snr is <= 0 (NSR not resolved).
+                        > 1: the method reaches SDS's relative precision with less compute.
     compute_multiplier_seconds   the same with c = seconds/step
+    compute_multiplier_raw       diagnostic only: (Var_SDS c_SDS) / (Var_m c_m) with the raw
+                        trace variance. It rewards an estimator for a small gradient (a
+                        method that scales its gradient by s gains s^2), so it is never the
+                        headline
     psnr_equal_compute  the method's PSNR at SDS's final cumulative NFE, linearly interpolated
                         along its PSNR-vs-cumulative-NFE curve (eval checkpoints; 0 at step 0);
                         NaN when the method never spends that budget
@@ -38,6 +45,7 @@ import pandas as pd
 from analysis.summary import CELL, COST_COUNTERS, REFERENCE, add_labels, cumulative_calls
 
 VAR_METRIC = "var/all/var_trace"
+SNR_METRIC = "var/all/snr"
 FLAG_METRIC = "var/mu_uninformed"
 
 
@@ -128,17 +136,17 @@ def value_at_budget(curve: pd.DataFrame, budget: float, x: str = "x") -> float:
     return float(np.interp(budget, curve[x].to_numpy(float), curve["value"].to_numpy(float)))
 
 
-def _log_var(df: pd.DataFrame) -> pd.DataFrame:
-    """CELL + step + ln var_trace at probe steps > 0, rows flagged mu-uninformed dropped."""
-    rows = _series(df, VAR_METRIC)
+def probe_series(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """CELL + step + value of a probe metric at steps > 0, rows flagged mu-uninformed
+    dropped."""
+    rows = _series(df, metric)
     rows = rows[rows["step"] > 0]
     flags = _series(df, FLAG_METRIC)
     if len(flags):
         flagged = flags[flags["value"] > 0][[*CELL, "step"]].assign(flag=True)
         rows = rows.merge(flagged, on=[*CELL, "step"], how="left")
         rows = rows[rows["flag"].isna()].drop(columns="flag")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return rows.assign(value=np.log(rows["value"].to_numpy(float)))
+    return rows
 
 
 def reference_pairs(cells: pd.DataFrame, reference: str = REFERENCE) -> dict[str, str]:
@@ -162,10 +170,15 @@ def equal_compute_table(
     labels = df.groupby(CELL)["label"].first()
     cells = cost.assign(label=labels).reset_index()
     pairs = reference_pairs(cells, reference)
-    log_var = _log_var(df)
     curves = quality_curve(df, "psnr")
     by_cell = {key: rows for key, rows in curves.groupby(CELL)}
-    var_by_cell = {key: rows.set_index("step")["value"] for key, rows in log_var.groupby(CELL)}
+    var_by_cell = {
+        name: {key: rows.set_index("step")["value"] for key, rows in series.groupby(CELL)}
+        for name, series in (
+            ("snr", probe_series(df, SNR_METRIC)),
+            ("var", probe_series(df, VAR_METRIC)),
+        )
+    }
     index = {(lab, p, s): key for key, lab, p, s in _keys(cells)}
     out = []
     for row in cells.itertuples(index=False):
@@ -187,6 +200,7 @@ def _versus(key, ref_key, cost, var_by_cell, curves) -> dict[str, float]:
     nan = dict.fromkeys(
         (
             "log_multiplier",
+            "log_multiplier_raw",
             "log_multiplier_seconds",
             "psnr_equal_compute",
             "psnr_equal_seconds",
@@ -199,20 +213,16 @@ def _versus(key, ref_key, cost, var_by_cell, curves) -> dict[str, float]:
     if ref_key is None:
         return nan
     out = dict(nan)
-    mine, ref = var_by_cell.get(key), var_by_cell.get(ref_key)
-    if mine is not None and ref is not None:
-        common = mine.index.intersection(ref.index)
-        diff = (ref[common] - mine[common]).to_numpy(float)
-        diff = diff[np.isfinite(diff)]
-        if diff.size:
-            d = float(diff.mean())
-            for name, column in (
-                ("log_multiplier", "nfe/step"),
-                ("log_multiplier_seconds", "seconds/step"),
-            ):
-                c_ref, c_me = float(cost.loc[ref_key, column]), float(cost.loc[key, column])
-                if c_ref > 0 and c_me > 0:
-                    out[name] = d + np.log(c_ref) - np.log(c_me)
+    d = _log_ratio(var_by_cell["snr"].get(key), var_by_cell["snr"].get(ref_key))
+    d_raw = _log_ratio(var_by_cell["var"].get(ref_key), var_by_cell["var"].get(key))
+    for name, column, gain in (
+        ("log_multiplier", "nfe/step", d),
+        ("log_multiplier_seconds", "seconds/step", d),
+        ("log_multiplier_raw", "nfe/step", d_raw),
+    ):
+        c_ref, c_me = float(cost.loc[ref_key, column]), float(cost.loc[key, column])
+        if np.isfinite(gain) and c_ref > 0 and c_me > 0:
+            out[name] = gain + np.log(c_ref) - np.log(c_me)
     curve, ref_curve = curves.get(key), curves.get(ref_key)
     if curve is not None and ref_curve is not None and len(ref_curve):
         last = ref_curve.iloc[-1]
@@ -224,6 +234,20 @@ def _versus(key, ref_key, cost, var_by_cell, curves) -> dict[str, float]:
             out[budget] = float(last[x])
             out[name] = value_at_budget(curve, float(last[x]), x)
     return out
+
+
+def _log_ratio(num: pd.Series | None, den: pd.Series | None) -> float:
+    """ln(mean num / mean den) over the probe steps both series have; NaN when a mean is
+    not positive (an unresolved NSR) or nothing is shared."""
+    if num is None or den is None:
+        return np.nan
+    common = num.index.intersection(den.index)
+    a, b = num[common].to_numpy(float), den[common].to_numpy(float)
+    keep = np.isfinite(a) & np.isfinite(b)
+    if not keep.any():
+        return np.nan
+    mean_a, mean_b = float(a[keep].mean()), float(b[keep].mean())
+    return float(np.log(mean_a / mean_b)) if mean_a > 0 and mean_b > 0 else np.nan
 
 
 def lever_table(base: pd.DataFrame, levers: dict[str, pd.DataFrame], manifests=None):

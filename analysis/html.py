@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -66,3 +68,58 @@ def safe_figure(make, caption: str, alt: str, errors: list[str], colors: int | N
         errors.append(f"figure '{alt}' failed: {type(exc).__name__}: {exc}")
         traceback.print_exc()
         return f"<p class='fail'>{esc(errors[-1])}</p>"
+
+
+@dataclass(frozen=True)
+class FigureJob:
+    """A figure to build and embed later (``safe_figure``'s arguments, minus ``errors``)."""
+
+    make: Callable
+    caption: str
+    alt: str
+    colors: int | None = 256
+
+
+_JOBS: list[FigureJob] = []  # the forked workers' view of the jobs (inherited memory)
+
+
+def _render_job(index: int) -> tuple[str, list[str]]:
+    errors: list[str] = []
+    job = _JOBS[index]
+    return safe_figure(job.make, job.caption, job.alt, errors, job.colors), errors
+
+
+def figure_workers() -> int:
+    """Processes for ``render_figures``: STEINBENCH_REPORT_WORKERS, else the CPUs this
+    process may use (at most 4)."""
+    value = os.environ.get("STEINBENCH_REPORT_WORKERS")
+    if value is not None and value.strip().isdigit():
+        return max(1, int(value))
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
+
+
+def render_figures(
+    jobs: Sequence[FigureJob], errors: list[str], workers: int | None = None
+) -> list[str]:
+    """The ``<figure>`` HTML of each job, in order (failures as notes, appended to
+    ``errors``). Matplotlib draws on one core, so with ``workers`` > 1 the jobs are drawn in
+    forked processes (POSIX; the output is byte-identical to drawing them here); otherwise,
+    or when a pool cannot start, one after the other."""
+    import multiprocessing
+
+    workers = figure_workers() if workers is None else workers
+    if workers > 1 and len(jobs) > 1 and "fork" in multiprocessing.get_all_start_methods():
+        global _JOBS
+        _JOBS = list(jobs)
+        try:
+            with multiprocessing.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+                results = pool.map(_render_job, range(len(jobs)), chunksize=1)
+        except OSError:
+            results = None
+        finally:
+            _JOBS = []
+        if results is not None:
+            for _, errs in results:
+                errors.extend(errs)
+            return [html for html, _ in results]
+    return [safe_figure(j.make, j.caption, j.alt, errors, j.colors) for j in jobs]

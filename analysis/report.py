@@ -24,8 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.clip_gate import gate_for, is_clip_metric
-from analysis.html import esc, frame_html, table_html
-from analysis.html import safe_figure as _safe_figure
+from analysis.html import FigureJob, esc, frame_html, render_figures, table_html
 from analysis.load import load_results
 from analysis.runs import RunInfo, config_differences, flatten, load_run_info
 from analysis.summary import Summary, eval_metrics, summarize
@@ -262,16 +261,15 @@ def _summary(summary: Summary, clip_quality: bool = True) -> str:
 def _figures(df: pd.DataFrame, infos: list[RunInfo], errors: list[str]) -> str:
     from analysis import plots
 
-    parts = ["<h2>Gradient variance</h2>"]
+    parts: list[str | FigureJob] = ["<h2>Gradient variance</h2>"]
     if any(m.startswith("var/") for m in df["metric"].unique()):
         for space in ("theta", "image"):
             parts.append(
-                _safe_figure(
+                FigureJob(
                     lambda s=space: plots.plot_variance(df, s),
                     f"Log gradient variance vs step, {space} space, one column per randomness "
                     "variant, next to the held-out PSNR of the same runs.",
                     f"gradient variance ({space} space)",
-                    errors,
                 )
             )
     else:
@@ -285,22 +283,20 @@ def _figures(df: pd.DataFrame, infos: list[RunInfo], errors: list[str]) -> str:
         parts.append("<p class='note'>No evaluation metrics in these runs.</p>")
     else:
         parts.append(
-            _safe_figure(
+            FigureJob(
                 lambda: plots.plot_convergence_overview(df, metrics),
                 "Every evaluation metric vs steps, network calls (all networks: prior, phi, "
                 "depth) and training wall-clock, mean over prompts and seeds.",
                 "convergence overview",
-                errors,
             )
         )
     for metric in [m for m in PER_PROMPT_CONVERGENCE if m in metrics]:
         parts.append(
-            _safe_figure(
+            FigureJob(
                 lambda m=metric: plots.plot_convergence(df, m),
                 f"{metric} per prompt vs steps, network calls (all networks) and training "
                 "wall-clock.",
                 f"convergence of {metric}",
-                errors,
             )
         )
     parts.append("<h2>Renders</h2>")
@@ -316,15 +312,16 @@ def _figures(df: pd.DataFrame, infos: list[RunInfo], errors: list[str]) -> str:
             parts.append(f"<h3>Run {esc(info.run_id)}</h3>")
         for prompt in prompts:
             parts.append(
-                _safe_figure(
+                FigureJob(
                     lambda p=prompt, i=info: plots.plot_render_grid(i, p),
                     f"{prompt}: renders at checkpoints",
                     f"renders of {prompt}",
-                    errors,
                     colors=None,  # renders keep their exact colours
                 )
             )
-    return "\n".join(parts)
+    jobs = [p for p in parts if isinstance(p, FigureJob)]
+    rendered = iter(render_figures(jobs, errors))
+    return "\n".join(p if isinstance(p, str) else next(rendered) for p in parts)
 
 
 def build_report_html(

@@ -25,8 +25,8 @@ from analysis.verdict import method_table, verdict_sentence
 
 #: (quantity, column title, show the paired difference with SDS instead of the mean)
 VERDICT_COLUMNS = (
-    ("compute_multiplier", "x compute (var x NFE)", False),
-    ("compute_multiplier_seconds", "x compute (var x s)", False),
+    ("compute_multiplier", "x compute (NSR x NFE)", False),
+    ("compute_multiplier_seconds", "x compute (NSR x s)", False),
     ("psnr_equal_compute", "dPSNR at SDS's NFE (dB)", True),
     ("psnr_equal_seconds", "dPSNR at SDS's seconds (dB)", True),
     ("nsr", "NSR (last probe)", False),

@@ -51,10 +51,13 @@ class Quantity:
     log: bool = False
     #: better-direction when the catalogue knows neither ``name`` nor ``source``
     default_better: str | None = None
+    #: the source is the reciprocal (snr for nsr): averaged, CI'd and paired on the source's
+    #: scale, then inverted (an upper bound of inf: not resolved at 95%)
+    inverse: bool = False
 
 
 QUANTITIES = (
-    Quantity("nsr", "var/all/nsr", "NSR", 1),
+    Quantity("nsr", "var/all/snr", "NSR", 1, inverse=True),
     Quantity("log_var", "var/all/log_var", "log_var"),
     Quantity("update_log_var", "var/all/update_log_var", "upd log_var", 2, False, "lower"),
     Quantity("cv_gain", "var/all/cv_gain", "cv_gain", 2, False, "higher"),
@@ -64,6 +67,7 @@ QUANTITIES = (
     Quantity("clip_score", "clip_score", "CLIP", 1),
     Quantity("compute_multiplier", "log_multiplier", "x compute (NFE)", 2, True),
     Quantity("compute_multiplier_seconds", "log_multiplier_seconds", "x compute (s)", 2, True),
+    Quantity("compute_multiplier_raw", "log_multiplier_raw", "x compute (raw var)", 2, True),
     Quantity("psnr_equal_compute", "psnr_equal_compute", "PSNR @SDS NFE"),
     Quantity("psnr_equal_seconds", "psnr_equal_seconds", "PSNR @SDS s"),
     Quantity("nfe_per_step", "nfe/step", "NFE/step", 1),
@@ -169,6 +173,8 @@ def _estimate(q: Quantity, label: str, mine: pd.DataFrame, merged, is_ref: bool)
         row.update(diff=mean.mean, diff_lo=mean.lo, diff_hi=mean.hi, n_pairs=est.n)
         row["verdict"] = "reference" if is_ref else verdict_word(est, "higher")
         return row
+    if q.inverse:
+        return _inverse_estimate(q, row, est, merged, is_ref)
     row.update(mean=est.mean, lo=est.lo, hi=est.hi, n=est.n)
     diff = Estimate(np.nan, np.nan, np.nan, 0)
     if merged is not None and len(merged):
@@ -182,10 +188,35 @@ def _estimate(q: Quantity, label: str, mine: pd.DataFrame, merged, is_ref: bool)
     return row
 
 
+def _reciprocal(value: float) -> float:
+    return 1.0 / value if value > 0 else (np.inf if np.isfinite(value) else np.nan)
+
+
+def _inverse_estimate(q: Quantity, row: dict, est: Estimate, merged, is_ref: bool) -> dict:
+    """NSR from the mean snr over replicates: NSR = 1 / mean, CI [1 / hi, 1 / lo] (inf when
+    the snr CI reaches 0: not resolved); vs SDS: the ratio NSR_m / NSR_SDS with the CI of the
+    paired snr difference deciding the word (snr higher = NSR lower)."""
+    row.update(mean=_reciprocal(est.mean), lo=_reciprocal(est.hi), hi=_reciprocal(est.lo))
+    row["n"] = est.n
+    diff = Estimate(np.nan, np.nan, np.nan, 0)
+    ratio = np.nan
+    if merged is not None and len(merged):
+        mine, ref = merged[q.source].to_numpy(float), merged[q.source + "_ref"].to_numpy(float)
+        diff = paired_difference(mine, ref)
+        keep = np.isfinite(mine) & np.isfinite(ref)
+        if keep.any() and mine[keep].mean() > 0:
+            ratio = float(ref[keep].mean() / mine[keep].mean())
+    row.update(diff=ratio, diff_lo=np.nan, diff_hi=np.nan, n_pairs=diff.n)
+    direction = better_direction(q.source) or "higher"
+    row["verdict"] = "reference" if is_ref else verdict_word(diff, direction)
+    return row
+
+
 def summary_frame(estimates: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     """summary.csv: one row per method (label) with ``cells`` (finished/total) and per
     quantity q: q, q_lo, q_hi, q_n (mean and 95% CI over replicates), q_vs_sds, q_vs_sds_lo,
-    q_vs_sds_hi (paired difference with SDS; for multipliers the ratio itself) and
+    q_vs_sds_hi (paired difference with SDS; for multipliers the ratio itself; for nsr the
+    ratio NSR_m / NSR_SDS, its word from the paired snr difference) and
     q_verdict (better / worse / no difference at 95% / reference / n/a)."""
     out = []
     for label in sort_labels(cells["label"]):
@@ -242,7 +273,7 @@ def verdict_sentence(label: str, ests: pd.DataFrame) -> str:
     mult = format_estimate(Estimate(m["mean"], m["lo"], m["hi"], int(m["n"])), 2)
     dq = format_estimate(Estimate(q["diff"], q["diff_lo"], q["diff_hi"], int(q["n_pairs"])), 2)
     return (
-        f"{label} vs SDS at equal compute: variance x NFE {m['verdict']} "
+        f"{label} vs SDS at equal compute: NSR x NFE {m['verdict']} "
         f"(multiplier {mult}); quality at SDS's network evaluations {q['verdict']} "
         f"({dq} dB)."
     )

@@ -1,7 +1,8 @@
 """The verdict's two figures, aggregated over prompts and seeds (every cell a replicate):
 
-    plot_nsr_vs_step(df)          noise-to-signal ratio (theta, variant ``all``) vs step: the
-                                  geometric mean over cells (mean of ln NSR) with a 95% t band
+    plot_nsr_vs_step(df)          noise-to-signal ratio (theta, variant ``all``) vs step:
+                                  1 / the mean over cells of the unbiased snr, band 1 / its
+                                  95% t CI (an snr CI reaching 0 leaves the band open above)
     plot_quality_vs_compute(df)   held-out PSNR vs cumulative network evaluations and vs
                                   training seconds: mean over cells with a 95% t band, x the
                                   mean cumulative cost of the cells at that checkpoint
@@ -21,27 +22,30 @@ from analysis.stats import mean_ci
 from analysis.summary import add_labels, sort_labels
 
 
-def _aggregate(rows: pd.DataFrame, x: str, log: bool = False):
-    """Per step: mean x, mean value and t CI over cells (of ln value when ``log``)."""
+def _aggregate(rows: pd.DataFrame, x: str, inverse: bool = False):
+    """Per step: mean x, mean value and t CI over cells (of the reciprocal value, inverted
+    back, when ``inverse``)."""
     out = []
     for _step, part in rows.groupby("step"):
         values = part["value"].to_numpy(float)
-        if log:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                values = np.log(values)
         values = values[np.isfinite(values)]
         if values.size == 0:
             continue
         est = mean_ci(values)
         stats = [est.mean, est.lo, est.hi]
-        if log:
-            stats = [float(np.exp(v)) for v in stats]
+        if inverse:
+            stats = [1.0 / v if v > 0 else np.inf for v in (est.mean, est.hi, est.lo)]
         out.append((float(part[x].mean()), *stats))
     return np.asarray(out, dtype=float).reshape(-1, 4).T
 
 
-def _line(ax, rows, label, x, colors, marks, log=False):
-    xs, mean, lo, hi = _aggregate(rows, x, log)
+def _line(ax, rows, label, x, colors, marks, inverse=False):
+    xs, mean, lo, hi = _aggregate(rows, x, inverse)
+    if inverse:  # an open band (NSR not resolved) is drawn to the top of the axes
+        finite = np.concatenate([mean[np.isfinite(mean)], lo[np.isfinite(lo)]])
+        top = 10.0 * float(finite.max()) if finite.size else 1.0
+        hi = np.where(np.isfinite(hi), hi, top)
+        mean = np.where(np.isfinite(mean), mean, np.nan)
     n = rows.groupby(["run_id", "prompt", "seed"]).ngroups
     ax.plot(
         xs,
@@ -58,7 +62,7 @@ def _line(ax, rows, label, x, colors, marks, log=False):
 def plot_nsr_vs_step(df: pd.DataFrame) -> Figure:
     """NSR vs step per method (module docstring); step-0 rows flagged mu-uninformed dropped."""
     df = add_labels(df)
-    rows = df[df["metric"] == "var/all/nsr"][
+    rows = df[df["metric"] == "var/all/snr"][
         ["run_id", "method", "prompt", "seed", "label", "step", "value"]
     ]
     flags = df[(df["metric"] == "var/mu_uninformed") & (df["value"] > 0)]
@@ -68,7 +72,7 @@ def plot_nsr_vs_step(df: pd.DataFrame) -> Figure:
         rows = rows.merge(flagged, on=key, how="left")
         rows = rows[rows["flag"].isna()]
     if rows.empty:
-        return message_figure("No noise-to-signal ratios (var/all/nsr): the probe was off.")
+        return message_figure("No signal-to-noise ratios (var/all/snr): the probe was off.")
     colors = palette(rows["label"].unique())
     marks = markers(colors)
     with _style():
@@ -76,7 +80,7 @@ def plot_nsr_vs_step(df: pd.DataFrame) -> Figure:
         ax = fig.subplots()
         for label in sort_labels(rows["label"].unique()):
             part = rows[rows["label"] == label].assign(x=lambda r: r["step"].astype(float))
-            _line(ax, part, label, "x", colors, marks, log=True)
+            _line(ax, part, label, "x", colors, marks, inverse=True)
         ax.set_yscale("log")
         # plain tick labels (the report turns mathtext off, so no 10^{k} labels)
         from matplotlib.ticker import FuncFormatter, LogLocator
@@ -85,9 +89,9 @@ def plot_nsr_vs_step(df: pd.DataFrame) -> Figure:
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
         ax.set_xlabel("step")
-        ax.set_ylabel("NSR = tr Var / ||mean||^2 (theta)")
+        ax.set_ylabel("NSR = tr Var / ||mu||^2 (theta, unbiased)")
         ax.set_title(
-            "Noise-to-signal ratio (lower is less noisy)\ngeometric mean over prompts x seeds, "
+            "Noise-to-signal ratio (lower is less noisy)\n1 / mean snr over prompts x seeds, "
             "band: 95% t CI",
             fontsize=9,
         )

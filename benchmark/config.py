@@ -130,6 +130,8 @@ class RunConfigBase:
             raise ValueError(f"seeds must lie in [0, 2**63), got {bad[0]}")
         if self.threads < 1:
             raise ValueError("threads must be >= 1")
+        if self.workers < 0:
+            raise ValueError("workers must be >= 0 (0: auto)")
         if self.checkpoint_every < 0:
             raise ValueError("checkpoint_every must be >= 0 (0: only on Ctrl-C)")
         if self.backbone == "image":
@@ -163,6 +165,7 @@ RunConfig = make_dataclass(
         ("device", DeviceName, "cpu"),
         ("out", str, "runs"),
         ("threads", int, 2),
+        ("workers", int, 0),  # cells at once (0: auto, benchmark/parallel_cells.py)
         ("checkpoint_every", int, 50),
         ("backbone", Literal[tuple(BACKBONES)], "voxel"),
         ("prior", str, "world"),  # "world" or "sd:PATH" (a diffusers Stable Diffusion dir)

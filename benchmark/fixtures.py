@@ -122,7 +122,6 @@ def clip_bpe_tokenizer():
 
 def build_sd(directory: Path, seed: int = 0, prediction_type: str = "epsilon") -> None:
     """A tiny Stable Diffusion directory (UNet ~1 M params, 64x64 -> 4x8x8 VAE)."""
-    import diffusers
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -181,6 +180,14 @@ def build_sd(directory: Path, seed: int = 0, prediction_type: str = "epsilon") -
     text_encoder.save_pretrained(directory / "text_encoder", safe_serialization=True)
     save_clip_tokenizer_files(directory / "tokenizer")
     scheduler.save_pretrained(directory / "scheduler")
+    write_model_index(directory, "DDPMScheduler")
+
+
+def write_model_index(directory: Path, scheduler: str) -> None:
+    """``directory/model_index.json`` of a StableDiffusionPipeline with ``scheduler`` (a
+    diffusers scheduler class name) and no safety checker."""
+    import diffusers
+
     index = {
         "_class_name": "StableDiffusionPipeline",
         "_diffusers_version": diffusers.__version__,
@@ -188,7 +195,7 @@ def build_sd(directory: Path, seed: int = 0, prediction_type: str = "epsilon") -
         "vae": ["diffusers", "AutoencoderKL"],
         "text_encoder": ["transformers", "CLIPTextModel"],
         "tokenizer": ["transformers", "CLIPTokenizer"],
-        "scheduler": ["diffusers", "DDPMScheduler"],
+        "scheduler": ["diffusers", scheduler],
         "safety_checker": [None, None],
         "feature_extractor": [None, None],
         "requires_safety_checker": False,

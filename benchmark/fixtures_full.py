@@ -23,13 +23,12 @@ on 2 threads.
 from __future__ import annotations
 
 import gc
-import json
 from pathlib import Path
 
 import torch
 
 from benchmark.doctor import SD21_UNET  # the SD-2.1-base UNet architecture, defined once
-from benchmark.fixtures import _build, _generator, save_clip_tokenizer_files
+from benchmark.fixtures import _build, _generator, save_clip_tokenizer_files, write_model_index
 
 #: its vae/config.json (sample_size: the RGB side the prior encodes at, 512 for 2.1-base)
 SD21_VAE = {
@@ -129,23 +128,6 @@ def build_dpt_hybrid(directory: Path, seed: int = 0, dtype=torch.float16) -> Non
     DPTImageProcessor(**DPT_HYBRID_PROCESSOR).save_pretrained(directory)
 
 
-def _index() -> dict:
-    import diffusers
-
-    return {
-        "_class_name": "StableDiffusionPipeline",
-        "_diffusers_version": diffusers.__version__,
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "scheduler": ["diffusers", "PNDMScheduler"],
-        "safety_checker": [None, None],
-        "feature_extractor": [None, None],
-        "requires_safety_checker": False,
-    }
-
-
 def build_full_size(directory: Path, seed: int = 0, dtype=torch.float16) -> None:
     """SD 2.1-base + DPT-hybrid + TAESD at real size under ``directory`` (see module doc)."""
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
@@ -173,7 +155,7 @@ def build_full_size(directory: Path, seed: int = 0, dtype=torch.float16) -> None
         skip_prk_steps=True,
         steps_offset=1,
     ).save_pretrained(directory / "scheduler")
-    (directory / "model_index.json").write_text(json.dumps(_index(), indent=2), "utf-8")
+    write_model_index(directory, "PNDMScheduler")
     build_dpt_hybrid(directory / "depth", seed, dtype)
     build_tiny_autoencoder(directory / "taesd", seed, TAESD, dtype)
 

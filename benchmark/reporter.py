@@ -115,7 +115,7 @@ class Reporter:
             return
         table = Table(
             title="per method: mean [95% t CI] over prompts x seeds; theta-space variance at "
-            "the last probe step; x compute = (Var x cost)_SDS / (Var x cost)_method per step"
+            "the last probe step; x compute = (NSR x cost)_SDS / (NSR x cost)_method per step"
         )
         table.add_column("method")
         for column in overview.columns:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import platform
 import sys
@@ -20,6 +21,7 @@ from benchmark.checkpoint import (
 )
 from benchmark.config import RunConfig, config_to_yaml
 from benchmark.factories import build_backbone, build_optimizer, build_prior, resolve_device
+from benchmark.parallel_cells import cell_workers, run_cells, threads_per_cell, warm_prior
 from benchmark.reporter import Reporter, format_rate  # noqa: F401 - format_rate re-exported
 from benchmark.runlock import RunLock
 from benchmark.store import RunStore
@@ -133,6 +135,7 @@ def run_benchmark(
     ``before_step`` is called before every training step (a test hook for fault injection).
     """
     device = resolve_device(config.device)
+    cell_workers(config, device)  # workers > 1 with a real prior: an error before any work
     configure_torch(config.threads)
     prior = build_prior(config, prompts, device)
     clip = load_clip_scorer(resolve_clip_spec(config.eval.clip, config.prior), device)
@@ -225,39 +228,49 @@ def _run_locked(
         raise UserError(f"cannot write the run dir {store.path}: {_os_reason(exc)}") from None
 
     finished = {cell_name(r.method, r.prompt, r.seed) for r in results}
+    cells = [(m, p, s) for m in methods for p in prompts for s in config.seeds]
+    rank = {cell: i for i, cell in enumerate(cells)}
+    store.cell_order = rank
+    for cell in cells:
+        if cell_name(*cell) in finished:
+            checkpoint_path(store.path, cell_name(*cell)).unlink(missing_ok=True)
+    pending = [cell for cell in cells if cell_name(*cell) not in finished]
+    workers = cell_workers(config, device)
+    manifest["workers"] = workers
+    manifest["threads_per_cell"] = threads_per_cell(config.threads, workers)
     status, write_error = "interrupted", None
     reporter = Reporter(quiet)
+
+    def run_one(cell, should_stop):
+        method, prompt, seed = cell
+        cell_prior = prior if workers == 1 else copy.copy(prior)  # its own n_evals counter
+        return _run_one_cell(
+            config, method, prompt, seed, cell_prior, device, evaluators[prompt], store,
+            reporter, should_stop, before_step, ceilings.get(prompt),
+        )  # fmt: skip
+
+    def on_done(cell, result):
+        results.append(result)
+        results.sort(key=lambda r: rank.get((r.method, r.prompt, r.seed), len(rank)))
+        store.flush_metrics()
+        manifest["cells"] = [asdict(r) for r in results]
+        store.write_json("manifest.json", manifest)
+        checkpoint_path(store.path, cell_name(*cell)).unlink(missing_ok=True)
+
     try:
         with reporter, StopRequest(reporter.console) as stop:
-            for method in methods:
-                for prompt in prompts:
-                    for seed in config.seeds:
-                        name = cell_name(method, prompt, seed)
-                        if name in finished:
-                            checkpoint_path(store.path, name).unlink(missing_ok=True)
-                            continue
-                        if stop():
-                            raise CellInterrupted(0)
-                        results.append(
-                            _run_one_cell(
-                                config,
-                                method,
-                                prompt,
-                                seed,
-                                prior,
-                                device,
-                                evaluators[prompt],
-                                store,
-                                reporter,
-                                stop,
-                                before_step,
-                                ceilings.get(prompt),
-                            )
-                        )
-                        store.flush_metrics()
-                        manifest["cells"] = [asdict(r) for r in results]
-                        store.write_json("manifest.json", manifest)
-                        checkpoint_path(store.path, name).unlink(missing_ok=True)
+            if workers == 1:
+                for cell in pending:
+                    if stop():
+                        raise CellInterrupted(0)
+                    on_done(cell, run_one(cell, stop))
+            else:
+                warm_prior(prior, prompts)
+                torch.set_num_threads(threads_per_cell(config.threads, workers))
+                try:
+                    run_cells(pending, run_one, on_done, workers, stop)
+                finally:
+                    torch.set_num_threads(config.threads)
         status = "finished"
     except OSError as exc:
         status, write_error = "failed", exc

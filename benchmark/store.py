@@ -8,6 +8,7 @@ either the previous complete file or the new one, never a partial one.
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,13 +23,20 @@ def new_run_id() -> str:
 
 class RunStore:
     """Writes one run directory. Metric rows are buffered and flushed as one parquet file
-    (rewritten whole and atomically at every flush: a kill never leaves a partial file)."""
+    (rewritten whole and atomically at every flush: a kill never leaves a partial file).
+
+    Thread-safe (cells on worker threads, benchmark/parallel_cells.py): rows are logged,
+    dropped and flushed under one lock. With ``cell_order`` (cell key (method, prompt, seed)
+    -> rank) a flush writes the cells' rows in that order (a stable sort: each cell's rows
+    keep their order), so the file does not depend on which cell finished first."""
 
     def __init__(self, root: str | Path, run_id: str | None = None, exist_ok: bool = False):
         self.run_id = run_id or new_run_id()
         self.path = Path(root) / self.run_id
         self.path.mkdir(parents=True, exist_ok=exist_ok)
         self.rows: list[tuple] = []
+        self.cell_order: dict[tuple, int] | None = None
+        self._lock = threading.RLock()
 
     @classmethod
     def reopen(cls, run_dir: str | Path) -> RunStore:
@@ -55,11 +63,12 @@ class RunStore:
 
     def drop_rows(self, method: str, prompt: str, seed: int, after_step: int = -1) -> None:
         """Forget the cell's rows with step > ``after_step`` (all of them by default)."""
-        self.rows = [
-            r
-            for r in self.rows
-            if not (r[1] == method and r[2] == prompt and r[3] == seed and r[4] > after_step)
-        ]
+        with self._lock:
+            self.rows = [
+                r
+                for r in self.rows
+                if not (r[1] == method and r[2] == prompt and r[3] == seed and r[4] > after_step)
+            ]
 
     def write_text(self, name: str, text: str) -> Path:
         target = self.path / name
@@ -70,16 +79,25 @@ class RunStore:
         return self.write_text(name, json.dumps(data, indent=2, sort_keys=True, default=str))
 
     def log(self, method: str, prompt: str, seed: int, step: int, metrics: dict) -> None:
-        for metric, value in metrics.items():
-            self.rows.append((self.run_id, method, prompt, seed, step, metric, float(value)))
+        rows = [
+            (self.run_id, method, prompt, seed, step, metric, float(value))
+            for metric, value in metrics.items()
+        ]
+        with self._lock:
+            self.rows.extend(rows)
 
     def flush_metrics(self) -> Path:
         import pandas as pd
 
-        frame = pd.DataFrame(self.rows, columns=list(METRIC_COLUMNS))
-        frame = frame.astype({"seed": "int64", "step": "int64", "value": "float64"})
-        target = self.path / METRICS_FILE
-        atomic_write_bytes(target, frame.to_parquet(index=False))
+        with self._lock:
+            rows = self.rows
+            if self.cell_order is not None:
+                order, last = self.cell_order, len(self.cell_order)
+                rows = sorted(rows, key=lambda r: order.get((r[1], r[2], r[3]), last))
+            frame = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
+            frame = frame.astype({"seed": "int64", "step": "int64", "value": "float64"})
+            target = self.path / METRICS_FILE
+            atomic_write_bytes(target, frame.to_parquet(index=False))
         return target
 
     def save_image(self, name: str, image) -> Path:

@@ -99,12 +99,17 @@ CATALOGUE: tuple[MetricInfo, ...] = (
     MetricInfo(_V + "log_var_hi", "log variance, 95% studentized CI high", "variance"),
     MetricInfo(_V + "mean_sq_norm", "squared norm of the mean (theta)", "variance"),
     MetricInfo(_V + "nsr", "noise-to-signal ratio (theta)", "variance", "lower", True),
+    MetricInfo(_V + "signal_sq", "unbiased squared norm of the mean (theta)", "variance"),
+    MetricInfo(_V + "snr", "signal-to-noise ratio (theta)", "variance", "higher"),
+    MetricInfo(_V + "signal_draws", "draws behind the signal estimate", "diagnostic"),
     MetricInfo(_V + "img_var_trace", "trace variance (image)", "variance", "lower"),
     MetricInfo(_V + "img_log_var", "log trace variance (image)", "variance", "lower"),
     MetricInfo(_V + "img_log_var_lo", "log trace variance (image), CI low", "variance"),
     MetricInfo(_V + "img_log_var_hi", "log trace variance (image), CI high", "variance"),
     MetricInfo(_V + "img_mean_sq_norm", "squared norm of the mean (image)", "variance"),
     MetricInfo(_V + "img_nsr", "noise-to-signal ratio (image)", "variance", "lower"),
+    MetricInfo(_V + "img_signal_sq", "unbiased squared norm of the mean (image)", "variance"),
+    MetricInfo(_V + "img_snr", "signal-to-noise ratio (image)", "variance", "higher"),
     MetricInfo(_V + "cos_ref", "cosine with the large-K reference mean", "variance", "higher"),
     # the control-variate view and the update (benchmark/variance/control.py)
     MetricInfo(_V + "raw_log_var", "log variance of the raw score term w eps_hat", "variance"),
@@ -128,12 +133,15 @@ CATALOGUE: tuple[MetricInfo, ...] = (
 
 #: quantities analysis derives per method (summary.csv, analysis/verdict.py); never logged
 DERIVED: tuple[MetricInfo, ...] = (
+    MetricInfo("compute_multiplier", "compute multiplier vs SDS (NSR x NFE)", "cost", "higher"),
     MetricInfo(
-        "compute_multiplier", "compute multiplier vs SDS (variance x NFE)", "cost", "higher"
+        "compute_multiplier_raw",
+        "raw-variance multiplier vs SDS (var_trace x NFE; scale-dependent diagnostic)",
+        "diagnostic",
     ),
     MetricInfo(
         "compute_multiplier_seconds",
-        "compute multiplier vs SDS (variance x seconds)",
+        "compute multiplier vs SDS (NSR x seconds)",
         "cost",
         "higher",
     ),

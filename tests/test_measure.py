@@ -115,7 +115,14 @@ def test_streaming_statistics_match_brute_force(trainer, variant):
     brute = float(torch.var(g.double(), dim=0).sum())
     assert metrics["v/log_var"] == pytest.approx(math.log(brute), abs=1e-5)
     assert metrics["v/mean_sq_norm"] == pytest.approx(float(g.double().mean(0).square().sum()))
-    assert metrics["v/nsr"] == pytest.approx(brute / metrics["v/mean_sq_norm"], rel=1e-5)
+    # the unbiased ||mu||^2 is the U-statistic of the off-diagonal inner products
+    x = g.double()
+    k = x.shape[0]
+    full = x @ x.T
+    u_stat = float(full.sum() - full.diagonal().sum()) / (k * (k - 1))
+    assert metrics["v/signal_sq"] == pytest.approx(u_stat, rel=1e-6)
+    assert metrics["v/nsr"] == pytest.approx(brute / u_stat, rel=1e-5)
+    assert metrics["v/snr"] == pytest.approx(u_stat / brute, rel=1e-5)
     assert metrics["v/log_var_lo"] <= metrics["v/log_var_hi"]
     assert set(sampler.group_slices()) == {"density", "color"}
 

@@ -16,8 +16,10 @@ from analysis.verdict import method_table, summary_frame, terminal_frame, verdic
 SEEDS = (0, 1, 2, 3)
 
 
-def _cell(method, seed, nfe, depth, seconds, var, psnr_slope, flag0=False):
-    """Rows of one cell: 100 steps, eval every 50, probe at 0/50/100."""
+def _cell(method, seed, nfe, depth, seconds, var, psnr_slope, flag0=False, signal=1.0):
+    """Rows of one cell: 100 steps, eval every 50, probe at 0/50/100; the unbiased squared
+    norm of the mean gradient is ``signal`` x var / 4 (so NSR = 4 / signal, scale-free) unless
+    ``signal`` is None (then ||mu||^2 = the jitter: NSR = var at steps > 0)."""
     rows = []
     jitter = 1.0 + 0.01 * seed
 
@@ -31,19 +33,24 @@ def _cell(method, seed, nfe, depth, seconds, var, psnr_slope, flag0=False):
         add(step, "train_seconds", seconds * step)
     for step in (0, 50, 100):
         add(step, "psnr", 10 + psnr_slope * step * jitter)
-        add(step, "var/all/var_trace", var * jitter * (3.0 if step == 0 else 1.0))
-        add(step, "var/all/nsr", var * 2)
+        var_trace = var * jitter * (3.0 if step == 0 else 1.0)
+        mu_sq = jitter if signal is None else signal * var_trace / 4.0
+        add(step, "var/all/var_trace", var_trace)
+        add(step, "var/all/snr", mu_sq / var_trace)
+        add(step, "var/all/nsr", var_trace / mu_sq)
         add(step, "var/all/log_var", math.log(var))
         if flag0 and step == 0:
             add(step, "var/mu_uninformed", 1.0)
     return rows
 
 
-def _results(ssd_var=1.0):
+def _results(ssd_var=1.0, ssd_signal=None):
+    """SDS var 4 with ||mu||^2 = 1 (NSR 4); SSD var ``ssd_var`` with ||mu||^2 = 1 unless
+    ``ssd_signal`` (module doc of _cell)."""
     rows = []
     for seed in SEEDS:
-        rows += _cell("sds", seed, nfe=1, depth=0, seconds=0.1, var=4.0, psnr_slope=0.1)
-        rows += _cell("ssd", seed, 1, 1, 0.2, ssd_var, psnr_slope=0.2, flag0=True)
+        rows += _cell("sds", seed, 1, 0, 0.1, 4.0, psnr_slope=0.1, signal=None)
+        rows += _cell("ssd", seed, 1, 1, 0.2, ssd_var, 0.2, flag0=True, signal=ssd_signal)
     return pd.DataFrame(
         rows, columns=["run_id", "method", "prompt", "seed", "step", "metric", "value"]
     )
@@ -67,16 +74,42 @@ def test_cost_per_step_by_kind_and_the_model():
 
 
 def test_multiplier_and_psnr_at_equal_compute_are_exact():
-    """Var 4 vs 1 at twice the cost per step: multiplier 4 / 2 = 2 (NFE and seconds); SSD
-    reaches SDS's 100 NFE at step 50: PSNR 10 + 0.2 * 50 (x the seed's jitter)."""
+    """NSR 4 vs 1 (same ||mu||) at twice the cost per step: multiplier 4 / 2 = 2 (NFE and
+    seconds); SSD reaches SDS's 100 NFE at step 50: PSNR 10 + 0.2 * 50 (x the seed's
+    jitter)."""
     table = equal_compute_table(_results(), MANIFESTS).set_index(["method", "seed"])
     for seed in SEEDS:
         assert table.loc[("ssd", seed), "log_multiplier"] == pytest.approx(math.log(2))
         assert table.loc[("ssd", seed), "log_multiplier_seconds"] == pytest.approx(math.log(2))
+        assert table.loc[("ssd", seed), "log_multiplier_raw"] == pytest.approx(math.log(2))
         assert table.loc[("sds", seed), "log_multiplier"] == pytest.approx(0.0)
         jitter = 1.0 + 0.01 * seed
         assert table.loc[("ssd", seed), "psnr_equal_compute"] == pytest.approx(10 + 10 * jitter)
         assert table.loc[("ssd", seed), "ref_psnr"] == pytest.approx(10 + 10 * jitter)
+
+
+def test_multiplier_is_scale_free_and_the_raw_one_is_not():
+    """SSD = SDS's gradient scaled by 1/4 (var / 16, ||mu||^2 / 16: the same NSR 4) at twice
+    the cost: the multiplier is the cost ratio 1/2; the raw-variance multiplier rewards the
+    small gradient with 16 / 2 = 8."""
+    table = equal_compute_table(_results(ssd_var=0.25, ssd_signal=1.0), MANIFESTS)
+    ssd = table.set_index(["method", "seed"]).xs("ssd", level="method")
+    assert np.allclose(ssd["log_multiplier"], math.log(0.5))
+    assert np.allclose(ssd["log_multiplier_raw"], math.log(8.0))
+
+
+def test_unresolved_nsr_gives_no_multiplier_and_an_open_nsr_ci():
+    """An snr whose mean is <= 0 (NSR not resolved) gives NaN multipliers, and the NSR's CI
+    over replicates reaches inf when the snr CI reaches 0."""
+    df = _results()
+    ssd_snr = (df["method"] == "ssd") & (df["metric"] == "var/all/snr")
+    df.loc[ssd_snr, "value"] = np.where(df.loc[ssd_snr, "seed"] % 2 == 0, -0.02, 0.01)
+    table = equal_compute_table(df, MANIFESTS).set_index(["method", "seed"])
+    assert np.isnan(table.loc[("ssd", 0), "log_multiplier"])
+    assert np.isfinite(table.loc[("ssd", 1), "log_multiplier"])
+    estimates, cells = method_table(df, MANIFESTS)
+    nsr = estimates.set_index(["label", "quantity"]).loc[("ssd", "nsr")]
+    assert nsr["mean"] == np.inf and nsr["hi"] == np.inf  # mean snr -0.005
 
 
 def test_value_at_budget_interpolates_and_says_never_reached():
@@ -107,12 +140,13 @@ def test_method_table_summary_csv_and_terminal():
 
 
 def test_lever_runs_are_paired_with_the_base_sds():
-    """A lever run whose SDS has variance 1 at the same cost: multiplier 4 against the base."""
+    """A lever run whose SDS has NSR 1 at the same cost: multiplier 4 against the base."""
     from analysis.compute import lever_table
 
     base = _results()
     lever = base[base["method"] == "sds"].copy()
     lever.loc[lever["metric"] == "var/all/var_trace", "value"] /= 4.0
+    lever.loc[lever["metric"] == "var/all/snr", "value"] *= 4.0
     lever["run_id"] = "lever"
     _, table = lever_table(base, {"k4": lever})
     row = table.set_index("label").loc["sds+k4"]

@@ -5,8 +5,17 @@ is O(P) in the P parameters plus O(chunk x P) for one vectorised chunk, never O(
 
     var_trace    = sum_p Var_k(g_kp)   (unbiased, 1 / (K - 1))
     log_var      = ln var_trace
-    mean_sq_norm = ||mean_k g_k||^2
-    nsr          = var_trace / mean_sq_norm
+    mean_sq_norm = ||mean_k g_k||^2                      plug-in, E = ||mu||^2 + tr Cov / K
+    signal_sq    = mean_sq_norm - var_trace / K          unbiased ||mu||^2: the U-statistic
+                 = sum_{i != j} <g_i, g_j> / (K (K-1))   (exact identity)
+    snr          = signal_sq / var_trace                 unbiased numerator; may be <= 0
+    nsr          = var_trace / signal_sq                 +inf ("not resolved") when signal_sq <= 0
+
+The plug-in ratio var_trace / mean_sq_norm tends to K / (1 + K / NSR) and so never exceeds
+about K: with K = 16 a true NSR of 25 reads 9.8 and one of 1000 reads 15.8. The U-statistic
+removes the V / K term; its standard error is about sqrt(2 / K) tr Cov / sqrt(K) for large
+NSR, so an NSR far above K is "not resolved" rather than wrong. Averages over replicates
+should average ``snr`` (finite, unbiased numerator) and invert, never average ``nsr``.
 
 The 95% CI of log_var is the studentized bootstrap of benchmark/variance/ci.py (calibrated by
 simulation, docs/variance_ci.md); it needs the K x K Gram matrix of the shifted per-sample
@@ -155,6 +164,23 @@ def ratio(num: float, den: float) -> float:
     return float("nan") if num == 0 else float("inf")
 
 
+def signal_statistics(mean_sq: float, var_trace: float, n: int, prefix: str = "") -> dict:
+    """signal_sq, snr, nsr from the plug-in ||mean||^2 of ``n`` samples and the unbiased
+    var_trace (module doc): signal_sq = mean_sq - var_trace / n is unbiased for ||mu||^2.
+
+    >>> signal_statistics(5.0, 16.0, 16)["nsr"]
+    4.0
+    >>> signal_statistics(0.5, 16.0, 16)["nsr"]
+    inf
+    """
+    signal = mean_sq - var_trace / n
+    if var_trace == 0:
+        nsr, snr = (0.0, math.inf) if signal > 0 else (math.nan, math.nan)
+    else:
+        nsr, snr = (var_trace / signal if signal > 0 else math.inf), signal / var_trace
+    return {f"{prefix}signal_sq": signal, f"{prefix}snr": snr, f"{prefix}nsr": nsr}
+
+
 def summarize(
     moments: StreamingMoments,
     prefix: str,
@@ -162,14 +188,15 @@ def summarize(
     bootstrap_seed: int,
     groups: dict[str, list[slice]] | None = None,
 ) -> dict[str, float]:
-    """var_trace, log_var, mean_sq_norm, nsr (+ bootstrap CI, per-group var_trace)."""
+    """var_trace, log_var, mean_sq_norm, signal_sq, snr, nsr (+ bootstrap CI, per-group
+    var_trace)."""
     var_trace = moments.var_trace()
     mean_sq = float(moments.mean.square().sum())
     out = {
         f"{prefix}var_trace": var_trace,
         f"{prefix}log_var": _log(var_trace),
         f"{prefix}mean_sq_norm": mean_sq,
-        f"{prefix}nsr": ratio(var_trace, mean_sq),
+        **signal_statistics(mean_sq, var_trace, moments.n, prefix),
     }
     if n_boot > 0 and moments.sq_norms:
         sq, gram = moments.gram()

@@ -22,8 +22,14 @@ chunk, never O(K x P):
 
     var_trace    = sum_p Var_k(g_kp)   (unbiased, 1 / (K - 1))
     log_var      = ln var_trace
-    mean_sq_norm = ||mean_k g_k||^2
-    nsr          = var_trace / mean_sq_norm
+    mean_sq_norm = ||mean_k g_k||^2                      plug-in (biased up by var_trace / K)
+    signal_sq    = mean_sq_norm - var_trace / K          unbiased ||mu||^2 (U-statistic)
+    snr, nsr     = signal_sq / var_trace, var_trace / signal_sq   (nsr = inf: not resolved)
+
+With the bias check on, the theta-space signal_sq / snr / nsr of the checked variant use the
+K + R draws (R = reference_samples, fresh, same variant): with m the mean of all K + R,
+signal_sq = ||m||^2 - var_trace / (K + R), still unbiased and less noisy
+(``signal_draws`` says K or K + R).
 
 The 95% CI of log_var is the calibrated studentized bootstrap of benchmark/variance/ci.py,
 from the K x K Gram matrix of the shifted per-sample gradients (benchmark/variance/moments).
@@ -38,7 +44,10 @@ Metric names (flat dict, logged by ``run_cell`` at the evaluation step index):
     var/<variant>/log_var_lo           95% CI of log_var (when bootstrap > 0)
     var/<variant>/log_var_hi
     var/<variant>/mean_sq_norm
-    var/<variant>/nsr
+    var/<variant>/signal_sq            unbiased ||mu||^2
+    var/<variant>/snr                  signal_sq / var_trace (average this over replicates)
+    var/<variant>/nsr                  var_trace / signal_sq, inf when signal_sq <= 0
+    var/<variant>/signal_draws         draws behind signal_sq (K, or K + R with the check)
     var/<variant>/var_trace/<group>    per backbone parameter group (``density``, ``color``)
     var/<variant>/img_var_trace        the same in image space (the prior's space: pixels,
     var/<variant>/img_log_var          or latents for a latent prior), on G_k
@@ -90,7 +99,7 @@ from benchmark.variance.draws import (
     measure_seeds,
     reference_chunks,
 )
-from benchmark.variance.moments import StreamingMoments, ratio, summarize
+from benchmark.variance.moments import StreamingMoments, ratio, signal_statistics, summarize
 from benchmark.variance.per_sample import PerSampleGradients
 from benchmark.variance.subject import ProbeSubject
 
@@ -144,9 +153,10 @@ def variant_moments(
     return moments
 
 
-def _bias_check(subject, step, draws, variant, config, seeds, sampler, mean, chunk) -> dict:
+def _bias_check(subject, step, draws, variant, config, seeds, sampler, moments, chunk) -> dict:
     """cos_ref and rel_err_ref of the K-sample mean against ``reference_samples`` fresh
-    draws of the same variant."""
+    draws of the same variant, and the signal statistics of all K + R draws (module doc)."""
+    mean = moments.mean
     total = torch.zeros(sampler.numel, dtype=torch.float64, device=subject.device)
     for part in reference_chunks(
         subject, step, draws, variant, config.reference_samples, chunk, seeds
@@ -155,7 +165,10 @@ def _bias_check(subject, step, draws, variant, config, seeds, sampler, mean, chu
     reference = total / config.reference_samples
     cos = torch.nn.functional.cosine_similarity(mean, reference, dim=0, eps=1e-300)
     rel = ratio(float((mean - reference).norm()), float(reference.norm()))
-    return {"cos_ref": float(cos), "rel_err_ref": rel}
+    n = moments.n + config.reference_samples
+    pooled = (mean * moments.n + total) / n
+    signal = signal_statistics(float(pooled.square().sum()), moments.var_trace(), n)
+    return {"cos_ref": float(cos), "rel_err_ref": rel, "signal_draws": float(n), **signal}
 
 
 def measure_gradient_variance(
@@ -197,6 +210,7 @@ def measure_gradient_variance(
             )
             theta, image = moments["theta"], moments["image"]
             metrics.update(summarize(theta, prefix, config.bootstrap, seeds["bootstrap"], groups))
+            metrics[prefix + "signal_draws"] = float(theta.n)
             metrics.update(summarize(image, prefix + "img_", config.bootstrap, seeds["bootstrap"]))
             if "raw" in moments:
                 metrics.update(
@@ -214,7 +228,7 @@ def measure_gradient_variance(
                 )
             if bias_check and variant in config.reference_variants:
                 check = _bias_check(
-                    subject, step, draws, variant, config, seeds, sampler, theta.mean, chunk
+                    subject, step, draws, variant, config, seeds, sampler, theta, chunk
                 )
                 metrics.update({prefix + k: v for k, v in check.items()})
             metrics[prefix + "seconds"] = time.perf_counter() - began
