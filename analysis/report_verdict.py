@@ -80,8 +80,11 @@ def verdict_html(df: pd.DataFrame, infos: list[RunInfo], errors: list[str]) -> s
     parts.append(
         "<p class='meta'>At equal compute, each method against SDS on the same prompts and "
         "seeds (common random numbers). Mean [95% t CI] over prompts x seeds. x compute = "
-        "(Var x cost)_SDS / (Var x cost)_method per step (trace variance of the theta-gradient "
-        "at the probe steps, step 0 left out): &gt; 1 reaches SDS's variance with less compute. "
+        "(NSR x cost)_SDS / (NSR x cost)_method per step (NSR: noise-to-signal ratio of the "
+        "theta-gradient, tr Var / unbiased ||mean||^2, at the probe steps, step 0 left out; "
+        "scale-free, unlike the raw variance): &gt; 1 reaches SDS's relative precision with "
+        "less compute. NSR: 1 / the mean snr over prompts x seeds, its CI inverted (inf: not "
+        "resolved). "
         "PSNR at SDS's budget: the method's held-out PSNR interpolated at SDS's final "
         "cumulative network evaluations (or seconds), minus SDS's final PSNR. Words (from the "
         "paired difference with SDS, or the multiplier's CI against 1): better / "
@@ -96,8 +99,8 @@ def verdict_html(df: pd.DataFrame, infos: list[RunInfo], errors: list[str]) -> s
     parts.append(
         safe_figure(
             lambda: verdict_plots.plot_nsr_vs_step(df),
-            "NSR vs step: geometric mean over all prompts and seeds (mean of ln NSR), band: 95% "
-            "t CI; SSD's step-0 rows flagged mu-uninformed are left out.",
+            "NSR vs step: 1 / the mean unbiased snr over all prompts and seeds, band: its 95% t "
+            "CI inverted; SSD's step-0 rows flagged mu-uninformed are left out.",
             "NSR vs step",
             errors,
         )
