@@ -85,7 +85,7 @@ class MeasureConfig:
     control.py; one more backward per sample)."""
 
     every: int = 150  # 0, 150, 300 on the default 300 steps: the main job fits 10 min
-    samples: int = 16
+    samples: int = 32
     variants: tuple[Literal["all", "fixed_camera", "fixed_camera_t"], ...] = (
         "all",
         "fixed_camera",
