@@ -59,6 +59,7 @@ def run_method(
 ) -> dict:
     """One cell of ``method`` in its own process; its figures (see module doc)."""
     out = work / method
+    work.mkdir(parents=True, exist_ok=True)
     prompts = work / "prompt.txt"
     prompts.write_text("a red sphere\n", encoding="utf-8")
     sets = [f"threads={threads}", "eval.every=100000", "eval.ceiling=false", "eval.n_views=1"]

@@ -7,12 +7,17 @@ step. In the variance-exploding parameterisation, sigma^VE_t = sqrt((1 - abar_t)
     t        = min(s + delta, T - 1),   delta ~ U{delta_min .. delta_max - 1}  (ctx.generator)
     x_t      = x + sigma^VE_t eps*                              (VP input: alpha_t x_t)
     x~_s     = x_t + (sigma^VE_s - sigma^VE_t) cfg(alpha_t x_t, t)     (one Euler ODE step)
-    G        = w(t) (cfg(alpha_s x~_s, s) - cfg(alpha_t x_t, t))
+    G        = w(t) (cfg(alpha_t x_t, t) - cfg(alpha_s x~_s, s))
+             = w(t) (D_s(x~_s) - D_t(x_t)) / sigma^VE_s        (D: the VE posterior mean)
 
-s is the harness's timestep (the original anneals s by its own schedule); w at the larger t
-(as ``compute_grad_consistency`` with ``recon_std_rescale`` = 0). The harness's eps is not
-used (the fixed eps* is the method). With delta = 0 (s -> t) the Euler step is the identity
-and G = 0 exactly
+G is the gradient on x of the loss the original minimises: ``compute_grad_consistency``
+returns grad_latents = w (eps_next - eps) (with ``recon_std_rescale`` = 0, pred_epsilon =
+noise_pred) and the loss 0.5 ||x - sg(x + grad_latents)||^2, whose gradient is
+-grad_latents. (../shared/FAMILY.md writes the bracket the other way round; descending that
+sign pushes x away from the data: on a Gaussian prior the distance to the mean grows,
+tests/test_family.py.) s is the harness's timestep (the original's ``t_next``, annealed by its
+own schedule); w at the larger t. The harness's eps is not used (the fixed eps* is the
+method). With delta = 0 (s -> t) the Euler step is the identity and G = 0 exactly
 (tests/test_family.py). CFG convention: ``cfg_mode`` / ``guidance_scale`` (threestudio's
 dreamfusion form in the original). NFE per step: 2 cfg = 4 (2 without guidance).
 """
@@ -85,7 +90,7 @@ class CDS(GradientEstimator):
             e_t = guided(prior, a_t.to(x.dtype) * x_t, t_hi, ctx, cfg)
             x_s = x_t + (sig_s - sig_t).to(x.dtype) * e_t
             e_s = guided(prior, a_s.to(x.dtype) * x_s, s, ctx, cfg)
-        g = broadcast_weight(t_hi, prior, cfg.weighting, x) * (e_s - e_t)
+        g = broadcast_weight(t_hi, prior, cfg.weighting, x) * (e_t - e_s)
         return EstimatorOutput(
             g, {"grad_norm": grad_norm(g), "delta_t": float((t_hi - s).float().mean())}
         )
