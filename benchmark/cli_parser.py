@@ -41,12 +41,19 @@ def _add_run_parser(commands) -> None:
         "metrics to runs/<run_id>/ and print a summary. Exit code 0: all cells finished; "
         "1: some cells diverged (recorded); 2: bad input.",
     )
-    run.add_argument("--methods", type=_csv, default=None, help="comma list: sds[,vsd,ssd]")
+    run.add_argument(
+        "--methods",
+        type=_csv,
+        default=None,
+        help="comma list of estimators (default sds,vsd,ssd): sds, vsd, ssd, csd, nfsd, ism, "
+        "sdi, asd, cds, esd, bridge",
+    )
     run.add_argument("--prompts", default=None, help="prompts file (default prompts/objects.txt)")
     run.add_argument(
         "--backbone",
         default=None,
-        help="voxel (3D, default), hashgrid (3D hash-grid NeRF) or image (the 2D world)",
+        help="voxel (3D, default), hashgrid (3D hash-grid NeRF), gaussians (3D Gaussian "
+        "splatting) or image (the 2D world)",
     )
     run.add_argument("--prior", default=None, help="diffusion prior (default world)")
     run.add_argument("--steps", type=int, default=None, help="optimisation steps per cell")

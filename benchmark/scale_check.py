@@ -147,7 +147,32 @@ def format_table(results: list[dict]) -> str:
                 f" ({r['probe_ratio_to_step']:.2f}x step)"
             )
         lines.append(line)
+    lines += target_lines(results)
     return "\n".join(lines)
+
+
+#: issue 21's targets at full size: SSD's step <= 1.3x SDS's, every cell's peak RSS <= 12 GB
+SSD_RATIO_TARGET = 1.3
+PEAK_RSS_TARGET_GB = 12.0
+
+
+def target_lines(results: list[dict]) -> list[str]:
+    """'target ...: met / NOT met' lines for the targets the rows can answer."""
+    rows = {r["method"]: r for r in results if "error" not in r}
+    lines = []
+    if "ssd" in rows and "sds" in rows:
+        ratio = rows["ssd"]["s_per_step"] / rows["sds"]["s_per_step"]
+        word = "met" if ratio <= SSD_RATIO_TARGET else "NOT met"
+        lines.append(f"target SSD <= {SSD_RATIO_TARGET}x SDS per step: {ratio:.2f}x, {word}")
+    peaks = {m: r["peak_rss_gb"] for m, r in rows.items() if r.get("peak_rss_gb") is not None}
+    if peaks:
+        worst = max(peaks, key=peaks.get)
+        word = "met" if peaks[worst] <= PEAK_RSS_TARGET_GB else "NOT met"
+        lines.append(
+            f"target peak RSS <= {PEAK_RSS_TARGET_GB:.0f} GB per cell: max {peaks[worst]:.1f} GB"
+            f" ({worst}), {word}"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -123,3 +123,16 @@ def test_every_row_builds_an_estimator_whose_grad_is_pure(world_prior_small, met
 
 def test_priors_table():
     assert set(PRIORS) == {"world", "sd"}
+
+
+def test_run_help_names_every_method_and_backbone():
+    """``run --help`` lists the registries' names (written out there so --help needs no
+    torch import)."""
+    import argparse
+
+    from benchmark.cli_parser import build_parser
+
+    (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    help_text = " ".join(commands.choices["run"].format_help().split())
+    for name in (*METHODS, *BACKBONES):
+        assert name in help_text, name

@@ -163,6 +163,21 @@ def test_scale_check_runs_a_cell_on_the_tiny_fixture(fixtures, tmp_path):
     assert "ssd" in format_table([row])
 
 
+def test_scale_check_states_its_targets():
+    from benchmark.scale_check import target_lines
+
+    rows = [
+        {"method": "sds", "s_per_step": 40.0, "peak_rss_gb": 8.8},
+        {"method": "ssd", "s_per_step": 56.0, "peak_rss_gb": 12.5},
+    ]
+    assert target_lines(rows) == [
+        "target SSD <= 1.3x SDS per step: 1.40x, NOT met",
+        "target peak RSS <= 12 GB per cell: max 12.5 GB (ssd), NOT met",
+    ]
+    rows[1].update(s_per_step=46.0, peak_rss_gb=9.5)
+    assert [line.rsplit(", ", 1)[1] for line in target_lines(rows)] == ["met", "met"]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
     os.environ.get("STEINBENCH_SCALE_CHECK") != "1",
