@@ -266,7 +266,9 @@ def run_cell(
     def evaluate_and_log(done: int) -> dict[str, float]:
         start = time.perf_counter()
         metrics = evaluate(trainer.backbone, done)
-        log(done, {**metrics, "time/eval": time.perf_counter() - start, **memory_metrics(device)})
+        seconds = time.perf_counter() - start
+        size = float(sum(p.numel() for p in trainer.backbone.parameters()))
+        log(done, {**metrics, "time/eval": seconds, "n_params": size, **memory_metrics(device)})
         return metrics
 
     def measure_and_log(done: int) -> None:

@@ -63,6 +63,9 @@ CATALOGUE: tuple[MetricInfo, ...] = (
     ),
     MetricInfo("n_evals_depth", "depth/normal network evaluations (cumulative)", "cost", "lower"),
     MetricInfo("failed", "cell diverged at this step", "diagnostic"),
+    MetricInfo(
+        "n_params", "backbone parameters (theta size; grows with densification)", "diagnostic"
+    ),
     MetricInfo("train_seconds", "training seconds (cumulative)", "machine", "lower"),
     MetricInfo("time/<s>", "seconds in a step section", "machine", "lower"),
     MetricInfo("mem/<s>", "memory (MB)", "machine", "lower"),
