@@ -365,7 +365,7 @@ def test_cds_is_the_gap_between_two_denoised_estimates(world_prior_small):
     prior = world_prior_small
     x, _ = _inputs(1)
     eps_star = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(2))
-    cds = CDS(CDSConfig(delta_min=200, delta_max=201), eps_star)
+    cds = CDS(CDSConfig(delta_min=200, delta_max=201, weighting="sds"), eps_star)
     s = torch.tensor([300])
     got, _ = cds.grad(x, s, torch.zeros_like(x), prior, _ctx(1))
     t = torch.tensor([500])
@@ -410,7 +410,7 @@ def test_cds_sign_on_a_gaussian_prior_pulls_the_noised_render_to_the_mean():
     mean, var = torch.rand(1, 3, 8, 8, generator=g) * 2 - 1, 0.05
     prior = _GaussianDataPrior(mean, var)
     eps_star = torch.randn(3, 8, 8, generator=g)
-    cds = CDS(CDSConfig(delta_min=200, delta_max=201), eps_star)
+    cds = CDS(CDSConfig(delta_min=200, delta_max=201, weighting="sds"), eps_star)
     s, t = torch.tensor([300]), torch.tensor([500])
     ac = prior.alphas_cumprod.double()
     sig_t, sig_s = float(((1 - ac[500]) / ac[500]).sqrt()), float(((1 - ac[300]) / ac[300]).sqrt())
