@@ -318,7 +318,8 @@ def _close_run(store, manifest, status, results, write_error) -> bool:
 
 
 def cost_model(config: RunConfig, methods: list[str], prior) -> dict[str, dict]:
-    """The registry's network evaluations per step and image by kind (``nfe_per_step``),
+    """The registry's network evaluations per step and image by kind (``nfe_per_step``,
+    averaged over the run's steps where it changes during a run: ``mean_nfe_per_step``),
     times the batch size, per method: analysis compares them with the measured counters."""
     from benchmark.factories import method_config
     from estimators.registry import METHODS
@@ -326,7 +327,9 @@ def cost_model(config: RunConfig, methods: list[str], prior) -> dict[str, dict]:
     batch = config.camera.batch_size
     out = {}
     for method in methods:
-        per_image = METHODS[method].nfe_per_step(method_config(config, method), prior)
+        per_image = METHODS[method].mean_nfe_per_step(
+            method_config(config, method), prior, config.steps
+        )
         per_step = {kind: count * batch for kind, count in per_image.items()}
         out[method] = {"per_image": per_image, "batch_size": batch, "per_step": per_step}
     return out

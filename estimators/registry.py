@@ -73,6 +73,17 @@ class MethodSpec:
     nfe_per_step: Callable[[object, DiffusionPrior | None], dict[str, int]]
     #: part of the golden variance regression (tests/golden/variance.json)
     in_golden: bool = False
+    #: the cost model at a given training step, for methods whose cost changes during a run
+    #: (SDS-Bridge after its switch step); None: ``nfe_per_step`` at every step
+    nfe_at_step: Callable[[object, DiffusionPrior | None, int], dict[str, int]] | None = None
+
+    def mean_nfe_per_step(self, config, prior, steps: int) -> dict[str, float]:
+        """The cost model averaged over the ``steps`` training steps of a run (what the
+        counters of a whole cell measure)."""
+        if self.nfe_at_step is None or steps < 1:
+            return dict(self.nfe_per_step(config, prior))
+        per_step = [self.nfe_at_step(config, prior, k) for k in range(steps)]
+        return {kind: sum(c[kind] for c in per_step) / steps for kind in per_step[0]}
 
 
 def cfg_branches(config: GuidanceConfig) -> int:
@@ -160,15 +171,16 @@ def _ssd_cost(config: SSDConfig, prior) -> dict[str, int]:
 # ---------------------------------------------------- the score-distillation family (issue 19)
 
 
-def _family_cost(cls_path: str):
+def _family_cost(cls_path: str, at_step: bool = False):
     """The cost model of a family method: its class's ``nfe_per_step`` (t = None: the worst
     case for SDI's t-dependent inversion; bridge before its switch step) in this registry's
-    kinds (its ``eps_phi`` is ``phi``)."""
+    kinds (its ``eps_phi`` is ``phi``). With ``at_step`` the returned function takes the
+    training step as a third argument (the class's ``nfe_per_step(config, step=...)``)."""
 
-    def cost(config, prior) -> dict[str, int]:
+    def cost(config, prior, step: int = 0) -> dict[str, int]:
         module, name = cls_path.rsplit(".", 1)
         cls = getattr(importlib.import_module(module), name)
-        raw = cls.nfe_per_step(config)
+        raw = cls.nfe_per_step(config, step=step) if at_step else cls.nfe_per_step(config)
         return _cost(
             prior=raw.get("prior", 0), phi=raw.get("eps_phi", 0), depth=raw.get("depth", 0)
         )
@@ -267,6 +279,7 @@ METHODS: dict[str, MethodSpec] = {
             BridgeConfig,
             _simple("estimators.bridge.Bridge", lambda c: True),
             _family_cost("estimators.bridge.Bridge"),
+            nfe_at_step=_family_cost("estimators.bridge.Bridge", at_step=True),
         ),
     )
 }

@@ -136,3 +136,19 @@ def test_run_help_names_every_method_and_backbone():
     help_text = " ".join(commands.choices["run"].format_help().split())
     for name in (*METHODS, *BACKBONES):
         assert name in help_text, name
+
+
+def test_a_cost_that_changes_during_the_run_is_averaged_over_its_steps(world_prior_small):
+    """SDS-Bridge costs 1 evaluation per image before its switch step and 2 after: over 4
+    steps with the switch at 1 the counters give (1 + 2 + 2 + 2) / 4 = 1.75 per step and
+    image, which is the run's cost model (what the manifest records)."""
+    config = load_config(None, [*SMALL, "camera.batch_size=2", "bridge.switch_step=1"])
+    trainer = CellTrainer(config, "bridge", "a snowman", 0, world_prior_small, torch.device("cpu"))
+    before = world_prior_small.n_evals
+    for step in range(4):
+        trainer.step(step)
+    measured = (world_prior_small.n_evals - before) / (4 * 2)
+    spec = METHODS["bridge"]
+    model = spec.mean_nfe_per_step(method_config(config, "bridge"), world_prior_small, 4)
+    assert measured == model["prior"] == 1.75
+    assert spec.nfe_per_step(method_config(config, "bridge"), world_prior_small)["prior"] == 1
