@@ -179,3 +179,50 @@ def test_gradient_of_the_compositing_matches_finite_differences():
     m = means.double().requires_grad_(True)
     # the alpha threshold and the cut-off are piecewise: check away from their kinks
     assert torch.autograd.gradcheck(lambda x: image(x).sum(), (m,), eps=1e-6, atol=1e-4)
+
+
+def test_the_gsplat_path_is_wired_like_the_torch_path(monkeypatch):
+    """``implementation: gsplat`` (what CUDA tensors take) on CPU, with ``gsplat.rasterization``
+    replaced by a stand-in made of gsplat's own pure-torch projection
+    (``_quat_scale_to_covar_preci``, ``_fully_fused_projection``) and this module's
+    compositing (gsplat's compositing kernels need CUDA): the features the backbone packs for
+    gsplat (colours, camera z, normals), its depth, the radii and means2d it reads back, and
+    the gradients through them equal the torch path to 1e-5. Only gsplat's CUDA kernels stay
+    unrun on a CPU machine."""
+    gsplat = pytest.importorskip("gsplat")
+    ti = pytest.importorskip("gsplat.cuda._torch_impl")
+    from backbones.gaussian_raster import Projected
+    from backbones.gaussians import GaussianConfig, GaussianSplats
+
+    def stand_in(means, quats, scales, opacities, colors, viewmats, ks, width, height,
+                 eps2d=0.3, packed=False, render_mode="RGB"):  # fmt: skip
+        assert not packed and render_mode == "RGB"
+        covars, _ = ti._quat_scale_to_covar_preci(quats, scales, compute_preci=False, triu=False)
+        radii, means2d, depths, conics, _ = ti._fully_fused_projection(
+            means, covars, viewmats, ks, width, height, eps2d=eps2d
+        )
+        proj = Projected(means2d, conics, depths, radii.float(), None)
+        img, alpha = rasterize(proj, opacities, colors, height, width)
+        return img, alpha, {"radii": radii, "means2d": means2d}
+
+    monkeypatch.setattr(gsplat, "rasterization", stand_in)
+    kw = dict(n_points=300, init_opacity=0.3, normals="shortest_axis")
+    cams = orbit_cameras(2, (20.0,), 2.5, 40.0)
+    out = {}
+    for impl in ("torch", "gsplat"):
+        model = GaussianSplats(
+            GaussianConfig(**kw, implementation=impl), generator=torch.Generator().manual_seed(0)
+        )
+        images = model.render(cams, 24, 24, normals=True)
+        loss = sum(
+            (v * torch.linspace(0, 1, v.numel()).view(v.shape)).sum() for v in images.values()
+        )
+        loss.backward()
+        out[impl] = (images, {n: p.grad for n, p in model.named_parameters()})
+    (img_t, grad_t), (img_g, grad_g) = out["torch"], out["gsplat"]
+    assert img_t.keys() == img_g.keys() and float(img_t["opacity"].detach().max()) > 0.3
+    for key in img_t:
+        torch.testing.assert_close(img_g[key], img_t[key], rtol=1e-5, atol=1e-5)
+    for name, grad in grad_t.items():
+        if grad is not None:
+            torch.testing.assert_close(grad_g[name], grad, rtol=1e-4, atol=1e-5)
