@@ -8,8 +8,9 @@ w.r.t. the latent through the decoder:
 
 decode is the phi decoder (priors/decoders.py: the full VAE decoder or TAESD, at
 ``sd.phi_resolution``); the inner resize goes to DPT's input side (``sd.depth_resolution``,
-0 = the image processor's size, 384 for DPT-hybrid) and is skipped when the decode already
-has that size. The decoder and DPT run in ``sd.phi_dtype`` (fp32 on CPU by default).
+0 = the image processor's size, 384 for DPT-hybrid, or the decoded image's side when that is
+smaller: the decode is never upsampled) and is skipped when the decode already has that
+size. The decoder and DPT run in ``sd.phi_dtype`` (fp32 on CPU by default).
 
 DPT predicts relative inverse depth (disparity); its negative is returned so that larger
 means farther (the baseline's Pearson correlation is invariant to positive affine maps of
@@ -81,12 +82,15 @@ class DPTGeometry(GeometryEstimator):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise WeightsError(f"cannot load the DPT depth model from {path}: {first}") from None
         self.model.requires_grad_(False).eval().to(device)
+        self.decoder = decoder if decoder is not None else PhiDecoder(prior, "full")
         size = processor.get("size") or {}
         self.size = (int(size.get("height", 384)), int(size.get("width", 384)))
         if resolution:
             self.size = (int(resolution), int(resolution))
+        else:  # the processor's size, never above the decoded image's (no upsampling)
+            side = int(getattr(self.decoder, "resolution", max(self.size)))
+            self.size = (min(self.size[0], side), min(self.size[1], side))
         self.dtype = dtype
-        self.decoder = decoder if decoder is not None else PhiDecoder(prior, "full")
         mean = processor.get("image_mean", [0.5, 0.5, 0.5])
         std = processor.get("image_std", [0.5, 0.5, 0.5])
         self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)

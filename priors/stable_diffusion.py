@@ -65,7 +65,8 @@ class SDPriorConfig:
             (AutoencoderTiny at ``tiny_decoder``, empty = ``PATH/taesd``), ``full`` = the VAE
             decoder, ``auto`` = tiny when that directory exists. phi_resolution: RGB side the
             phi decoder emits (0 = the VAE's); depth_resolution: DPT's input side (0 = its
-            processor's); phi_dtype: their compute dtype (``auto`` = the weights dtype).
+            processor's, capped at the decoded side: 320 at the defaults); phi_dtype: their
+            compute dtype (``auto`` = the weights dtype).
             Defaults and their measurements: docs/scale.md.
         free_text_encoder: encode every prompt (+ view suffixes, "") at load, then drop the
             text encoder (340 M params at SD 2.1 size); reloaded from disk on an unseen
@@ -82,7 +83,7 @@ class SDPriorConfig:
     depth_model: str = ""
     phi_decoder: Literal["auto", "tiny", "full"] = "auto"
     tiny_decoder: str = ""
-    phi_resolution: int = 384
+    phi_resolution: int = 320
     depth_resolution: int = 0
     phi_dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     free_text_encoder: bool = True

@@ -94,6 +94,14 @@ def test_phi_resolution_resizes_the_latent_before_decoding(fixtures):
     assert image.shape == (1, 3, 32, 32) and 0.0 <= float(image.min()) <= float(image.max()) <= 1.0
 
 
+def test_dpt_runs_at_the_decoded_side_when_it_is_below_its_native_size(fixtures):
+    """depth_resolution 0: the processor's size (32 in the fixture), capped at the phi
+    decoder's side, so a 16-px decode is not upsampled; an explicit side wins."""
+    for sets, want in ((["sd.phi_resolution=16"], 16), ([], 32), (["sd.depth_resolution=24"], 24)):
+        prior = build_prior(_config(fixtures, *sets), [PROMPT], CPU)
+        assert prior.geometry_estimator("").size == (want, want), sets
+
+
 def test_missing_tiny_decoder_is_a_user_error(fixtures, tmp_path):
     config = _config(fixtures, "sd.phi_decoder=tiny", f"sd.tiny_decoder={tmp_path / 'none'}")
     with pytest.raises(UserError, match="AutoencoderTiny"):
