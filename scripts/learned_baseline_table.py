@@ -12,7 +12,9 @@ method's control variate removes beyond SDS's eps on the same draws). Added here
 not in summary.csv): ``cv_oracle_gain`` (the in-sample-optimal scale of the method's control
 variate), the image-space ``img_cv_gain``, and the same on the probe variant
 ``fixed_camera_t`` (``fixed_*``: camera and t fixed, eps only: the part of the variance any
-Stein control variate can act on). Prints a markdown table; writes one CSV row per method.
+Stein control variate can act on), and ``log_var`` with the camera fixed and with camera and
+t fixed (where the variance comes from). Prints a markdown table; writes one CSV row per
+method.
 """
 
 from __future__ import annotations
@@ -31,10 +33,14 @@ COLUMNS = (
     ("img_cv_gain", "image cv_gain", 3),
     ("fixed_cv_gain", "cv_gain, eps only", 3),
     ("fixed_img_cv_gain", "image cv_gain, eps only", 3),
+    ("log_var", "log var", 2),
+    ("log_var_fixed_camera", "log var, camera fixed", 2),
+    ("log_var_eps_only", "log var, eps only", 2),
     ("nsr", "NSR", 1),
     ("update_log_var", "update log var", 3),
     ("cos_ref", "cos_ref", 3),
     ("psnr", "final PSNR", 2),
+    ("quality_psnr", "quality (PSNR)", 3),
     ("psnr_equal_compute", "PSNR @ SDS NFE", 2),
     ("psnr_equal_seconds", "PSNR @ SDS s", 2),
     ("compute_multiplier", "x compute (NFE)", 2),
@@ -65,6 +71,8 @@ EXTRA = {
     "fixed_cv_gain": "var/fixed_camera_t/cv_gain",
     "fixed_cv_oracle_gain": "var/fixed_camera_t/cv_oracle_gain",
     "fixed_img_cv_gain": "var/fixed_camera_t/img_cv_gain",
+    "log_var_fixed_camera": "var/fixed_camera/log_var",
+    "log_var_eps_only": "var/fixed_camera_t/log_var",
 }
 
 
@@ -117,7 +125,10 @@ def _fmt(row, q: str, digits: int) -> str:
     diff = row.get(f"{q}_vs_sds")
     if row["method"] != "sds" and diff is not None and diff == diff and q != "nfe_per_step":
         dlo, dhi = row.get(f"{q}_vs_sds_lo"), row.get(f"{q}_vs_sds_hi")
-        text += f"<br>vs SDS {diff:+.{digits}f} [{dlo:+.{digits}f}, {dhi:+.{digits}f}]"
+        if q == "nsr":  # the ratio NSR_m / NSR_SDS (analysis.verdict: no CI; its word)
+            text += f"<br>vs SDS x {diff:.3f} ({row.get('nsr_verdict', 'n/a')})"
+        else:
+            text += f"<br>vs SDS {diff:+.{digits}f} [{dlo:+.{digits}f}, {dhi:+.{digits}f}]"
     return text
 
 
