@@ -5,7 +5,13 @@ mean unclamped score 100 cos over the ring of
 
     true        the object
     early       ``morph_object`` at t = 0.3, 0.55, 0.8 from the blob (mean)
-    partial     every ``partial_objects`` variant (mean)
+    partial     the ``partial_objects`` variants that the exact metrics place between the
+                blob and the object (``partial_validity``: PSNR and mask IoU against the
+                true render both above the blob's); a variant the exact metrics rank at or
+                below the blob (the mushroom's bare stem: 8.7 dB, IoU 0.22 against the blob's
+                14.9 dB, 0.75) is not a partial asset by the benchmark's own measure, so a
+                CLIP that scores it below the blob agrees with them; ``partial_all`` keeps
+                the mean over every variant, ``partial_excluded`` the variants left out
     blob        the worse case (max) of the ellipsoid ``BLOB_RADII`` (0.6, 0.6, 0.3) in the
                 object's part colours (morph t = 0) and in its mean colour
     wrong_shape every other object's geometry in this object's colours (mean)
@@ -23,6 +29,7 @@ prompts of both rhos is >= ``MIN_MEDIAN_RHO`` = 0.6 (and no prompt's rho is nega
 
 from __future__ import annotations
 
+import functools
 import statistics
 
 import torch
@@ -75,14 +82,72 @@ def ladder_images(
     return {level: make[level]() for level in levels}
 
 
+def exact_quality(rgb: torch.Tensor, mask: torch.Tensor, true_rgb, true_mask) -> tuple:
+    """PSNR (dB, of the MSE over all views and pixels) and mask IoU (masks at 0.5, pooled
+    over the views) of renders [N, V, 3, S, S] / masks [N, V, 1, S, S] against the true
+    render [V, 3, S, S] / [V, 1, S, S]: two [N] tensors.
+
+    >>> x = torch.zeros(1, 2, 3, 4, 4); m = torch.ones(1, 2, 1, 4, 4)
+    >>> psnr, iou = exact_quality(x, m, x[0] + 0.1, m[0])
+    >>> round(float(psnr[0]), 1), float(iou[0])
+    (20.0, 1.0)
+    """
+    mse = ((rgb - true_rgb) ** 2).flatten(1).mean(1)
+    a, b = mask.flatten(1) > 0.5, (true_mask > 0.5).flatten()[None]
+    iou = (a & b).sum(1) / (a | b).sum(1).clamp_min(1)
+    return -10.0 * torch.log10(mse.clamp_min(1e-10)), iou.float()
+
+
+@functools.lru_cache(maxsize=64)
+def partial_validity(prompt: str, size: int = 32) -> dict:
+    """Which partial variants of ``prompt`` the exact metrics place above the blob, on the
+    held-out ring: {"valid": [indices into partial_objects(prompt)], "psnr", "iou": per
+    variant, "blob_psnr", "blob_iou": the max over the blob variants}. Geometry only (no
+    scorer); a variant is valid iff its PSNR and its IoU both exceed the blob's."""
+    cameras = held_out_cameras()
+    obj = OBJECTS[prompt]
+
+    def render(objects):
+        r = [render_object(o, cameras, size, size) for o in objects]
+        return torch.stack([x["rgb"] for x in r]), torch.stack([x["mask"] for x in r])
+
+    true_rgb, true_mask = render([obj])
+    blob = morph_object(prompt, 0.0, BLOB_RADII)
+    blob_rgb, blob_mask = render([blob])
+    mean_blob = solid_colour(blob_rgb[0], blob_mask[0], torch.tensor(mean_colour(obj)))
+    blob_rgb = torch.cat([blob_rgb, mean_blob[None]])
+    blob_psnr, blob_iou = exact_quality(blob_rgb, blob_mask.expand(2, -1, -1, -1, -1),
+                                        true_rgb[0], true_mask[0])  # fmt: skip
+    part_rgb, part_mask = render(partial_objects(prompt))
+    psnr, iou = exact_quality(part_rgb, part_mask, true_rgb[0], true_mask[0])
+    ok = (psnr > blob_psnr.max()) & (iou > blob_iou.max())
+    return {
+        "valid": ok.nonzero().squeeze(-1).tolist(),
+        "psnr": [round(float(v), 2) for v in psnr],
+        "iou": [round(float(v), 3) for v in iou],
+        "blob_psnr": round(float(blob_psnr.max()), 2),
+        "blob_iou": round(float(blob_iou.max()), 3),
+    }
+
+
 @torch.no_grad()
 def ladder_scores(scorer, images: dict[str, torch.Tensor], prompt: str) -> dict[str, float]:
-    """Mean score per level (``blob``: the max over its variants) and the two margins."""
+    """Mean score per level (``blob``: the max over its variants; ``partial``: the mean over
+    the valid variants of ``partial_validity``) and the two margins."""
     out = {}
     for level, x in images.items():
         n, v = x.shape[:2]
         per_variant = scorer.score(x.flatten(0, 1), prompt).reshape(n, v).mean(1)
         out[level] = float(per_variant.max() if level == "blob" else per_variant.mean())
+        if level == "partial":
+            valid = partial_validity(prompt, x.shape[-1])
+            out["partial_all"] = out[level]
+            out[level] = float(per_variant[valid["valid"]].mean())
+            out["partial_excluded"] = [
+                {"variant": i, "psnr": valid["psnr"][i], "iou": valid["iou"][i],
+                 "score": round(float(per_variant[i]), 2)}
+                for i in range(n) if i not in valid["valid"]
+            ]  # fmt: skip
     if {"true", "partial", "blob"} <= set(out):
         out["margin_true_partial"] = out["true"] - out["partial"]
         out["margin_partial_blob"] = out["partial"] - out["blob"]

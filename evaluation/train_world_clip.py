@@ -63,7 +63,7 @@ from evaluation.clip_data import (  # noqa: F401 - the data API, re-exported
 from world.objects import OBJECTS, known_prompts
 from world.renderer import render_object
 
-SCRIPT_VERSION = "2"
+SCRIPT_VERSION = "3"
 
 MODEL_CONFIG = {
     "embed_dim": 64,
@@ -121,17 +121,42 @@ def evaluate(
 
 
 def train(
-    out: Path, steps: int, seed: int, views: int, lr: float, bank_cache: Path | None = None
+    out: Path,
+    steps: int,
+    seed: int,
+    views: int,
+    lr: float,
+    bank_cache: Path | None = None,
+    init: Path | None = None,
+    grades: str = "exact",
+    trajectories: Path | None = None,
+    n_trajectory: int = 24,
 ) -> dict:
     """Train, save world_clip.json / model.safetensors / provenance.json; returns provenance.
     ``bank_cache``: a torch file holding the rendered bank of (seed, views), written when
     absent (a retrain with other steps / lr skips the renders; the seed's generator state
-    after rendering is stored with it)."""
+    after rendering is stored with it). ``init``: a world CLIP folder to start from (fine-
+    tuning) instead of a seeded random init. ``grades``: ``exact`` (the exact metrics against
+    the true render at the image's camera, ``clip_bank.exact_grades``) or ``hand`` (the
+    per-kind grades of script version 2). ``trajectories``: a file of
+    ``benchmark.clip_trajectories`` (renders of real run checkpoints at training cameras,
+    graded by the exact metrics); ``n_trajectory`` of them join every batch, with their exact
+    grade for their own prompt (and, with ``grades="exact"``, for every prompt; else
+    ``clip_bank.OTHER`` for the others)."""
     import open_clip
     from safetensors.torch import save_file
 
     from evaluation.clip import ClipScorer, build_open_clip
-    from evaluation.clip_bank import KINDS, build_bank, graded_hinge, mild_augment, sample_batch
+    from evaluation.clip import read_state_dict
+    from evaluation.clip_bank import (
+        KINDS,
+        OTHER,
+        build_bank,
+        exact_grades,
+        graded_hinge,
+        mild_augment,
+        sample_batch,
+    )
 
     started = time.perf_counter()
     size = MODEL_CONFIG["vision_cfg"]["image_size"]
@@ -145,23 +170,39 @@ def train(
     prompts = known_prompts()
     if bank_cache is not None and bank_cache.is_file():
         cached = torch.load(bank_cache, weights_only=False)
-        if cached["seed"] != seed or cached["views"] != views:
-            raise SystemExit(f"{bank_cache} holds the bank of another seed / views")
+        if (cached["seed"], cached["views"], cached.get("version")) != (seed, views, "3"):
+            raise SystemExit(f"{bank_cache} holds the bank of another seed / views / version")
         bank = cached["bank"]
         gen.set_state(cached["generator"])
     else:
         bank = build_bank(prompts, training_cameras(views, gen), size, gen)
         if bank_cache is not None:
             torch.save(
-                {"seed": seed, "views": views, "bank": bank, "generator": gen.get_state()},
+                {"seed": seed, "views": views, "version": "3", "bank": bank,
+                 "generator": gen.get_state()},  # fmt: skip
                 bank_cache,
             )
     render_seconds = time.perf_counter() - started
     print(json.dumps({"render_seconds": round(render_seconds, 1)}), flush=True)
+    traj = None
+    if trajectories is not None:
+        traj = torch.load(trajectories, weights_only=False)
+        if traj["prompts"] != prompts:
+            raise SystemExit(f"{trajectories} was made for other prompts")
+        traj_images = traj["images"].flatten(0, 1).float() / 255.0  # [N V, 3, S, S]
+        traj_grades = traj["grades"].flatten(0, 1)  # [N V, O]
+        traj_owner = traj["prompt_index"].repeat_interleave(traj["images"].shape[1])
+        if grades != "exact":
+            own = traj_grades[torch.arange(len(traj_owner)), traj_owner]
+            traj_grades = torch.full_like(traj_grades, OTHER)
+            traj_grades[torch.arange(len(traj_owner)), traj_owner] = own
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = open_clip.create_model("world_clip", pretrained=None, load_weights=False)
+    if init is not None:
+        start = {k: v.float() for k, v in read_state_dict(init / "model.safetensors").items()}
+        model.load_state_dict(start)
     model.train()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
@@ -177,7 +218,15 @@ def train(
         scale = min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
         for group in optimizer.param_groups:
             group["lr"] = lr * scale
-        x, grades, owner, is_true, _ = sample_batch(bank, gen)
+        x, grade, owner, is_true, masks, cams = sample_batch(bank, gen)
+        if grades == "exact":
+            grade = exact_grades(x, masks, cams, bank)
+        if traj is not None:
+            pick = torch.randint(0, len(traj_owner), (n_trajectory,), generator=gen)
+            x = torch.cat([x, traj_images[pick]])
+            grade = torch.cat([grade, traj_grades[pick]])
+            owner = torch.cat([owner, traj_owner[pick]])
+            is_true = torch.cat([is_true, torch.zeros(n_trajectory, dtype=torch.bool)])
         x = mild_augment(x, gen)
         template = torch.randint(0, len(TEMPLATES), (len(prompts),), generator=gen).tolist()
         texts = [
@@ -189,9 +238,9 @@ def train(
         sims = img @ txt.T  # [B, K]
         logits = model.logit_scale.exp().clamp(max=100.0) * sims
         ce = F.cross_entropy(logits[is_true], owner[is_true])
-        flat = (grades.amax(-1) <= 0.1) & (owner < 0)  # grey blobs and null images
+        flat = owner < 0  # grey blobs and null images: no evidence for any prompt
         uniform = -F.log_softmax(logits[flat], dim=-1).mean()
-        rank = graded_hinge(sims, grades, MARGIN)
+        rank = graded_hinge(sims, grade, MARGIN)
         loss = ce + 0.5 * uniform + RANK * rank
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -225,6 +274,11 @@ def train(
         "captions": prompts,
         "templates": list(TEMPLATES),
         "seed": seed,
+        "init": None if init is None else str(init),
+        "grades": grades,
+        "trajectories": None
+        if traj is None
+        else {"file": str(trajectories), "per_batch": n_trajectory, **traj["config"]},
         "steps": steps,
         "batch": sum(KINDS.values()),
         "batch_kinds": KINDS,
@@ -246,7 +300,11 @@ def train(
         "loss": "image->text InfoNCE over the 12 prompts on true renders + 0.5 uniform-target "
         f"CE on grey blobs / null + {RANK} graded ranking hinge (margin {MARGIN} x grade gap): "
         "true 1 > partial 0.6 / early 0.35 + 0.4 t / view mix 0.45 > blobs, wrong shape, "
-        "wrong colour 0.25 > grey blob, other objects 0.1 > null 0",
+        "wrong colour 0.25 > grey blob, other objects 0.1 > null 0"
+        if grades == "hand"
+        else "exact grades (evaluation/clip_bank.exact_grades): 0.5 mask IoU + 0.5 "
+        "clamp((PSNR - 8) / 20) against each prompt's true render at the image's camera; "
+        "null images 0",
         "script": "evaluation/train_world_clip.py",
         "script_version": SCRIPT_VERSION,
         "git_commit": _git_commit(),
@@ -296,6 +354,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--recheck", default=None, help="only recompute the checks: a note")
+    parser.add_argument("--init", type=Path, default=None, help="world CLIP folder to fine-tune")
+    parser.add_argument("--grades", choices=("exact", "hand"), default="exact")
+    parser.add_argument("--trajectories", type=Path, default=None, help="clip_trajectories file")
+    parser.add_argument("--per-batch-trajectory", type=int, default=24)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
@@ -303,7 +365,18 @@ def main(argv: list[str] | None = None) -> None:
         provenance = recheck(Path(args.out), args.bank_cache, args.recheck)
         print(json.dumps(provenance["metrics"]["gate"]))
         return
-    provenance = train(Path(args.out), args.steps, args.seed, args.views, args.lr, args.bank_cache)
+    provenance = train(
+        Path(args.out),
+        args.steps,
+        args.seed,
+        args.views,
+        args.lr,
+        args.bank_cache,
+        args.init,
+        args.grades,
+        args.trajectories,
+        args.per_batch_trajectory,
+    )
     metrics = {
         k: v for k, v in provenance["metrics"].items() if k not in ("ladder", "correlations")
     }

@@ -192,6 +192,54 @@ def test_painted_as_takes_the_other_objects_colours():
     assert [p.sdf for p in car.parts] == [p.sdf for p in OBJECTS["a chair"].parts]
 
 
+def test_partial_level_holds_the_variants_the_exact_metrics_place_above_the_blob():
+    """The ladder's partial level is what the exact metrics call partial: every variant it
+    averages has PSNR and mask IoU against the true render above the blob's (held-out ring),
+    every prompt keeps at least two, and the mushroom's bare stem (below the blob by both
+    metrics) is left out."""
+    from evaluation.clip_checks import partial_validity
+
+    for prompt in known_prompts():
+        v = partial_validity(prompt)
+        assert len(v["valid"]) >= 2, (prompt, v)
+        for i in range(len(partial_objects(prompt))):
+            above = v["psnr"][i] > v["blob_psnr"] and v["iou"][i] > v["blob_iou"]
+            assert above == (i in v["valid"]), (prompt, i, v)
+    stem = partial_validity("a red mushroom")
+    assert 1 not in stem["valid"] and stem["psnr"][1] < stem["blob_psnr"] - 5
+
+
+@pytest.mark.parametrize("module", ["evaluation.clip_checks", "evaluation.clip_bank"])
+def test_doctests(module):
+    import doctest
+    import importlib
+
+    failures, tried = doctest.testmod(importlib.import_module(module))
+    assert tried > 0 and failures == 0
+
+
+def test_exact_grades_rank_like_psnr_and_iou():
+    """Each object's true render grades 1 for its own prompt and below 1 for the others;
+    a blurred copy grades below the render and above a blob in its colours."""
+    from evaluation.clip_bank import exact_grades
+    from evaluation.clip_negatives import blur, morph_object
+
+    cams = _cams(2)
+    prompts = ["a red mushroom", "a toy car"]
+    r = [render_object(OBJECTS[p], cams, 32, 32) for p in prompts]
+    bank = {"true": torch.stack([x["rgb"] for x in r]), "mask": torch.stack([x["mask"] for x in r])}
+    blob = render_object(morph_object("a toy car", 0.0, (0.6, 0.6, 0.3)), cams, 32, 32)
+    images = torch.cat([bank["true"][0], bank["true"][1], blur(bank["true"][1], 2), blob["rgb"]])
+    masks = torch.cat([bank["mask"][0], bank["mask"][1], bank["mask"][1], blob["mask"]])
+    view = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1])
+    g = exact_grades(images, masks, view, bank)
+    torch.testing.assert_close(g[0:2, 0], torch.ones(2))
+    torch.testing.assert_close(g[2:4, 1], torch.ones(2))
+    assert bool((g[:2, 1] < 1).all()) and bool((g[2:4, 0] < 1).all())
+    assert bool((g[4:6, 1] < 1).all()) and bool((g[4:6, 1] > g[6:8, 1]).all())
+    assert torch.equal(exact_grades(images, masks, torch.full((8,), -1), bank), torch.zeros(8, 2))
+
+
 # ------------------------------------------------------------------------------ the gate
 
 
