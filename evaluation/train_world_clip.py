@@ -23,7 +23,11 @@ where G [B, 12] is the grade of each image for each prompt (evaluation/clip_bank
 early 0.35 + 0.4 t, partial 0.6, view mix 0.45, blobs / wrong shape / wrong colour 0.25,
 grey blob and other objects 0.1, null 0; blur lowers a grade), so that the score orders
 true > partial / early > blob > null and follows the amount of the object an image shows.
-Everything random comes from torch.Generators seeded by ``--seed`` (the model init runs under
+Script version 3 adds ``--grades exact | own`` (grades from the exact metrics,
+``clip_bank.exact_grades``), ``--trajectories FILE`` (renders of real run checkpoints at
+training cameras, ``python -m benchmark.clip_trajectories``) and ``--init DIR`` (fine-tune);
+docs/world_clip.md has what each did. Everything random comes from torch.Generators seeded by
+``--seed`` (the model init runs under
 ``torch.random.fork_rng``). Outputs in ``--out``: world_clip.json (open_clip config),
 model.safetensors (fp16), provenance.json (config, seed, data, commit, timing, and the checks
 of evaluation/clip_checks.py: the ladder on the held-out ring, the rank correlation with
@@ -137,7 +141,8 @@ def train(
     absent (a retrain with other steps / lr skips the renders; the seed's generator state
     after rendering is stored with it). ``init``: a world CLIP folder to start from (fine-
     tuning) instead of a seeded random init. ``grades``: ``exact`` (the exact metrics against
-    the true render at the image's camera, ``clip_bank.exact_grades``) or ``hand`` (the
+    the true render at the image's camera, ``clip_bank.exact_grades``, for every prompt),
+    ``own`` (exact for the image's own prompt, hand-set for the others) or ``hand`` (the
     per-kind grades of script version 2). ``trajectories``: a file of
     ``benchmark.clip_trajectories`` (renders of real run checkpoints at training cameras,
     graded by the exact metrics); ``n_trajectory`` of them join every batch, with their exact
@@ -146,8 +151,7 @@ def train(
     import open_clip
     from safetensors.torch import save_file
 
-    from evaluation.clip import ClipScorer, build_open_clip
-    from evaluation.clip import read_state_dict
+    from evaluation.clip import ClipScorer, build_open_clip, read_state_dict
     from evaluation.clip_bank import (
         KINDS,
         OTHER,
@@ -178,8 +182,13 @@ def train(
         bank = build_bank(prompts, training_cameras(views, gen), size, gen)
         if bank_cache is not None:
             torch.save(
-                {"seed": seed, "views": views, "version": "3", "bank": bank,
-                 "generator": gen.get_state()},  # fmt: skip
+                {
+                    "seed": seed,
+                    "views": views,
+                    "version": "3",
+                    "bank": bank,
+                    "generator": gen.get_state(),
+                },  # fmt: skip
                 bank_cache,
             )
     render_seconds = time.perf_counter() - started
@@ -192,7 +201,7 @@ def train(
         traj_images = traj["images"].flatten(0, 1).float() / 255.0  # [N V, 3, S, S]
         traj_grades = traj["grades"].flatten(0, 1)  # [N V, O]
         traj_owner = traj["prompt_index"].repeat_interleave(traj["images"].shape[1])
-        if grades != "exact":
+        if grades != "exact":  # hand / own: the exact grade for the own prompt only
             own = traj_grades[torch.arange(len(traj_owner)), traj_owner]
             traj_grades = torch.full_like(traj_grades, OTHER)
             traj_grades[torch.arange(len(traj_owner)), traj_owner] = own
@@ -221,6 +230,11 @@ def train(
         x, grade, owner, is_true, masks, cams = sample_batch(bank, gen)
         if grades == "exact":
             grade = exact_grades(x, masks, cams, bank)
+        elif grades == "own":  # exact for the image's own prompt, hand-set for the others
+            mine = owner >= 0
+            exact = exact_grades(x, masks, cams, bank)
+            rows = mine.nonzero().squeeze(-1)
+            grade[rows, owner[rows]] = exact[rows, owner[rows]]
         if traj is not None:
             pick = torch.randint(0, len(traj_owner), (n_trajectory,), generator=gen)
             x = torch.cat([x, traj_images[pick]])
@@ -355,7 +369,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--recheck", default=None, help="only recompute the checks: a note")
     parser.add_argument("--init", type=Path, default=None, help="world CLIP folder to fine-tune")
-    parser.add_argument("--grades", choices=("exact", "hand"), default="exact")
+    parser.add_argument("--grades", choices=("exact", "own", "hand"), default="exact")
     parser.add_argument("--trajectories", type=Path, default=None, help="clip_trajectories file")
     parser.add_argument("--per-batch-trajectory", type=int, default=24)
     args = parser.parse_args(argv)

@@ -4,10 +4,11 @@ Claims checked on the shipped weights (evaluation/assets/world_clip), on the hel
 (elevation 20, 8 azimuths), which CLIP training never sees (evaluation/clip_data.py excludes
 the band 14..26 deg):
 - the ladder, for every one of the 12 prompts: mean score of the true object > mean over its
-  partial shapes (parts removed, plane cuts), and true > the worse of the two colour-matched
-  blobs (an oblate ellipsoid in its part colours, and in its mean colour) > a blank image;
-  partial > blob holds for 10 of 12 prompts: NOT for "a red mushroom" and "a toy car" (strict
-  xfail), so the gate fails and the report keeps CLIP out of the quality columns;
+  partial shapes (parts removed, plane cuts; those the exact metrics place above the blob:
+  ``partial_validity``), and true > the worse of the two colour-matched blobs (an oblate
+  ellipsoid in its part colours, and in its mean colour) > a blank image; partial > blob
+  holds for 11 of 12 prompts: NOT for "a toy car" (strict xfail), so the gate fails and the
+  report keeps CLIP out of the quality columns;
 - on the committed held-out snapshots of training runs (SDS at two world temperatures, VSD,
   SSD, a Gaussian-splat SDS; evaluation/assets/world_clip/snapshots.npz), within a prompt the
   score rank-correlates with PSNR and with mask IoU: median over prompts of Spearman's rho
@@ -49,7 +50,7 @@ from world.renderer import render_object
 LADDER_LEVELS = ("true", "partial", "blob", "blank")
 #: prompts where the shipped CLIP scores a colour-matched blob at or above the partial shapes
 #: (strict xfail: a retrained CLIP that fixes one makes the test fail until it is removed)
-KNOWN_BLOB_ABOVE_PARTIAL = ("a red mushroom", "a toy car")
+KNOWN_BLOB_ABOVE_PARTIAL = ("a toy car",)
 #: the shipped CLIP's median rho with mask IoU misses MIN_MEDIAN_RHO (docs/world_clip.md)
 IOU_MEDIAN_MET = True
 
