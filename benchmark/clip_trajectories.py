@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -129,10 +130,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    at = sorted({int(s) for s in args.at.split(",")})
-    data = trajectories(
-        args.methods.split(","), args.steps, at, args.views, args.seed, args.threads
-    )
+    from benchmark.factories import validate_methods
+    from core.errors import UserError, printable_line
+
+    try:
+        at = sorted({int(s) for s in args.at.split(",")})
+        methods = validate_methods(args.methods.split(","))
+        if args.steps < 1 or args.views < 1 or not all(0 <= k <= args.steps for k in at):
+            raise UserError("need --steps >= 1, --views >= 1 and every --at step in [0, steps]")
+        if not args.out.parent.is_dir():
+            raise UserError(f"no folder {args.out.parent} for --out")
+    except (UserError, ValueError) as exc:
+        print(f"error: {printable_line(str(exc))}", file=sys.stderr)
+        return 2
+    data = trajectories(methods, args.steps, at, args.views, args.seed, args.threads)
     torch.save(data, args.out)
     print(json.dumps(data["config"]))
     return 0

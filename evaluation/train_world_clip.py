@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -375,6 +376,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
+    for name in ("trajectories", "init"):
+        path = getattr(args, name)
+        if path is not None and not path.exists():
+            print(f"error: --{name} {path} does not exist", file=sys.stderr)
+            raise SystemExit(2)
     if args.recheck is not None:
         provenance = recheck(Path(args.out), args.bank_cache, args.recheck)
         print(json.dumps(provenance["metrics"]["gate"]))

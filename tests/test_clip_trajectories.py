@@ -41,3 +41,19 @@ def test_training_cameras_avoid_the_held_out_band():
     cams = training_cameras(400, torch.Generator().manual_seed(0))
     elevation = torch.rad2deg(torch.asin(cams.c2w[:, 2, 3] / cams.c2w[:, :3, 3].norm(dim=-1)))
     assert bool(((elevation - HELD_OUT_ELEVATION).abs() >= HELD_OUT_BAND - 1e-3).all())
+
+
+def test_bad_input_is_one_error_line_and_exit_2(tmp_path, capsys):
+    from benchmark.clip_trajectories import main
+
+    for argv in (
+        ["--methods", "bogus"],
+        ["--at", "0,500"],
+        ["--at", "x"],
+        ["--out", str(tmp_path / "missing" / "t.pt")],
+    ):
+        full = ["--out", str(tmp_path / "t.pt"), *argv] if argv[0] != "--out" else argv
+        assert main(full) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: "), err
+    assert not (tmp_path / "t.pt").exists()
