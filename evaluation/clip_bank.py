@@ -46,6 +46,7 @@ from evaluation.clip_negatives import (
     recolour_by_luminance,
     solid_colour,
 )
+from world.metrics import mask_iou, psnr
 from world.objects import OBJECTS, Part, WorldObject, ellipsoid
 from world.renderer import render_object
 
@@ -250,7 +251,8 @@ def exact_grades(
 ) -> torch.Tensor:
     """Grades G [B, O] from the exact metrics against each object's true render at the
     image's camera: IOU_WEIGHT IoU + (1 - IOU_WEIGHT) clamp((PSNR - lo) / (hi - lo), 0, 1)
-    (masks at 0.5; PSNR of the MSE over the image); 0 for images without a camera (null).
+    (world.metrics' psnr and mask_iou: masks at 0.5, PSNR of the MSE over the image); 0 for
+    images without a camera (null).
     images [B, 3, S, S], masks [B, 1, S, S], cameras [B] (-1: none).
 
     >>> bank = {"true": torch.ones(2, 1, 3, 4, 4), "mask": torch.zeros(2, 1, 1, 4, 4)}
@@ -265,15 +267,12 @@ def exact_grades(
     if not bool(sel.any()):
         return out
     view = cameras[sel]
-    true, true_mask = bank["true"][:, view], bank["mask"][:, view] > 0.5  # [O, b, ...]
-    mse = ((images[sel][None] - true) ** 2).flatten(2).mean(-1)
-    psnr = -10.0 * torch.log10(mse.clamp_min(1e-10))
-    mine = masks[sel][None] > 0.5
-    inter = (mine & true_mask).flatten(2).sum(-1).float()
-    union = (mine | true_mask).flatten(2).sum(-1).float()
-    iou = torch.where(union > 0, inter / union.clamp_min(1.0), torch.ones_like(union))
+    true, true_mask = bank["true"][:, view], bank["mask"][:, view]  # [O, b, ...]
+    mine, mine_mask = images[sel][None].expand_as(true), masks[sel][None].expand_as(true_mask)
+    db = psnr(mine.flatten(0, 1), true.flatten(0, 1)).view(o, -1)
+    iou = mask_iou(mine_mask.flatten(0, 1), true_mask.flatten(0, 1)).view(o, -1)
     lo, hi = PSNR_RANGE
-    grade = IOU_WEIGHT * iou + (1 - IOU_WEIGHT) * ((psnr - lo) / (hi - lo)).clamp(0.0, 1.0)
+    grade = IOU_WEIGHT * iou + (1 - IOU_WEIGHT) * ((db - lo) / (hi - lo)).clamp(0.0, 1.0)
     out[sel] = grade.T
     return out
 

@@ -9,7 +9,7 @@ mean unclamped score 100 cos over the ring of
                 blob and the object (``partial_validity``: PSNR and mask IoU against the
                 true render both above the blob's); a variant the exact metrics rank at or
                 below the blob (the mushroom's bare stem: 8.7 dB, IoU 0.22 against the blob's
-                14.9 dB, 0.75) is not a partial asset by the benchmark's own measure, so a
+                14.9 dB, 0.72) is not a partial asset by the benchmark's own measure, so a
                 CLIP that scores it below the blob agrees with them; ``partial_all`` keeps
                 the mean over every variant, ``partial_excluded`` the variants left out
     blob        the worse case (max) of the ellipsoid ``BLOB_RADII`` (0.6, 0.6, 0.3) in the
@@ -45,6 +45,7 @@ from evaluation.clip_negatives import (
     solid_colour,
     white_object,
 )
+from world.metrics import mask_iou, psnr
 from world.objects import OBJECTS, known_prompts
 from world.renderer import render_object
 
@@ -84,18 +85,16 @@ def ladder_images(
 
 def exact_quality(rgb: torch.Tensor, mask: torch.Tensor, true_rgb, true_mask) -> tuple:
     """PSNR (dB, of the MSE over all views and pixels) and mask IoU (masks at 0.5, pooled
-    over the views) of renders [N, V, 3, S, S] / masks [N, V, 1, S, S] against the true
-    render [V, 3, S, S] / [V, 1, S, S]: two [N] tensors.
+    over the views): world.metrics' psnr and mask_iou over the flattened views, of renders
+    [N, V, 3, S, S] / masks [N, V, 1, S, S] against the true render [V, 3, S, S] /
+    [V, 1, S, S]: two [N] tensors.
 
     >>> x = torch.zeros(1, 2, 3, 4, 4); m = torch.ones(1, 2, 1, 4, 4)
-    >>> psnr, iou = exact_quality(x, m, x[0] + 0.1, m[0])
-    >>> round(float(psnr[0]), 1), float(iou[0])
+    >>> db, iou = exact_quality(x, m, x[0] + 0.1, m[0])
+    >>> round(float(db[0]), 1), float(iou[0])
     (20.0, 1.0)
     """
-    mse = ((rgb - true_rgb) ** 2).flatten(1).mean(1)
-    a, b = mask.flatten(1) > 0.5, (true_mask > 0.5).flatten()[None]
-    iou = (a & b).sum(1) / (a | b).sum(1).clamp_min(1)
-    return -10.0 * torch.log10(mse.clamp_min(1e-10)), iou.float()
+    return psnr(rgb, true_rgb.expand_as(rgb)), mask_iou(mask, true_mask.expand_as(mask))
 
 
 @functools.lru_cache(maxsize=64)
@@ -119,12 +118,12 @@ def partial_validity(prompt: str, size: int = 32) -> dict:
     blob_psnr, blob_iou = exact_quality(blob_rgb, blob_mask.expand(2, -1, -1, -1, -1),
                                         true_rgb[0], true_mask[0])  # fmt: skip
     part_rgb, part_mask = render(partial_objects(prompt))
-    psnr, iou = exact_quality(part_rgb, part_mask, true_rgb[0], true_mask[0])
-    ok = (psnr > blob_psnr.max()) & (iou > blob_iou.max())
+    part_psnr, part_iou = exact_quality(part_rgb, part_mask, true_rgb[0], true_mask[0])
+    ok = (part_psnr > blob_psnr.max()) & (part_iou > blob_iou.max())
     return {
         "valid": ok.nonzero().squeeze(-1).tolist(),
-        "psnr": [round(float(v), 2) for v in psnr],
-        "iou": [round(float(v), 3) for v in iou],
+        "psnr": [round(float(v), 2) for v in part_psnr],
+        "iou": [round(float(v), 3) for v in part_iou],
         "blob_psnr": round(float(blob_psnr.max()), 2),
         "blob_iou": round(float(blob_iou.max()), 3),
     }

@@ -232,10 +232,8 @@ def train(
         if grades == "exact":
             grade = exact_grades(x, masks, cams, bank)
         elif grades == "own":  # exact for the image's own prompt, hand-set for the others
-            mine = owner >= 0
-            exact = exact_grades(x, masks, cams, bank)
-            rows = mine.nonzero().squeeze(-1)
-            grade[rows, owner[rows]] = exact[rows, owner[rows]]
+            rows = (owner >= 0).nonzero().squeeze(-1)
+            grade[rows, owner[rows]] = exact_grades(x, masks, cams, bank)[rows, owner[rows]]
         if traj is not None:
             pick = torch.randint(0, len(traj_owner), (n_trajectory,), generator=gen)
             x = torch.cat([x, traj_images[pick]])
@@ -317,6 +315,9 @@ def train(
         "true 1 > partial 0.6 / early 0.35 + 0.4 t / view mix 0.45 > blobs, wrong shape, "
         "wrong colour 0.25 > grey blob, other objects 0.1 > null 0"
         if grades == "hand"
+        else "hand-set grades as in script version 2 for other prompts; for the image's own "
+        "prompt the exact grade (evaluation/clip_bank.exact_grades)"
+        if grades == "own"
         else "exact grades (evaluation/clip_bank.exact_grades): 0.5 mask IoU + 0.5 "
         "clamp((PSNR - 8) / 20) against each prompt's true render at the image's camera; "
         "null images 0",
