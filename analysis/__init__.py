@@ -6,9 +6,10 @@
     fig = plot_variance(df, "theta")   # a matplotlib Figure
 
 Modules: load (results -> DataFrame), runs (manifest, config, snapshots), stats (t and
-bootstrap CIs), summary (``summarize``), plots (figures), report (HTML). Names are imported
-lazily, so ``import analysis`` stays cheap. The golden regression and the tiny runs that
-train models live in the harness (benchmark.regress, benchmark.tiny_runs).
+bootstrap CIs), cells (cell key, labels, call counters), summary (``summarize``), plots
+(figures), report (HTML). Names are imported lazily, so ``import analysis`` stays cheap.
+The golden regression and the tiny runs that train models live in the harness
+(benchmark.checks.regress, benchmark.checks.tiny_runs).
 """
 
 from importlib import import_module

@@ -42,7 +42,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.summary import CELL, COST_COUNTERS, REFERENCE, add_labels, cumulative_calls
+from analysis.cells import (
+    CELL,
+    COST_COUNTERS,
+    REFERENCE,
+    add_labels,
+    cumulative_calls,
+    reference_labels,
+)
 
 VAR_METRIC = "var/all/var_trace"
 SNR_METRIC = "var/all/snr"
@@ -98,7 +105,7 @@ def cost_table(df: pd.DataFrame, manifests: dict[str, dict] | None = None) -> pd
 
 
 def cumulative_cost(df: pd.DataFrame) -> pd.DataFrame:
-    """CELL + step + nfe (cumulative, all kinds: ``summary.cumulative_calls``) + seconds
+    """CELL + step + nfe (cumulative, all kinds: ``cells.cumulative_calls``) + seconds
     (cumulative train_seconds, carried forward like the counters)."""
     calls = cumulative_calls(df).rename(columns={"value": "nfe"})
     seconds = _series(df, "train_seconds").rename(columns={"value": "seconds"})
@@ -151,9 +158,7 @@ def probe_series(df: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def reference_pairs(cells: pd.DataFrame, reference: str = REFERENCE) -> dict[str, str]:
     """label -> the SDS label it is paired with (same run, else the only SDS in the data)."""
-    from analysis.summary import _references
-
-    pairs, _ = _references(cells, reference)
+    pairs, _ = reference_labels(cells, reference)
     for label in cells.loc[cells["method"] == reference, "label"].unique():
         pairs[label] = label
     return pairs

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from analysis.cells import CALLS, CELL, add_labels, sort_labels, with_calls
 from analysis.stats import mean_ci
-from analysis.summary import CALLS, CELL, add_labels, sort_labels, with_calls
 from results.catalogue import title as metric_title
 
 VARIANTS = ("all", "fixed_camera", "fixed_camera_t")

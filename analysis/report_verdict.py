@@ -17,10 +17,10 @@ import io
 import numpy as np
 import pandas as pd
 
+from analysis.cells import sort_labels
 from analysis.html import esc, safe_figure, table_html
 from analysis.runs import RunInfo
 from analysis.stats import Estimate, format_estimate
-from analysis.summary import sort_labels
 from analysis.verdict import method_table, verdict_sentence
 
 #: (quantity, column title, show the paired difference with SDS instead of the mean)

@@ -1,6 +1,6 @@
 """Run metadata: manifest, resolved config, failed cells and snapshot files of run dirs.
 
-A run dir is what ``benchmark.runner.run_benchmark`` writes: ``config.yaml``,
+A run dir is what ``benchmark.run.runner.run_benchmark`` writes: ``config.yaml``,
 ``manifest.json``, ``metrics.parquet`` and ``snapshots/`` with
 ``{method}_{slug}_s{seed}_step{step:05d}.png`` and ``truth_{slug}.png``.
 """

@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.cells import CELL, REFERENCE, add_labels, sort_labels
 from analysis.compute import equal_compute_table
 from analysis.stats import Estimate, format_estimate, mean_ci, paired_difference
-from analysis.summary import CELL, REFERENCE, add_labels, sort_labels
 from results.catalogue import better_direction
 
 

@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from analysis.cells import add_labels, sort_labels
 from analysis.compute import quality_curve
 from analysis.plots import _style, markers, message_figure, palette
 from analysis.stats import mean_ci
-from analysis.summary import add_labels, sort_labels
 
 
 def _aggregate(rows: pd.DataFrame, x: str, inverse: bool = False):

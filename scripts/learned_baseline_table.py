@@ -79,8 +79,8 @@ EXTRA = {
 def extra_rows(df, cells) -> dict[str, dict[str, float]]:
     """Per label and EXTRA column q: q, q_lo, q_hi, q_n (mean and 95% t CI over cells) and
     q_vs_sds, q_vs_sds_lo, q_vs_sds_hi (paired difference with SDS by prompt and seed)."""
+    from analysis.cells import CELL
     from analysis.stats import mean_ci, paired_difference
-    from analysis.summary import CELL
 
     out: dict[str, dict[str, float]] = {}
     for q, metric in EXTRA.items():

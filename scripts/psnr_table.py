@@ -31,9 +31,9 @@ def gains(df, metric: str):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from analysis.cells import sort_labels
     from analysis.load import load_results
     from analysis.stats import format_estimate, mean_ci, paired_difference
-    from analysis.summary import sort_labels
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run")
