@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from priors.stable_diffusion import WeightsError, _read_json, quiet_loading
+from priors.weights import WeightsError, _read_json, quiet_loading
 
 PHI_DECODERS = ("auto", "tiny", "full")
 

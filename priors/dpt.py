@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from core.interfaces import GeometryEstimator, PriorContext
-from priors.stable_diffusion import WeightsError, _read_json, quiet_loading
+from priors.weights import WeightsError, _read_json, quiet_loading
 
 
 def check_dpt_directory(path: str | Path) -> Path:

@@ -9,14 +9,25 @@ references, same view-aware weights), so D sees exactly what the prior sees.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 
 from core.interfaces import GeometryEstimator, PriorContext
-from world.prior import WorldPrior
+
+
+class PosteriorExpectation(Protocol):
+    """What the estimator needs of the world prior (``world.prior.WorldPrior``, which builds it:
+    this module does not import the prior): E[v_i | x_t, y] of the prompt's reference ``field``
+    ('depth' or 'normal') under the conditional mixture weights, [B, Dv]."""
+
+    def posterior_expectation(
+        self, x_t: torch.Tensor, t: torch.Tensor, ctx: PriorContext, field: str
+    ) -> torch.Tensor: ...
 
 
 class WorldBayesGeometry(GeometryEstimator):
-    def __init__(self, prior: WorldPrior) -> None:
+    def __init__(self, prior: PosteriorExpectation) -> None:
         self.prior = prior
         self.n_evals = 0
 
