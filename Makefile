@@ -37,7 +37,7 @@ test-fast: install
 # and scale_check.json (docs/scale.md). Needs ~13 GB free memory; ~15 min on 2 CPU threads.
 SCALE_DIR ?= $(HOME)/.cache/steinbench/full-size
 scale-check: install
-	$(PY) -m benchmark.scale_check --dir $(SCALE_DIR) --steps 2 --threads 2 --out scale_check.json
+	$(PY) -m benchmark.checks.scale_check --dir $(SCALE_DIR) --steps 2 --threads 2 --out scale_check.json
 
 perf: install
 	$(PY) -m pytest -q tests/perf --benchmark-only --benchmark-columns=min,median,max,rounds

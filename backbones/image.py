@@ -4,7 +4,7 @@ theta = colour logits l [1, 3, H/f, W/f] with rgb = sigmoid(upsample_f(l)) (f =
 ``downsample``; f = 1, the default, is plain pixels, f > 1 a small bilinear
 parameterisation). The image *is* what a fixed camera (``elevation``, ``azimuth``) sees:
 the run configuration pins the training camera distribution to that camera (see
-``benchmark.config.RunConfig``), so the view-aware prior weights its references for it, and
+``benchmark.run.config.RunConfig``), so the view-aware prior weights its references for it, and
 evaluation compares against the true object's render there.
 
 ``render`` ignores the cameras' poses and returns the image for each of the B cameras, with

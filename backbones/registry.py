@@ -1,7 +1,7 @@
 """BACKBONES: one row per 3D representation (name -> config class, builder).
 
 The run config gets one section per row (``voxel.*``, ``hashgrid.*``, ...), the CLI's
-``--backbone`` choices are the row names, and ``benchmark.factories.build_backbone`` builds
+``--backbone`` choices are the row names, and ``benchmark.run.factories.build_backbone`` builds
 the chosen one. Adding a backbone is one file plus one row here.
 
 >>> sorted(BACKBONES)

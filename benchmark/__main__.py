@@ -1,7 +1,7 @@
-"""``python -m benchmark``: see benchmark.cli."""
+"""``python -m benchmark``: see benchmark.cli.commands."""
 
 import sys
 
-from benchmark.cli import main
+from benchmark.cli.commands import main
 
 sys.exit(main())

@@ -2,7 +2,7 @@
 
 The run config gets one section per row (``sds.*``, ``vsd.*``, ...), the CLI's ``--methods``
 are validated against the row names, the regress check and the report take their method lists
-from here (through the results they read), and ``benchmark.factories.build_estimator`` builds
+from here (through the results they read), and ``benchmark.run.factories.build_estimator`` builds
 a cell's estimator. Adding an estimator is one file in ``estimators/`` plus one row here (the
 README's developer checklist).
 

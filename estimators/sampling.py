@@ -16,7 +16,7 @@ harness's eps and, without importance, its t, so K = 1 without importance is the
 estimator bit for bit. v, the extra uniforms and eps_bk (k >= 1) come from ``ctx.generator``
 (the estimator stream: the same for every method, common random numbers).
 
-The probe (benchmark/variance) calls ``grad`` with one row per probe sample, so it measures
+The probe (benchmark/probe) calls ``grad`` with one row per probe sample, so it measures
 the variance of the K-averaged step; in its ``fixed_camera_t`` variant only u_b0's integer
 part is fixed. Stratification is across the K draws of one render, never across rows (probe
 rows must stay independent).

@@ -48,7 +48,7 @@ from world.renderer import render_object
 if TYPE_CHECKING:
     from backbones.base import Backbone
 
-#: the run config (benchmark.config.RunConfig); evaluation/ does not import benchmark/
+#: the run config (benchmark.run.config.RunConfig); evaluation/ does not import benchmark/
 RunConfig = Any
 #: streams_for(seed, prompt) -> an object whose generator(name, step) is that cell's stream
 #: (benchmark.streams.RandomStreams)

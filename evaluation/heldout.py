@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 class RunConfig(Protocol):
-    """What held-out evaluation reads of the run config (benchmark.config.RunConfig)."""
+    """What held-out evaluation reads of the run config (benchmark.run.config.RunConfig)."""
 
     backbone: str
     camera: Any  # core.cameras.CameraConfig

@@ -249,7 +249,7 @@ class StableDiffusionPrior(DiffusionPrior):
 
     eps_phi_kind = "lora"
     #: the probe vmaps the render only and runs the VAE encoder with batched autograd
-    #: (benchmark/variance/per_sample.py, engine ``split``)
+    #: (benchmark/probe/per_sample.py, engine ``split``)
     vmap_encode = False
 
     @property

@@ -52,7 +52,7 @@ def stale_temp_files(folder: str | Path) -> list[Path]:
 
 def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     """Delete ``stale_temp_files(folder)`` and return them. Only for a folder no other
-    process is writing (a run dir whose lock is held: benchmark.runlock)."""
+    process is writing (a run dir whose lock is held: benchmark.run.runlock)."""
     removed = []
     for path in stale_temp_files(folder):
         try:

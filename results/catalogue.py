@@ -91,7 +91,7 @@ CATALOGUE: tuple[MetricInfo, ...] = (
     MetricInfo("delta_t", "Consistent3D t - s", "diagnostic"),
     MetricInfo("phi_camera_gap", "ESD camera-CFG gap of eps_phi", "diagnostic"),
     MetricInfo("stage", "SDS-Bridge stage", "diagnostic"),
-    # the gradient-variance probe (benchmark/variance)
+    # the gradient-variance probe (benchmark/probe)
     MetricInfo("var/seconds", "probe seconds", "machine"),
     MetricInfo("var/n_evals", "probe network evaluations", "cost"),
     MetricInfo(_V + "seconds", "probe seconds of a variant", "machine"),
@@ -114,7 +114,7 @@ CATALOGUE: tuple[MetricInfo, ...] = (
     MetricInfo(_V + "img_signal_sq", "unbiased squared norm of the mean (image)", "variance"),
     MetricInfo(_V + "img_snr", "signal-to-noise ratio (image)", "variance", "higher"),
     MetricInfo(_V + "cos_ref", "cosine with the large-K reference mean", "variance", "higher"),
-    # the control-variate view and the update (benchmark/variance/control.py)
+    # the control-variate view and the update (benchmark/probe/control.py)
     MetricInfo(_V + "raw_log_var", "log variance of the raw score term w eps_hat", "variance"),
     MetricInfo(_V + "cv_gain", "nats the control variate removes", "variance", "higher", True),
     MetricInfo(_V + "cv_oracle_coef", "in-sample-optimal control-variate scale", "diagnostic"),

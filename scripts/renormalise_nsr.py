@@ -5,7 +5,7 @@
 Runs logged before the fix have ``var/<v>/var_trace`` and the plug-in ``mean_sq_norm`` but
 no ``snr``. With K = the run's ``measure.samples`` (no bias check: every probe used K
 draws), signal_sq = mean_sq_norm - var_trace / K is exactly what the probe now logs, so
-``snr``/``nsr`` are recomputed per row (benchmark.variance.moments.signal_statistics) and
+``snr``/``nsr`` are recomputed per row (benchmark.probe.moments.signal_statistics) and
 the verdict (analysis.verdict) is written for the amended rows. A run whose bias check was
 on is refused (its last probe would use K + R draws today).
 """
@@ -20,7 +20,7 @@ import yaml
 
 
 def amend(df: pd.DataFrame, k: int) -> pd.DataFrame:
-    from benchmark.variance.moments import signal_statistics
+    from benchmark.probe.moments import signal_statistics
 
     key = ["run_id", "method", "prompt", "seed", "step"]
     out = [df[~df["metric"].str.endswith(("/nsr", "/snr", "/signal_sq"))]]

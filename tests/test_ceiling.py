@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from benchmark.config import load_config
-from benchmark.factories import build_backbone, build_optimizer
+from benchmark.run.config import load_config
+from benchmark.run.factories import build_backbone, build_optimizer
+from benchmark.run.trainer import CellTrainer, run_cell
 from benchmark.streams import RandomStreams
-from benchmark.trainer import CellTrainer, run_cell
 from evaluation.ceiling import (
     ceiling_key,
     key_hash,
@@ -120,7 +120,7 @@ def test_ceiling_beats_sds_and_starts_where_the_cell_starts(tmp_path):
 
 def test_run_logs_the_ceiling_once_and_quality_at_every_evaluation(tmp_path, monkeypatch):
     from analysis import load_results
-    from benchmark.cli import main
+    from benchmark.cli.commands import main
 
     monkeypatch.setenv("STEINBENCH_CACHE", str(tmp_path / "cache"))
     prompts = tmp_path / "prompts.txt"

@@ -21,7 +21,7 @@ import math
 import pytest
 import torch
 
-from benchmark.config import RunConfig, load_config
+from benchmark.run.config import RunConfig, load_config
 from core.errors import ConfigError, UserError
 from evaluation.clip import ClipScorer, load_clip_scorer
 from evaluation.clip_spec import resolve_clip_spec

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.config import RunConfig, config_to_yaml, load_config
+from benchmark.run.config import RunConfig, config_to_yaml, load_config
 from core.errors import ConfigError, UserError
 
 

@@ -1,4 +1,4 @@
-"""The probe's control-variate view and update variance (benchmark/variance/control.py):
+"""The probe's control-variate view and update variance (benchmark/probe/control.py):
 exact against brute force, the raw term's per-sample gradients against separate backward
 passes, the Adam preconditioner against its definition, SSD's step-0 flag, the bias check at
 the last checkpoint only."""
@@ -10,11 +10,12 @@ import math
 import pytest
 import torch
 
-from benchmark.config import MeasureConfig, load_config
-from benchmark.trainer import CellTrainer, run_cell
-from benchmark.variance import PerSampleGradients, draw_measure_inputs, measure_gradient_variance
-from benchmark.variance.control import adam_step, control_variate_metrics
-from benchmark.variance.moments import StreamingMoments
+from benchmark.probe import PerSampleGradients, draw_measure_inputs, measure_gradient_variance
+from benchmark.probe.config import MeasureConfig
+from benchmark.probe.control import adam_step, control_variate_metrics
+from benchmark.probe.moments import StreamingMoments
+from benchmark.run.config import load_config
+from benchmark.run.trainer import CellTrainer, run_cell
 
 SMALL = [
     "voxel.resolution=8",

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from benchmark import doctor
+from benchmark.cli import doctor
 from tests.test_cli_errors import run_cli
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from analysis import load_results
-from benchmark.cli import main
+from benchmark.cli.commands import main
 from estimators.registry import METHODS
 from results.schema import is_machine_metric
 

@@ -5,7 +5,7 @@ import json
 import torch
 
 from analysis import load_results
-from benchmark.cli import EXIT_CELLS_FAILED, main
+from benchmark.cli.commands import EXIT_CELLS_FAILED, main
 from estimators.sds import SDS
 
 

@@ -210,9 +210,9 @@ def test_state_dict_round_trip_with_a_changed_count():
 
 
 def test_run_config_builds_the_gaussian_backbone_and_steps():
-    from benchmark.config import load_config
-    from benchmark.factories import build_prior
-    from benchmark.trainer import CellTrainer
+    from benchmark.run.config import load_config
+    from benchmark.run.factories import build_prior
+    from benchmark.run.trainer import CellTrainer
 
     config = load_config(
         None,

@@ -336,8 +336,8 @@ def test_cuda_packed_render_runs():
 
 
 def test_config_selects_hashgrid_and_threestudio_preset_loads():
-    from benchmark.config import load_config
-    from benchmark.factories import build_backbone
+    from benchmark.run.config import load_config
+    from benchmark.run.factories import build_backbone
 
     preset = Path(__file__).resolve().parents[1] / "configs" / "hashgrid_threestudio.yaml"
     config = load_config(str(preset))
@@ -352,7 +352,7 @@ def test_config_selects_hashgrid_and_threestudio_preset_loads():
 
 
 def test_config_validation_is_strict():
-    from benchmark.config import load_config
+    from benchmark.run.config import load_config
     from core.errors import ConfigError
 
     for bad, key in [
@@ -370,8 +370,8 @@ def test_config_validation_is_strict():
 
 
 def _hashgrid_trainer(prior, method: str = "sds"):
-    from benchmark.config import load_config
-    from benchmark.trainer import CellTrainer
+    from benchmark.run.config import load_config
+    from benchmark.run.trainer import CellTrainer
 
     overrides = [
         "backbone=hashgrid",
@@ -401,13 +401,13 @@ def test_trainer_init_is_seeded_by_the_cell_and_steps_are_reproducible(world_pri
 def test_variance_probe_works_with_the_hash_grid(world_prior_small):
     """The probe runs on the autograd engine (the hash grid opts out of vmapping) and its
     per-sample gradients equal separate backward passes (max relative error 1e-4)."""
-    from benchmark.config import MeasureConfig
-    from benchmark.variance import (
+    from benchmark.probe import (
         PerSampleGradients,
         draw_measure_inputs,
         measure_gradient_variance,
         theta_parameters,
     )
+    from benchmark.probe.config import MeasureConfig
 
     trainer = _hashgrid_trainer(world_prior_small)
     trainer.step(0)

@@ -8,8 +8,8 @@ import copy
 import pytest
 import torch
 
-from benchmark.config import load_config
-from benchmark.trainer import CellTrainer
+from benchmark.run.config import load_config
+from benchmark.run.trainer import CellTrainer
 from estimators import SDS, EstimatorContext, GuidanceConfig
 from estimators.learned_baseline import LearnedSteinBaseline
 from estimators.ssd import SSD, SSDConfig, build_learned_baseline
@@ -229,6 +229,6 @@ def test_learned_grad_is_pure_and_resume_is_bit_identical(world_prior_small, nam
     after = est.state_dict()
     assert after["learned"]["n_evals"] == before["learned"]["n_evals"] + 2
     after["learned"]["n_evals"] = before["learned"]["n_evals"]
-    from benchmark.variance.probe import _state_equal
+    from benchmark.probe.probe import _state_equal
 
     assert _state_equal(before, after)

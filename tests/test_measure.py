@@ -14,9 +14,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from benchmark.config import MeasureConfig, load_config
-from benchmark.trainer import CellTrainer, run_cell
-from benchmark.variance import (
+from benchmark.probe import (
     MeasureDraws,
     PerSampleGradients,
     StreamingMoments,
@@ -28,6 +26,9 @@ from benchmark.variance import (
     theta_parameters,
     variant_statistics,
 )
+from benchmark.probe.config import MeasureConfig
+from benchmark.run.config import load_config
+from benchmark.run.trainer import CellTrainer, run_cell
 from core.cameras import Cameras
 from core.errors import ConfigError
 from estimators.registry import METHODS

@@ -1,4 +1,4 @@
-"""Cells on worker threads (benchmark/parallel_cells.py): the same numbers as one cell after
+"""Cells on worker threads (benchmark/run/parallel_cells.py): the same numbers as one cell after
 the other at the same threads per cell, bit for bit; one cell's error stops the others and
 reaches the caller; the auto rule."""
 
@@ -12,10 +12,10 @@ import time
 import pandas as pd
 import pytest
 
-import benchmark.parallel_cells
-import benchmark.variance.moments
-from benchmark.cli import main
-from benchmark.parallel_cells import auto_workers, run_cells
+import benchmark.probe.moments
+import benchmark.run.parallel_cells
+from benchmark.cli.commands import main
+from benchmark.run.parallel_cells import auto_workers, run_cells
 
 SMALL = [
     "render.height=16",
@@ -30,7 +30,7 @@ SMALL = [
 ]
 
 
-@pytest.mark.parametrize("module", [benchmark.parallel_cells, benchmark.variance.moments])
+@pytest.mark.parametrize("module", [benchmark.run.parallel_cells, benchmark.probe.moments])
 def test_doctests(module):
     failures, tried = doctest.testmod(module)
     assert tried > 0 and failures == 0
@@ -105,7 +105,7 @@ def test_stop_request_reaches_every_running_cell_and_no_new_cell_starts():
 
 
 def test_auto_workers_rule(monkeypatch):
-    monkeypatch.setattr(benchmark.parallel_cells, "available_cpus", lambda: 2)
+    monkeypatch.setattr(benchmark.run.parallel_cells, "available_cpus", lambda: 2)
     assert auto_workers(2, "cpu", True) == 2
     assert auto_workers(1, "cpu", True) == 1
     assert auto_workers(8, "cpu", True) == 2  # no more than the CPUs

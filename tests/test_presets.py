@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.config import RunConfig, load_config
+from benchmark.run.config import RunConfig, load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SHARED = ("cfg_mode", "guidance_scale", "weighting", "t_min", "t_max", "t_max_final")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.prompts import read_prompts, validate_prompts
+from benchmark.run.prompts import read_prompts, validate_prompts
 from core.errors import UserError
 
 KNOWN = ["a red sphere", "a blue cube", "a green torus"]

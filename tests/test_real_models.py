@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.config import load_config
-from benchmark.factories import build_estimator, build_prior
-from benchmark.trainer import CellTrainer
+from benchmark.run.config import load_config
+from benchmark.run.factories import build_estimator, build_prior
+from benchmark.run.trainer import CellTrainer
 from core.cameras import look_at_origin
 from core.schedule import add_noise, alpha_sigma
 from core.weighting import timestep_weight
@@ -31,7 +31,7 @@ PROMPT = "a red sphere"
 
 @pytest.fixture(scope="session")
 def fixtures_dir(tmp_path_factory) -> Path:
-    from benchmark.fixtures import build_sd, make_fixtures
+    from priors.fixtures import build_sd, make_fixtures
 
     root = tmp_path_factory.mktemp("fixtures")
     state = torch.random.get_rng_state()
@@ -423,7 +423,7 @@ def test_learned_baseline_on_latents_steps_and_resumes_bit_identically(
 ):
     """SSD's learned baseline conditioned on SD latents: finite steps, the network moves, and
     it (with its Adam state) survives a weights_only checkpoint round trip bit for bit."""
-    from benchmark.checkpoint import CellCheckpoint, load_checkpoint, save_checkpoint
+    from benchmark.run.checkpoint import CellCheckpoint, load_checkpoint, save_checkpoint
 
     sets = ("ssd.baseline=learned", "ssd.mu=fixed", f"ssd.learned_field={field}")
     config = _config(fixtures_dir, *sets, methods=("ssd",))
@@ -465,7 +465,7 @@ def test_end_to_end_learned_baseline_on_latents(fixtures_dir, tmp_path):
 
 def test_lora_vsd_checkpoint_resumes_bit_identically(fixtures_dir, sd_prior, tmp_path):
     """LoRA + camera embedding + AdamW state survive a weights_only checkpoint round trip."""
-    from benchmark.checkpoint import CellCheckpoint, load_checkpoint, save_checkpoint
+    from benchmark.run.checkpoint import CellCheckpoint, load_checkpoint, save_checkpoint
 
     config = _config(fixtures_dir, "vsd.guidance_scale=7.5")
     a = CellTrainer(config, "vsd", PROMPT, 0, sd_prior, CPU)
@@ -480,8 +480,8 @@ def test_lora_vsd_checkpoint_resumes_bit_identically(fixtures_dir, sd_prior, tmp
 
 def test_clip_fixture_loads_through_the_user_checkpoint_path(tmp_path):
     """make-fixtures' tiny open_clip loads via eval.clip=ARCH_JSON:WEIGHTS and scores."""
-    from benchmark.fixtures import make_fixtures
     from evaluation.clip import load_clip_scorer
+    from priors.fixtures import make_fixtures
 
     (clip_dir,) = make_fixtures(tmp_path, ["clip"])
     scorer = load_clip_scorer(f"{clip_dir / 'tiny_clip.json'}:{clip_dir / 'model.safetensors'}")

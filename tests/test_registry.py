@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from backbones.registry import BACKBONES
-from benchmark.config import load_config
-from benchmark.factories import PRIORS, build_estimator, method_config, validate_methods
-from benchmark.trainer import CellTrainer
+from benchmark.run.config import load_config
+from benchmark.run.factories import PRIORS, build_estimator, method_config, validate_methods
+from benchmark.run.trainer import CellTrainer
 from core.errors import UserError
 from estimators.registry import METHODS
 
@@ -130,7 +130,7 @@ def test_run_help_names_every_method_and_backbone():
     torch import)."""
     import argparse
 
-    from benchmark.cli_parser import build_parser
+    from benchmark.cli.parser import build_parser
 
     (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
     help_text = " ".join(commands.choices["run"].format_help().split())

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.cli import main
-from benchmark.regress import (
+from benchmark.checks.regress import (
     GoldenError,
     compare,
     load_golden,
     registered_methods,
     write_golden,
 )
+from benchmark.cli.commands import main
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "variance.json"
 

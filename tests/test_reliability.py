@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmark.cli import EXIT_USAGE, main
+from benchmark.cli.commands import EXIT_USAGE, main
 from core.errors import UserError, printable_line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def test_cli_prints_one_escaped_line(capsys):
 
 
 def test_seeds_are_deduplicated_with_a_note():
-    from benchmark.inputs import unique_seeds
+    from benchmark.run.inputs import unique_seeds
 
     notes: list[str] = []
     assert unique_seeds([3, 0, 3, 3, 0, 1], notes.append) == [3, 0, 1]
@@ -69,7 +69,7 @@ def test_seeds_are_deduplicated_with_a_note():
 
 @pytest.mark.parametrize("seed", [-1, 2**63, 2**64 + 5])
 def test_seed_range_is_checked_in_config_and_sweep_spec(seed):
-    from benchmark.config import load_config
+    from benchmark.run.config import load_config
     from benchmark.sweep.spec import SweepSpec, _check_spec
     from core.errors import ConfigError
 
@@ -104,7 +104,7 @@ def _with(default, bad: str) -> str:
 
 
 def test_every_float_field_of_the_run_config_rejects_nan_and_inf():
-    from benchmark.config import RunConfig, load_config
+    from benchmark.run.config import RunConfig, load_config
     from core.errors import ConfigError
 
     fields = dict(_float_fields(RunConfig))
@@ -131,7 +131,7 @@ def test_every_float_field_of_the_run_config_rejects_nan_and_inf():
     ],
 )
 def test_out_of_range_numbers_are_config_errors(override, needle):
-    from benchmark.config import load_config
+    from benchmark.run.config import load_config
     from core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=needle):
@@ -145,9 +145,9 @@ def test_out_of_range_numbers_are_config_errors(override, needle):
 def tiny_trainer():
     import torch
 
-    from benchmark.config import load_config
-    from benchmark.factories import build_prior
-    from benchmark.trainer import CellTrainer
+    from benchmark.run.config import load_config
+    from benchmark.run.factories import build_prior
+    from benchmark.run.trainer import CellTrainer
 
     torch.set_num_threads(1)
     config = load_config(None, TINY, steps=6)
@@ -158,7 +158,7 @@ def tiny_trainer():
 def _saved(tmp_path: Path, source, **edit) -> Path:
     import torch
 
-    from benchmark.checkpoint import CellCheckpoint, save_checkpoint
+    from benchmark.run.checkpoint import CellCheckpoint, save_checkpoint
 
     path = tmp_path / "checkpoints" / "c.pt"
     save_checkpoint(path, CellCheckpoint(2, source.state_dict(), 4, 0.5, {}, {}))
@@ -185,7 +185,7 @@ def _saved(tmp_path: Path, source, **edit) -> Path:
     ],
 )
 def test_checkpoint_contents_are_validated(tmp_path, tiny_trainer, edit, needle):
-    from benchmark.checkpoint import load_checkpoint
+    from benchmark.run.checkpoint import load_checkpoint
 
     path = _saved(tmp_path, tiny_trainer(), **edit)
     with pytest.raises(UserError) as info:
@@ -196,7 +196,7 @@ def test_checkpoint_contents_are_validated(tmp_path, tiny_trainer, edit, needle)
 def test_checkpoint_of_the_wrong_shape_is_refused_before_anything_changes(tmp_path, tiny_trainer):
     import torch
 
-    from benchmark.checkpoint import load_checkpoint, load_trainer_state
+    from benchmark.run.checkpoint import load_checkpoint, load_trainer_state
 
     trainer = tiny_trainer()
     trainer.step(0)  # Adam has per-parameter slots now
@@ -254,10 +254,10 @@ def test_stale_temp_files_are_removed(tmp_path):
 
 
 def test_run_lock_refuses_a_second_holder_and_names_its_pid(tmp_path):
-    from benchmark.runlock import RunLock
+    from benchmark.run.runlock import RunLock
 
     code = (
-        "import sys, time; from benchmark.runlock import RunLock; "
+        "import sys, time; from benchmark.run.runlock import RunLock; "
         f"RunLock({str(tmp_path)!r}).acquire(); print('held', flush=True); time.sleep(60)"
     )
     holder = subprocess.Popen(
@@ -362,7 +362,7 @@ def test_sweep_expansion_reports_progress(tmp_path, monkeypatch):
 
 
 def test_out_naming_a_file_or_unwritable_folder(tmp_path):
-    from benchmark.inputs import check_out_dir
+    from benchmark.run.inputs import check_out_dir
 
     afile = tmp_path / "file.txt"
     afile.write_text("x")
@@ -384,7 +384,7 @@ def test_check_state_lets_variable_rows_differ_in_row_count_only(tmp_path):
     checkpoint with another row count (densification), never with other trailing dims."""
     import torch
 
-    from benchmark.checkpoint import check_state
+    from benchmark.run.checkpoint import check_state
 
     ref = {"backbone": {"means": torch.zeros(150, 3), "background": torch.zeros(3)}}
     free = frozenset({"trainer.backbone.means"})

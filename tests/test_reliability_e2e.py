@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from benchmark.cli import EXIT_CELLS_FAILED, main
+from benchmark.cli.commands import EXIT_CELLS_FAILED, main
 from core.errors import UserError
 from results.schema import is_machine_metric
 from tests.test_reliability import ROOT, TINY, one_error_line
@@ -40,9 +40,9 @@ def test_write_error_then_concurrent_resumes(tmp_path, monkeypatch, capsys):
     and ends with the undisturbed run's metrics, its files created under the umask."""
     import torch
 
-    import benchmark.store as store_module
-    from benchmark.config import load_config
-    from benchmark.runner import run_benchmark
+    import benchmark.run.store as store_module
+    from benchmark.run.config import load_config
+    from benchmark.run.runner import run_benchmark
     from results.atomic import stale_temp_files
 
     torch.set_num_threads(1)

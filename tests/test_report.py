@@ -16,8 +16,8 @@ from analysis.plots import plot_convergence, plot_render_grid, plot_variance
 from analysis.report import build_report_html, write_report
 from analysis.runs import slug
 from analysis.stats import bootstrap_mean
-from benchmark.cli import main
-from benchmark.tiny_runs import small_run
+from benchmark.checks.tiny_runs import small_run
+from benchmark.cli.commands import main
 
 XSS = "<script>alert(1)</script>"
 

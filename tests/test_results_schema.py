@@ -26,7 +26,7 @@ def test_every_logged_metric_is_catalogued(tmp_path):
     metrics the catalogue knows."""
     import pandas as pd
 
-    from benchmark.tiny_runs import small_run
+    from benchmark.checks.tiny_runs import small_run
     from estimators.registry import METHODS
 
     run_dir = small_run(

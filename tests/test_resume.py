@@ -193,9 +193,9 @@ def test_run_cell_resumes_from_an_in_process_checkpoint():
     """run_cell: stop at step 3 via a checkpoint, continue in a fresh trainer: same rows."""
     import torch
 
-    from benchmark.config import load_config
-    from benchmark.factories import build_prior
-    from benchmark.trainer import CellHooks, CellInterrupted, CellTrainer, run_cell
+    from benchmark.run.config import load_config
+    from benchmark.run.factories import build_prior
+    from benchmark.run.trainer import CellHooks, CellInterrupted, CellTrainer, run_cell
 
     config = load_config(
         None,

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.config import load_config
-from benchmark.factories import build_estimator, build_prior
-from benchmark.trainer import CellTrainer
-from benchmark.variance import PerSampleGradients, draw_measure_inputs
+from benchmark.probe import PerSampleGradients, draw_measure_inputs
+from benchmark.run.config import load_config
+from benchmark.run.factories import build_estimator, build_prior
+from benchmark.run.trainer import CellTrainer
 from core.cameras import look_at_origin
 from core.errors import UserError
 from estimators.base import EstimatorContext
@@ -30,7 +30,7 @@ SMALL = ["measure.every=0", "eval.every=1000", "voxel.resolution=8", "voxel.n_sa
 
 @pytest.fixture(scope="module")
 def fixtures(tmp_path_factory) -> Path:
-    from benchmark.fixtures import make_fixtures
+    from priors.fixtures import make_fixtures
 
     root = tmp_path_factory.mktemp("fx")
     make_fixtures(root, ["sd"])
@@ -51,7 +51,7 @@ def test_full_size_architectures_have_the_real_sizes():
     from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, DPTConfig, DPTForDepthEstimation
 
-    from benchmark import fixtures_full as ff
+    from priors import fixtures_full as ff
 
     def millions(factory) -> float:
         with torch.device("meta"):
@@ -161,7 +161,7 @@ def test_split_engine_matches_autograd_on_the_latent_prior(fixtures, method, var
 
 
 def test_scale_check_runs_a_cell_on_the_tiny_fixture(fixtures, tmp_path):
-    from benchmark.scale_check import format_table, run_method
+    from benchmark.checks.scale_check import format_table, run_method
 
     row = run_method(fixtures / "sd", "ssd", 2, 1, ["voxel.resolution=8"], 2, tmp_path)
     assert "error" not in row, row.get("error")
@@ -172,7 +172,7 @@ def test_scale_check_runs_a_cell_on_the_tiny_fixture(fixtures, tmp_path):
 
 
 def test_scale_check_states_its_targets():
-    from benchmark.scale_check import target_lines
+    from benchmark.checks.scale_check import target_lines
 
     rows = [
         {"method": "sds", "s_per_step": 40.0, "peak_rss_gb": 8.8},
@@ -193,7 +193,7 @@ def test_scale_check_states_its_targets():
 )
 def test_scale_check_full_size(tmp_path):
     """``make scale-check``: SSD within 1.3x SDS per step, every cell's peak RSS <= 12 GB."""
-    from benchmark.scale_check import DEFAULT_DIR, main
+    from benchmark.checks.scale_check import DEFAULT_DIR, main
 
     out = tmp_path / "scale.json"
     assert main(["--dir", str(DEFAULT_DIR.expanduser()), "--out", str(out)]) == 0

@@ -1,4 +1,4 @@
-"""The probe's noise-to-signal ratio (benchmark/variance/moments.py): the unbiased ||mu||^2
+"""The probe's noise-to-signal ratio (benchmark/probe/moments.py): the unbiased ||mu||^2
 resolves an NSR above K, where the plug-in ratio saturates near K.
 
 Simulation: N_SIM independent sets of K = 16 Gaussian samples of a P = 256 vector with
@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from benchmark.variance.moments import StreamingMoments, signal_statistics, summarize
+from benchmark.probe.moments import StreamingMoments, signal_statistics, summarize
 
 N_SIM, K, P, NSR_TRUE = 600, 16, 256, 48.0
 

@@ -4,8 +4,8 @@ the Bayes depth estimator; mu strategies."""
 import pytest
 import torch
 
-from benchmark.config import load_config
-from benchmark.trainer import CellTrainer
+from benchmark.run.config import load_config
+from benchmark.run.trainer import CellTrainer
 from core.interfaces import PriorContext
 from core.schedule import alpha_sigma
 from estimators import SDS, EstimatorContext, GuidanceConfig

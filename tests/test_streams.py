@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from benchmark.config import load_config
+from benchmark.run.config import load_config
+from benchmark.run.trainer import CellTrainer
 from benchmark.streams import RandomStreams, stream_seed
-from benchmark.trainer import CellTrainer
 
 
 def test_stream_seeds_are_stable_and_distinct():

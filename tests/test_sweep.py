@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from benchmark.cli import EXIT_CELLS_FAILED, EXIT_OK, EXIT_USAGE, main
+from benchmark.cli.commands import EXIT_CELLS_FAILED, EXIT_OK, EXIT_USAGE, main
 from benchmark.sweep import INJECT_ENV, run_cell_task
 from results.schema import cell_id, is_machine_metric
 
@@ -194,7 +194,7 @@ def test_unreachable_ray_address_fails_fast(tmp_path, capsys, address, needle):
 
 def test_sweep_module_and_parser_import_neither_torch_nor_ray():
     code = (
-        "import sys, benchmark.cli as c, benchmark.sweep; c.build_parser(); "
+        "import sys, benchmark.cli.commands as c, benchmark.sweep; c.build_parser(); "
         "print('torch' in sys.modules, 'ray' in sys.modules)"
     )
     proc = subprocess.run(
@@ -386,8 +386,8 @@ def test_a_retried_cell_continues_from_its_checkpoint(tmp_path, monkeypatch):
 def test_a_diverged_cell_is_a_result_not_a_failure(tmp_path, monkeypatch):
     import torch
 
-    from benchmark.config import RunConfig
-    from benchmark.typed_config import from_dict, to_dict
+    from benchmark.run.config import RunConfig
+    from benchmark.run.typed_config import from_dict, to_dict
     from estimators.sds import SDS
 
     original = SDS.grad

@@ -1,4 +1,4 @@
-"""The trace-variance CI (benchmark/variance/ci.py): exact identities against brute force,
+"""The trace-variance CI (benchmark/probe/ci.py): exact identities against brute force,
 agreement with the probe's streamed Gram matrix, and coverage by simulation.
 
 Coverage: ``N_SIM`` independent sets of K samples per setting, vectorised as one batch; the
@@ -17,7 +17,7 @@ import math
 import pytest
 import torch
 
-from benchmark.variance.ci import (
+from benchmark.probe.ci import (
     jackknife_var_traces,
     pairwise_sq_distances,
     percentile_bootstrap_var_traces,
@@ -27,7 +27,7 @@ from benchmark.variance.ci import (
     trace_variance_ci_from_gram,
     u_bootstrap_var_traces,
 )
-from benchmark.variance.moments import StreamingMoments, bootstrap_var_traces
+from benchmark.probe.moments import StreamingMoments, bootstrap_var_traces
 
 N_SIM = 400
 

@@ -299,7 +299,7 @@ def test_config_validation(kwargs):
 
 
 def test_run_config_has_vsd_section():
-    from benchmark.config import load_config
+    from benchmark.run.config import load_config
     from core.errors import ConfigError
 
     config = load_config(None, ["vsd.camera_dropout=0.25", "vsd.phi_timesteps=guidance"])

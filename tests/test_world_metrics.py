@@ -200,8 +200,8 @@ def test_image_backbone_sds_improves_psnr(world_prior_small):
     """SDS on the image backbone, 100 steps at 16x16 on 'a red sphere' against the shared
     small prior (references at elevations 0 and 30): the held-out metric is the true render
     at the fixed camera. Measured: 6.5 -> 22.7 dB; required: +10 dB."""
-    from benchmark.config import load_config
-    from benchmark.trainer import CellTrainer, run_cell
+    from benchmark.run.config import load_config
+    from benchmark.run.trainer import CellTrainer, run_cell
     from evaluation.heldout import HeldOutEvaluator
 
     config = load_config(
@@ -259,9 +259,9 @@ def test_view_agnostic_prior_makes_a_two_faced_mask():
     docs/world.md has the full-size experiment (32x32, 300 steps, 3 objects, 2 seeds)."""
     from dataclasses import replace
 
-    from benchmark.config import load_config
-    from benchmark.factories import build_prior
-    from benchmark.trainer import CellTrainer, run_cell
+    from benchmark.run.config import load_config
+    from benchmark.run.factories import build_prior
+    from benchmark.run.trainer import CellTrainer, run_cell
     from evaluation.heldout import HeldOutEvaluator
 
     prompt, device = "a mask face", torch.device("cpu")

@@ -161,7 +161,7 @@ def _sub_generator(seed: int) -> torch.Generator:
 
 
 def test_reference_gradient_is_reproducible_and_its_error_is_calibrated(prior64):
-    from benchmark.variance.reference import reference_gradient
+    from benchmark.probe.reference import reference_gradient
     from estimators.sds import SDS
     from estimators.ssd import SSD, SSDConfig
 

@@ -12,7 +12,7 @@ status, attempts, errors, timings; rewritten after every cell) and ``metrics.par
 finished cell's rows plus ``cell_id`` and one column per grid key), all written atomically.
 
 A retried cell whose earlier attempt left a readable checkpoint (``checkpoint_every``)
-continues from it (benchmark.resume); otherwise its partial output is removed first.
+continues from it (benchmark.run.resume); otherwise its partial output is removed first.
 
 Test hook: ``STEINBENCH_SWEEP_INJECT_FAILURES="PATTERN[:N[:exit|:exitK]],..."`` makes every
 cell whose id matches the fnmatch PATTERN fail on its first N attempts (default 1): it raises
@@ -35,13 +35,13 @@ from typing import Any
 
 import yaml
 
-from benchmark.inputs import check_out_dir
-from benchmark.runlock import RunLock
+from benchmark.run.inputs import check_out_dir
+from benchmark.run.runlock import RunLock
+from benchmark.run.typed_config import to_dict
 from benchmark.sweep.executors import make_executor
 from benchmark.sweep.faults import INJECT_ENV, injected_failures
 from benchmark.sweep.spec import MAX_CELLS, Cell, Sweep, load_sweep, same_json
 from benchmark.sweep.task import error_line
-from benchmark.typed_config import to_dict
 from core.errors import UserError
 from results.atomic import atomic_write_bytes
 from results.schema import METRIC_COLUMNS

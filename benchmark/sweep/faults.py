@@ -38,7 +38,7 @@ def injected_failures(text: str | None) -> list[tuple[str, int, str]]:
 
 
 def die_at_step(step: int) -> Callable[[int], None]:
-    """A ``before_step`` hook (benchmark.trainer.CellHooks) that makes this worker process
+    """A ``before_step`` hook (benchmark.run.trainer.CellHooks) that makes this worker process
     die when the cell reaches ``step``: a worker killed mid-cell (OOM, segfault)."""
 
     def hook(k: int) -> None:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmark.typed_config import from_dict, set_dotted, to_dict
-from benchmark.yaml_io import read_yaml_mapping
+from benchmark.run.typed_config import from_dict, set_dotted, to_dict
+from benchmark.run.yaml_io import read_yaml_mapping
 from core.errors import ConfigError
 from results.schema import cell_id
 
@@ -157,7 +157,7 @@ def load_sweep(
 
 
 def _resolve_prompts(spec: SweepSpec, root: Path) -> list[str]:
-    from benchmark.prompts import read_prompts, validate_prompts
+    from benchmark.run.prompts import read_prompts, validate_prompts
     from world.objects import known_prompts
 
     if spec.prompts_file is not None:
@@ -178,8 +178,8 @@ def expand(
 ) -> Sweep:
     """Cells = methods x prompts x seeds x grid points, each with its validated RunConfig.
     The count is checked against ``max_cells`` before any cell is built."""
-    from benchmark.config import RunConfig
-    from benchmark.factories import validate_methods
+    from benchmark.run.config import RunConfig
+    from benchmark.run.factories import validate_methods
 
     methods = validate_methods(spec.methods)
     prompts = _resolve_prompts(spec, root)

@@ -1,7 +1,7 @@
 """One sweep cell as a task: a one-cell run into ``SWEEP_DIR/cells/<cell_id>/``.
 
 A retried cell whose earlier attempt left a readable checkpoint (``checkpoint_every``)
-continues from it (benchmark.resume); otherwise its partial output is removed first.
+continues from it (benchmark.run.resume); otherwise its partial output is removed first.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import os
 import time
 from pathlib import Path
 
+from benchmark.run.typed_config import from_dict, to_dict
 from benchmark.sweep.faults import INJECT_ENV, InjectedFailure, die_at_step
 from benchmark.sweep.spec import same_json
-from benchmark.typed_config import from_dict, to_dict
 from core.errors import UserError
 
 
@@ -22,10 +22,10 @@ class CellStopped(RuntimeError):
 
 
 def _reopen_cell(cell_dir: Path, expected: dict):
-    """``benchmark.resume.open_run`` of a partial cell dir that holds a readable checkpoint
+    """``benchmark.run.resume.open_run`` of a partial cell dir that holds a readable checkpoint
     of the same config, else None (the caller then starts the cell afresh)."""
-    from benchmark.checkpoint import load_checkpoint
-    from benchmark.resume import RunAlreadyFinished, open_run
+    from benchmark.run.checkpoint import load_checkpoint
+    from benchmark.run.resume import RunAlreadyFinished, open_run
 
     checkpoints = sorted((cell_dir / "checkpoints").glob("*.pt"))
     if not checkpoints:
@@ -46,13 +46,13 @@ def _reopen_cell(cell_dir: Path, expected: dict):
 
 def run_cell_task(task: dict) -> dict:
     """Run one cell into ``task['cells_root']/<cell_id>``. Partial output of an earlier
-    attempt continues from its checkpoint (benchmark.resume) when it has a readable one of
+    attempt continues from its checkpoint (benchmark.run.resume) when it has a readable one of
     the same config, else it is removed and the cell starts afresh. Returns a summary dict;
     exceptions propagate to the executor."""
     import shutil
 
-    from benchmark.config import RunConfig
-    from benchmark.runner import run_benchmark
+    from benchmark.run.config import RunConfig
+    from benchmark.run.runner import run_benchmark
 
     cells_root = Path(task["cells_root"])
     cell_dir = cells_root / task["cell_id"]
@@ -85,7 +85,7 @@ def run_cell_task(task: dict) -> dict:
             run_id=task["cell_id"],
             before_step=before_step,
         )
-    except KeyboardInterrupt:  # benchmark.runner.RunInterrupted: checkpoint kept
+    except KeyboardInterrupt:  # benchmark.run.runner.RunInterrupted: checkpoint kept
         raise CellStopped("the cell's worker was stopped by SIGINT/SIGTERM") from None
     result = results[0]
     return {

@@ -12,10 +12,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from benchmark.config import load_config
-from benchmark.factories import build_prior
-from benchmark.trainer import CellTrainer, configure_torch
-from benchmark.variance.probe import measure_gradient_variance
+from benchmark.probe.probe import measure_gradient_variance
+from benchmark.run.config import load_config
+from benchmark.run.factories import build_prior
+from benchmark.run.trainer import CellTrainer, configure_torch
 from tests.perf.targets import check_ratio, report_ratio
 
 K = 16
@@ -135,7 +135,7 @@ def test_harness_overhead_with_measurements_off(benchmark, setup):
     """run_cell (logging, counters, time split, checkpoint polling) with the probe, the
     evaluation and checkpoints off, against bare ``trainer.step`` calls. Target <= 5%:
     extra_info['overhead'] = harness / bare - 1."""
-    from benchmark.trainer import CellHooks, run_cell
+    from benchmark.run.trainer import CellHooks, run_cell
 
     config, trainer = setup
     steps = 8 if benchmark.disabled else 40

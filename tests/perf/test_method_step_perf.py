@@ -6,9 +6,9 @@ import time
 import pytest
 import torch
 
-from benchmark.config import load_config
-from benchmark.factories import build_prior
-from benchmark.trainer import CellTrainer, configure_torch
+from benchmark.run.config import load_config
+from benchmark.run.factories import build_prior
+from benchmark.run.trainer import CellTrainer, configure_torch
 from tests.perf.targets import report_ratio
 
 METHODS = ("sds", "vsd", "ssd")

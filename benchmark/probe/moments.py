@@ -17,7 +17,7 @@ removes the V / K term; its standard error is about sqrt(2 / K) tr Cov / sqrt(K)
 NSR, so an NSR far above K is "not resolved" rather than wrong. Averages over replicates
 should average ``snr`` (finite, unbiased numerator) and invert, never average ``nsr``.
 
-The 95% CI of log_var is the studentized bootstrap of benchmark/variance/ci.py (calibrated by
+The 95% CI of log_var is the studentized bootstrap of benchmark/probe/ci.py (calibrated by
 simulation, docs/variance_ci.md); it needs the K x K Gram matrix of the shifted per-sample
 vectors, computed exactly when P <= ``gram_dim`` and from a count sketch of dimension
 ``gram_dim`` otherwise (diagonal always exact; the interval is then rescaled by the exact
@@ -30,8 +30,8 @@ import math
 
 import torch
 
-from benchmark.variance.ci import trace_variance_ci_from_gram
-from benchmark.variance.draws import generator_from_seed
+from benchmark.probe.ci import trace_variance_ci_from_gram
+from benchmark.probe.draws import generator_from_seed
 
 _HASH_PRIME = 2**31 - 1
 _SKETCH_BLOCK = 1 << 20

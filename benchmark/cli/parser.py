@@ -227,7 +227,7 @@ def _add_methods_parser(commands) -> None:
         "methods",
         help="list the registered estimators, backbones and priors",
         description="The registries (estimators/registry.py METHODS, backbones/registry.py "
-        "BACKBONES, benchmark/factories.py PRIORS): names, titles and each method's network "
+        "BACKBONES, benchmark/run/factories.py PRIORS): names, titles and each method's network "
         "evaluations per step and image at its default config.",
     )
 
@@ -237,7 +237,7 @@ def _add_doctor_parser(commands) -> None:
     doctor = commands.add_parser(
         "doctor",
         help="versions, CUDA, optional CUDA paths; with --device cuda a timed battery",
-        description="Report what this machine can run (benchmark/doctor.py). On a machine "
+        description="Report what this machine can run (benchmark/cli/doctor.py). On a machine "
         "without CUDA it says so and exits 0.",
     )
     doctor.add_argument("--device", default=None, help="cuda: also run the timed battery")

@@ -1,10 +1,10 @@
 """Reopen an interrupted run directory for ``python -m benchmark resume RUN_DIR``.
 
 Checks, each failing with a one-line UserError and touching nothing: the directory exists;
-no other process holds its lock (benchmark.runlock, taken first and handed to the run, which
+no other process holds its lock (benchmark.run.runlock, taken first and handed to the run, which
 holds it to the end); config.yaml parses into a valid RunConfig; manifest.json is valid JSON,
 an object naming methods, prompts and seeds; metrics.parquet (if present) is readable.
-Checkpoints are validated when their cell resumes (benchmark.checkpoint.load_checkpoint).
+Checkpoints are validated when their cell resumes (benchmark.run.checkpoint.load_checkpoint).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from benchmark.runlock import RunLock
+from benchmark.run.runlock import RunLock
 from core.errors import UserError
 
 
@@ -65,11 +65,11 @@ def open_run(run_dir: str | Path):
 
 
 def _open_locked(path: Path, run_dir: str | Path, lock: RunLock):
-    from benchmark.config import load_config
-    from benchmark.factories import validate_methods
-    from benchmark.runner import ResumeState
-    from benchmark.store import RunStore
-    from benchmark.trainer import CellResult
+    from benchmark.run.config import load_config
+    from benchmark.run.factories import validate_methods
+    from benchmark.run.runner import ResumeState
+    from benchmark.run.store import RunStore
+    from benchmark.run.trainer import CellResult
     from core.errors import ConfigError
 
     manifest = _read_manifest(path)

@@ -31,8 +31,8 @@ K + R draws (R = reference_samples, fresh, same variant): with m the mean of all
 signal_sq = ||m||^2 - var_trace / (K + R), still unbiased and less noisy
 (``signal_draws`` says K or K + R).
 
-The 95% CI of log_var is the calibrated studentized bootstrap of benchmark/variance/ci.py,
-from the K x K Gram matrix of the shifted per-sample gradients (benchmark/variance/moments).
+The 95% CI of log_var is the calibrated studentized bootstrap of benchmark/probe/ci.py,
+from the K x K Gram matrix of the shifted per-sample gradients (benchmark/probe/moments).
 
 Metric names (flat dict, logged by ``run_cell`` at the evaluation step index):
 
@@ -61,7 +61,7 @@ Metric names (flat dict, logged by ``run_cell`` at the evaluation step index):
                                        theta-gradient against the mean of reference_samples
                                        fresh draws of the same variant
     var/<variant>/raw_log_var          the control-variate view (control_variate: true;
-    var/<variant>/cv_gain              benchmark/variance/control.py): the raw score term
+    var/<variant>/cv_gain              benchmark/probe/control.py): the raw score term
     var/<variant>/cv_oracle_coef       w eps_hat's log variance, the nats the method's
     var/<variant>/cv_oracle_gain       control variate removes, its in-sample-optimal
                                        scale and that scale's gain (+ ``img_`` forms)
@@ -77,7 +77,7 @@ per-sample copies of theta (expanded views, no copy) and one backward that retur
 gradients, which avoids the O(K^2) cost of K backwards through one batched render.
 ``autograd`` renders once per camera and runs one backward per sample (retain_graph for a
 shared camera); ``split`` vmaps the render only and the prior's encoder runs batched autograd
-(benchmark/variance/per_sample.py). ``auto`` uses ``split`` for priors that say
+(benchmark/probe/per_sample.py). ``auto`` uses ``split`` for priors that say
 ``vmap_encode = False`` (Stable Diffusion), else ``func``, and falls back to ``autograd`` if
 a backbone or prior cannot be vmapped. A prior's ``probe_chunk`` caps ``chunk`` (memory).
 """
@@ -90,18 +90,18 @@ import time
 
 import torch
 
-from benchmark.config import MeasureConfig
-from benchmark.variance.control import AdamStep, adam_step, control_variate_metrics
-from benchmark.variance.draws import (
+from benchmark.probe.config import MeasureConfig
+from benchmark.probe.control import AdamStep, adam_step, control_variate_metrics
+from benchmark.probe.draws import (
     MeasureDraws,
     draw_measure_inputs,
     generator_from_seed,
     measure_seeds,
     reference_chunks,
 )
-from benchmark.variance.moments import StreamingMoments, ratio, signal_statistics, summarize
-from benchmark.variance.per_sample import PerSampleGradients
-from benchmark.variance.subject import ProbeSubject
+from benchmark.probe.moments import StreamingMoments, ratio, signal_statistics, summarize
+from benchmark.probe.per_sample import PerSampleGradients
+from benchmark.probe.subject import ProbeSubject
 
 
 def _state_equal(a, b) -> bool:
@@ -131,7 +131,7 @@ def variant_moments(
 ) -> dict[str, StreamingMoments]:
     """Moments of the per-sample gradients of ``draws``: ``theta`` and ``image`` (G), with a
     raw-term sampler also ``raw``/``img_raw`` (A) and ``control``/``img_control`` (A - G), and
-    with an ``update`` map the per-sample Adam steps ``update`` (benchmark/variance/control)."""
+    with an ``update`` map the per-sample Adam steps ``update`` (benchmark/probe/control)."""
     n = len(draws)
     moments = {"theta": StreamingMoments(gram_dim, n), "image": StreamingMoments(gram_dim, n)}
     for start in range(0, len(draws), chunk):

@@ -13,20 +13,19 @@ from pathlib import Path
 
 import torch
 
-from benchmark.checkpoint import (
+from benchmark.run.checkpoint import (
     checkpoint_path,
     load_checkpoint,
     load_trainer_state,
     save_checkpoint,
 )
-from benchmark.config import RunConfig, config_to_yaml
-from benchmark.factories import build_backbone, build_optimizer, build_prior, resolve_device
-from benchmark.parallel_cells import cell_workers, run_cells, threads_per_cell, warm_prior
-from benchmark.reporter import Reporter, format_rate  # noqa: F401 - format_rate re-exported
-from benchmark.runlock import RunLock
-from benchmark.store import RunStore
-from benchmark.streams import RandomStreams
-from benchmark.trainer import (
+from benchmark.run.config import RunConfig, config_to_yaml
+from benchmark.run.factories import build_backbone, build_optimizer, build_prior, resolve_device
+from benchmark.run.parallel_cells import cell_workers, run_cells, threads_per_cell, warm_prior
+from benchmark.run.reporter import Reporter, format_rate  # noqa: F401 - format_rate re-exported
+from benchmark.run.runlock import RunLock
+from benchmark.run.store import RunStore
+from benchmark.run.trainer import (
     CellHooks,
     CellInterrupted,
     CellResult,
@@ -34,6 +33,7 @@ from benchmark.trainer import (
     configure_torch,
     run_cell,
 )
+from benchmark.streams import RandomStreams
 from core.errors import UserError
 from evaluation.ceiling import ceiling_log_metrics, quality_ceiling, quality_metrics
 from evaluation.clip import load_clip_scorer
@@ -104,7 +104,7 @@ class StopRequest:
 
 @dataclass
 class ResumeState:
-    """An interrupted run reopened by benchmark.resume: its store (rows loaded), manifest,
+    """An interrupted run reopened by benchmark.run.resume: its store (rows loaded), manifest,
     the results of the cells it finished and the run dir's lock (held)."""
 
     store: RunStore
@@ -129,7 +129,7 @@ def run_benchmark(
     With ``report`` the run dir also gets report.html (analysis.report) at the end. Every
     ``config.checkpoint_every`` steps (and on Ctrl-C) the running cell is checkpointed to
     ``checkpoints/<cell>.pt`` and the metrics are flushed; the manifest lists finished cells
-    as they finish. With ``resume`` (benchmark.resume.open_run) finished cells are skipped
+    as they finish. With ``resume`` (benchmark.run.resume.open_run) finished cells are skipped
     and an interrupted cell continues from its checkpoint, bit-identically on CPU. ``run_id``
     names a new run dir (default: a new timestamped id; sweeps pass their cell id);
     ``before_step`` is called before every training step (a test hook for fault injection).
@@ -321,7 +321,7 @@ def cost_model(config: RunConfig, methods: list[str], prior) -> dict[str, dict]:
     """The registry's network evaluations per step and image by kind (``nfe_per_step``,
     averaged over the run's steps where it changes during a run: ``mean_nfe_per_step``),
     times the batch size, per method: analysis compares them with the measured counters."""
-    from benchmark.factories import method_config
+    from benchmark.run.factories import method_config
     from estimators.registry import METHODS
 
     batch = config.camera.batch_size

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from benchmark.variance.subject import ProbeSubject
+from benchmark.probe.subject import ProbeSubject
 from core.cameras import Cameras
 
 PURPOSES = (

@@ -1,4 +1,4 @@
-"""``make scale-check`` / ``python -m benchmark.scale_check``: step time and peak memory of
+"""``make scale-check`` / ``python -m benchmark.checks.scale_check``: step time and peak memory of
 SDS, VSD and SSD on the full-size random-weight SD 2.1-base (+ DPT-hybrid, TAESD).
 
 Builds ``DIR/sd`` with ``make-fixtures --full-size`` when it is absent, then runs each method
@@ -41,7 +41,7 @@ def ensure_full_size(root: Path) -> Path:
     missing."""
     sd = root / "sd"
     if not (sd / "model_index.json").is_file() or not (sd / "taesd").is_dir():
-        from benchmark.fixtures_full import make_full_size
+        from priors.fixtures_full import make_full_size
 
         print(f"building full-size fixtures in {root} (about a minute)", flush=True)
         make_full_size(root)
@@ -176,7 +176,9 @@ def target_lines(results: list[dict]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.scale_check", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark.checks.scale_check", description=__doc__
+    )
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="fixture cache dir")
     parser.add_argument("--methods", default="sds,vsd,ssd")
     parser.add_argument("--steps", type=int, default=2)

@@ -8,15 +8,15 @@ import json
 import sys
 from pathlib import Path
 
-from benchmark.cli_parser import build_parser
-from benchmark.inputs import check_fixture_targets, check_out_dir, unique_seeds
+from benchmark.cli.parser import build_parser
+from benchmark.run.inputs import check_fixture_targets, check_out_dir, unique_seeds
 from core.errors import UserError, printable_line
 
 EXIT_OK, EXIT_CELLS_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def cmd_make_fixtures(args: argparse.Namespace, argv: list[str]) -> int:
-    from benchmark.fixtures import FIXTURES, make_fixtures
+    from priors.fixtures import FIXTURES, make_fixtures
 
     unknown = [name for name in args.only or [] if name not in FIXTURES]
     if unknown:
@@ -27,7 +27,7 @@ def cmd_make_fixtures(args: argparse.Namespace, argv: list[str]) -> int:
     check_fixture_targets(args.directory, names, args.force)
     try:
         if args.full_size:
-            from benchmark.fixtures_full import make_full_size
+            from priors.fixtures_full import make_full_size
 
             written = make_full_size(args.directory, args.seed)
         else:
@@ -54,9 +54,9 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
                 f"--resume continues with the run's own config; drop {', '.join(given)}"
             )
         return _resume(args.resume, argv, args.quiet, not args.no_report)
-    from benchmark.config import load_config
-    from benchmark.factories import validate_methods
-    from benchmark.prompts import read_prompts, validate_prompts
+    from benchmark.run.config import load_config
+    from benchmark.run.factories import validate_methods
+    from benchmark.run.prompts import read_prompts, validate_prompts
 
     overrides = list(args.overrides) + ([f"eval.clip={args.clip}"] if args.clip else [])
     config = load_config(
@@ -79,7 +79,7 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         validate_prompts(prompts, known_prompts())
     config.seeds = unique_seeds(config.seeds)
     check_out_dir(config.out)
-    from benchmark.runner import run_benchmark
+    from benchmark.run.runner import run_benchmark
 
     _, results = run_benchmark(
         config, methods, prompts, argv=argv, quiet=args.quiet, report=not args.no_report
@@ -92,14 +92,14 @@ def cmd_resume(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _resume(run_dir: str, argv: list[str], quiet: bool, report: bool) -> int:
-    from benchmark.resume import RunAlreadyFinished, open_run
+    from benchmark.run.resume import RunAlreadyFinished, open_run
 
     try:
         config, methods, prompts, state = open_run(run_dir)
     except RunAlreadyFinished:
         print(f"{run_dir} already finished; nothing to resume", file=sys.stderr)
         return EXIT_OK
-    from benchmark.runner import run_benchmark
+    from benchmark.run.runner import run_benchmark
 
     _, results = run_benchmark(
         config, methods, prompts, argv=argv, quiet=quiet, report=report, resume=state
@@ -147,7 +147,7 @@ def cmd_report(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def cmd_regress(args: argparse.Namespace, argv: list[str]) -> int:
-    from benchmark.regress import GoldenError, check, update
+    from benchmark.checks.regress import GoldenError, check, update
 
     if args.reason is not None and not args.update:
         raise UserError("--reason is only used with --update")
@@ -163,7 +163,7 @@ def cmd_regress(args: argparse.Namespace, argv: list[str]) -> int:
 
 def cmd_methods(args: argparse.Namespace, argv: list[str]) -> int:
     from backbones.registry import BACKBONES
-    from benchmark.factories import PRIORS
+    from benchmark.run.factories import PRIORS
     from estimators.registry import METHODS
 
     print("methods (--methods; config section = name):")
@@ -183,7 +183,7 @@ def cmd_methods(args: argparse.Namespace, argv: list[str]) -> int:
 def cmd_doctor(args: argparse.Namespace, argv: list[str]) -> int:
     if args.device not in (None, "cpu", "cuda"):
         raise UserError(f"bad value for --device: {args.device!r}; expected 'cpu' or 'cuda'")
-    from benchmark.doctor import doctor, print_report
+    from benchmark.cli.doctor import doctor, print_report
 
     report = doctor(args.device)
     print_report(report)

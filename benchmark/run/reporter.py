@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmark.trainer import CellResult
+from benchmark.run.trainer import CellResult
 
 
 def format_rate(steps_per_second: float) -> str:

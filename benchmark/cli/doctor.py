@@ -28,24 +28,12 @@ from collections.abc import Callable
 
 import torch
 
+from priors.fixtures_full import SD21_UNET  # the SD-2.1-base UNet architecture
+
 LIBRARIES = (
     "torch", "torchvision", "diffusers", "transformers", "peft", "nerfacc", "open_clip",
     "gsplat", "tinycudann", "numpy", "pandas", "scipy",
 )  # fmt: skip
-
-#: Stable Diffusion 2.1-base UNet (stabilityai/stable-diffusion-2-1-base unet/config.json)
-SD21_UNET = {
-    "sample_size": 64,
-    "in_channels": 4,
-    "out_channels": 4,
-    "block_out_channels": (320, 640, 1280, 1280),
-    "layers_per_block": 2,
-    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    "cross_attention_dim": 1024,
-    "attention_head_dim": (5, 10, 20, 20),
-    "use_linear_projection": True,
-}
 
 
 def library_versions() -> dict[str, str | None]:
@@ -213,10 +201,11 @@ def _gaussians(device: torch.device, size: int = 64):
 
 
 def _probe(device: torch.device, size: int = 32):
-    from benchmark.config import MeasureConfig, load_config
-    from benchmark.factories import build_prior
-    from benchmark.trainer import CellTrainer
-    from benchmark.variance.probe import measure_gradient_variance
+    from benchmark.probe.config import MeasureConfig
+    from benchmark.probe.probe import measure_gradient_variance
+    from benchmark.run.config import load_config
+    from benchmark.run.factories import build_prior
+    from benchmark.run.trainer import CellTrainer
 
     config = load_config(None, [f"render.height={size}", f"render.width={size}"])
     prior = build_prior(config, ["a snowman"], device)

@@ -12,7 +12,7 @@
     DIR/sd/taesd      AutoencoderTiny (madebyollin/taesd architecture, 2.4 M): SSD's cheap
                       phi decoder (``sd.phi_decoder``)
 
-Weights are random (seeded exactly as the tiny fixtures: ``benchmark.fixtures.reinitialise``
+Weights are random (seeded exactly as the tiny fixtures: ``priors.fixtures.reinitialise``
 from a generator keyed by (seed, name)) and written as **fp16** safetensors under the plain
 file names (``diffusion_pytorch_model.safetensors``, ``model.safetensors``): 2.6 GB instead of
 5.2 GB; the CPU prior loads them as fp32 (``torch_dtype``), CUDA as fp16. Components are built,
@@ -27,8 +27,27 @@ from pathlib import Path
 
 import torch
 
-from benchmark.doctor import SD21_UNET  # the SD-2.1-base UNet architecture, defined once
-from benchmark.fixtures import _build, _generator, save_clip_tokenizer_files, write_model_index
+from priors.fixtures import (
+    _build,
+    _generator,
+    build_tiny_autoencoder,
+    save_clip_tokenizer_files,
+    write_model_index,
+)
+
+#: Stable Diffusion 2.1-base UNet (stabilityai/stable-diffusion-2-1-base unet/config.json)
+SD21_UNET = {
+    "sample_size": 64,
+    "in_channels": 4,
+    "out_channels": 4,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "layers_per_block": 2,
+    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    "cross_attention_dim": 1024,
+    "attention_head_dim": (5, 10, 20, 20),
+    "use_linear_projection": True,
+}
 
 #: its vae/config.json (sample_size: the RGB side the prior encodes at, 512 for 2.1-base)
 SD21_VAE = {
@@ -91,29 +110,9 @@ TAESD = {
     "scaling_factor": 1.0,
 }
 
-#: the tiny fixture's AutoencoderTiny (64x64 RGB <-> 4x8x8 latents, ~6 k params)
-TAESD_TINY = {
-    "encoder_block_out_channels": (8, 8, 8, 8),
-    "decoder_block_out_channels": (8, 8, 8, 8),
-    "num_encoder_blocks": (1, 1, 1, 1),
-    "num_decoder_blocks": (1, 1, 1, 1),
-    "latent_channels": 4,
-    "scaling_factor": 1.0,
-}
-
 
 def _save(module: torch.nn.Module, directory: Path, dtype: torch.dtype) -> None:
     module.to(dtype).save_pretrained(directory, safe_serialization=True)
-
-
-def build_tiny_autoencoder(
-    directory: Path, seed: int = 0, config: dict | None = None, dtype=torch.float32
-) -> None:
-    """An AutoencoderTiny (``config``: TAESD_TINY by default) with seeded random weights."""
-    from diffusers import AutoencoderTiny
-
-    model = _build(lambda: AutoencoderTiny(**(config or TAESD_TINY)), _generator(seed, "taesd"))
-    _save(model, directory, dtype)
 
 
 def build_dpt_hybrid(directory: Path, seed: int = 0, dtype=torch.float16) -> None:
@@ -164,7 +163,7 @@ def make_full_size(root: str | Path, seed: int = 0) -> list[Path]:
     """``make-fixtures --full-size ROOT``: writes ROOT/sd (replacing it); returns [ROOT/sd]."""
     import shutil
 
-    from priors.stable_diffusion import quiet_loading
+    from priors.weights import quiet_loading
 
     target = Path(root) / "sd"
     if target.exists():

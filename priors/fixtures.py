@@ -9,7 +9,7 @@
                 a tiny AutoencoderTiny (SSD's cheap phi decoder, ``sd.phi_decoder``)
     DIR/dpt     a transformers DPTForDepthEstimation directory (+ its image processor)
 
-(``--full-size DIR``: the same layout at real size, benchmark/fixtures_full.py) so that the
+(``--full-size DIR``: the same layout at real size, priors/fixtures_full.py) so that the
 loading code users' real weights go through (priors/stable_diffusion.py,
 priors/dpt.py) is tested offline, on CPU, in a few seconds. ``FIXTURES`` maps a name to its
 builder ``(directory, seed, **options) -> None``; a new entry (e.g. ``clip``) is one line.
@@ -259,9 +259,28 @@ def build_clip(directory: Path, seed: int = 0) -> None:
     save_file(state, str(directory / "model.safetensors"))
 
 
-def _build_sd_with_depth(directory: Path, seed: int = 0) -> None:
-    from benchmark.fixtures_full import build_tiny_autoencoder
+#: the tiny fixture's AutoencoderTiny (64x64 RGB <-> 4x8x8 latents, ~6 k params)
+TAESD_TINY = {
+    "encoder_block_out_channels": (8, 8, 8, 8),
+    "decoder_block_out_channels": (8, 8, 8, 8),
+    "num_encoder_blocks": (1, 1, 1, 1),
+    "num_decoder_blocks": (1, 1, 1, 1),
+    "latent_channels": 4,
+    "scaling_factor": 1.0,
+}
 
+
+def build_tiny_autoencoder(
+    directory: Path, seed: int = 0, config: dict | None = None, dtype=torch.float32
+) -> None:
+    """An AutoencoderTiny (``config``: TAESD_TINY by default) with seeded random weights."""
+    from diffusers import AutoencoderTiny
+
+    model = _build(lambda: AutoencoderTiny(**(config or TAESD_TINY)), _generator(seed, "taesd"))
+    model.to(dtype).save_pretrained(directory, safe_serialization=True)
+
+
+def _build_sd_with_depth(directory: Path, seed: int = 0) -> None:
     build_sd(directory, seed)
     build_dpt(directory / "depth", seed)
     build_tiny_autoencoder(directory / "taesd", seed)
@@ -278,7 +297,7 @@ FIXTURES: dict[str, Callable[..., None]] = {
 def make_fixtures(root: str | Path, names: list[str] | None = None, seed: int = 0) -> list[Path]:
     """Build the fixtures ``names`` (default: all) under ``root``; returns their directories.
     An existing fixture directory is replaced."""
-    from priors.stable_diffusion import quiet_loading
+    from priors.weights import quiet_loading
 
     root = Path(root)
     written = []

@@ -2,7 +2,7 @@
 
 Runs a small fixed-seed configuration (the registry's methods marked ``in_golden``; world
 prior; voxel backbone; 16x16 renders; variance probe at 0, every and last step) through
-``benchmark.runner.run_benchmark`` in a temporary folder, and compares
+``benchmark.run.runner.run_benchmark`` in a temporary folder, and compares
 
     var/<variant>/log_var, var/<variant>/img_log_var, var/<variant>/nsr   at every probe step
     psnr                                                                  at the last step
@@ -18,7 +18,7 @@ The golden file holds the configuration it was made with (``config``), so a chec
 reruns exactly that configuration; ``--update`` rewrites the file atomically from the code's
 ``REGRESS_CONFIG`` with the reason, the date (UTC), the package versions and the commit.
 
-It runs models through the harness (imported lazily), like benchmark.tiny_runs.
+It runs models through the harness (imported lazily), like benchmark.checks.tiny_runs.
 """
 
 from __future__ import annotations
@@ -114,8 +114,8 @@ def collect(config: dict) -> dict[str, float]:
     ``ssd/a snowman/s0/step00010/var/all/log_var`` and ``sds/a snowman/s0/step00020/psnr``."""
     import pandas as pd
 
-    from benchmark.config import load_config
-    from benchmark.runner import run_benchmark
+    from benchmark.run.config import load_config
+    from benchmark.run.runner import run_benchmark
 
     with tempfile.TemporaryDirectory(prefix="steinbench-regress-") as tmp:
         run_config = load_config(
@@ -299,7 +299,7 @@ def print_table(rows: list[Comparison], console, only_failures: bool = False) ->
 def _check_config(config: dict, path: Path) -> None:
     """The golden config's steps, seeds, methods, prompts and overrides are valid before
     anything runs: a malformed golden file is bad input (exit 2), never a regression."""
-    from benchmark.config import load_config
+    from benchmark.run.config import load_config
     from core.errors import UserError
     from estimators.registry import METHODS
     from world.objects import known_prompts

@@ -32,8 +32,8 @@ import warnings
 import torch
 from torch.func import functional_call, vjp, vmap
 
-from benchmark.variance.draws import MeasureDraws, generator_from_seed
-from benchmark.variance.subject import ProbeSubject
+from benchmark.probe.draws import MeasureDraws, generator_from_seed
+from benchmark.probe.subject import ProbeSubject
 from core.cameras import Cameras
 from estimators.base import EstimatorContext
 

@@ -1,5 +1,5 @@
 """Small runs for notebooks and tests: ``small_run(out_dir)`` trains a tiny configuration
-through ``benchmark.runner.run_benchmark`` and returns the run dir; ``compare_variants``
+through ``benchmark.run.runner.run_benchmark`` and returns the run dir; ``compare_variants``
 trains several estimator settings of the tiny configuration in-process (one shared prior)
 and returns their long-format results.
 
@@ -41,7 +41,7 @@ def tiny_config(
 ):
     """The resolved RunConfig of a tiny run (``overrides`` are ``--set`` strings, applied
     after the tiny defaults)."""
-    from benchmark.config import load_config
+    from benchmark.run.config import load_config
 
     sets = [*TINY_OVERRIDES, f"eval.every={every}", f"measure.every={every}", *overrides]
     return load_config(
@@ -69,8 +69,8 @@ def small_run(
         overrides: extra ``--set`` strings, e.g. ``("ssd.baseline=constant",)``.
         report: also write report.html into the run dir.
     """
-    from benchmark.factories import validate_methods
-    from benchmark.runner import run_benchmark
+    from benchmark.run.factories import validate_methods
+    from benchmark.run.runner import run_benchmark
 
     config = tiny_config(methods, steps, seeds, every, out_dir, overrides)
     methods = validate_methods(list(methods))
@@ -105,8 +105,8 @@ def compare_variants(
     """
     import pandas as pd
 
-    from benchmark.factories import build_prior, resolve_device
-    from benchmark.trainer import configure_torch
+    from benchmark.run.factories import build_prior, resolve_device
+    from benchmark.run.trainer import configure_torch
     from evaluation.heldout import HeldOutEvaluator
 
     configs = {
@@ -151,7 +151,7 @@ def compare_variants(
 
 def _train_cell(config, method, prompt, seed, prior, device, evaluators, name):
     """Rows of one in-process cell, or the exception that stopped it."""
-    from benchmark.trainer import CellTrainer, run_cell
+    from benchmark.run.trainer import CellTrainer, run_cell
 
     rows: list[tuple] = []
 

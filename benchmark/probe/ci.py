@@ -198,7 +198,7 @@ def trace_variance_ci(
 def percentile_bootstrap_var_traces(dist: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """The interval this module replaces, for comparison: plain bootstrap var_traces
     c^T D c / (2K(K-1)) [..., B] for counts [..., B, K] (duplicates count as zero distance;
-    equal to benchmark.variance.moments.bootstrap_var_traces)."""
+    equal to benchmark.probe.moments.bootstrap_var_traces)."""
     k = dist.shape[-1]
     return (counts * torch.einsum("...kl,...bl->...bk", dist.double(), counts)).sum(-1) / (
         2.0 * k * (k - 1)

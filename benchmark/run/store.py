@@ -25,7 +25,7 @@ class RunStore:
     """Writes one run directory. Metric rows are buffered and flushed as one parquet file
     (rewritten whole and atomically at every flush: a kill never leaves a partial file).
 
-    Thread-safe (cells on worker threads, benchmark/parallel_cells.py): rows are logged,
+    Thread-safe (cells on worker threads, benchmark/run/parallel_cells.py): rows are logged,
     dropped and flushed under one lock. With ``cell_order`` (cell key (method, prompt, seed)
     -> rank) a flush writes the cells' rows in that order (a stable sort: each cell's rows
     keep their order), so the file does not depend on which cell finished first."""

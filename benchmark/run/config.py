@@ -9,8 +9,9 @@ import yaml
 
 from backbones.image import ImageConfig
 from backbones.registry import BACKBONES
-from benchmark.typed_config import deep_merge, from_dict, set_dotted, to_dict
-from benchmark.yaml_io import read_yaml_mapping
+from benchmark.probe.config import MeasureConfig
+from benchmark.run.typed_config import deep_merge, from_dict, set_dotted, to_dict
+from benchmark.run.yaml_io import read_yaml_mapping
 from core.cameras import CameraConfig
 from core.errors import ConfigError
 from estimators.registry import METHODS
@@ -70,46 +71,6 @@ class OptimConfig:
             raise ValueError(f"eps must be > 0, got {self.eps}")
 
 
-@dataclass
-class MeasureConfig:
-    """Gradient-variance probe (DESIGN.md section 4, benchmark/variance/): every ``every``
-    steps (0 = off) and at step 0 and the last step, K = ``samples`` draws of (camera, t, eps)
-    from the ``measure`` stream, theta frozen. ``chunk`` samples are vectorised at once
-    (memory O(chunk x parameters)); ``engine`` picks torch.func or plain autograd ("auto":
-    func, autograd if the backbone cannot be vmapped); ``bootstrap`` resamples give the 95% CI
-    of log_var (studentized, benchmark/variance/ci.py) from a K x K Gram matrix, exact up to
-    ``sketch_dim`` parameters, count-sketched beyond; ``reference_samples`` > 0 adds the bias
-    check against a large-sample mean, at the last checkpoint only (``reference_at: last``,
-    the default) or at every probe (``all``), for ``reference_variants``; ``control_variate``
-    adds raw_log_var / cv_gain / cv_oracle_* and ``update_log_var`` (benchmark/variance/
-    control.py; one more backward per sample)."""
-
-    every: int = 150  # 0, 150, 300 on the default 300 steps: the main job fits 10 min
-    samples: int = 32
-    variants: tuple[Literal["all", "fixed_camera", "fixed_camera_t"], ...] = (
-        "all",
-        "fixed_camera",
-        "fixed_camera_t",
-    )
-    reference_samples: int = 32
-    reference_at: Literal["last", "all"] = "last"
-    reference_variants: tuple[Literal["all", "fixed_camera", "fixed_camera_t"], ...] = ("all",)
-    control_variate: bool = True
-    control_variants: tuple[Literal["all", "fixed_camera", "fixed_camera_t"], ...] = ("all",)
-    bootstrap: int = 1000
-    chunk: int = 16
-    engine: Literal["auto", "func", "autograd", "split"] = "auto"
-    sketch_dim: int = 131072
-
-    def __post_init__(self) -> None:
-        if self.every < 0 or self.samples < 2 or self.reference_samples < 0:
-            raise ValueError("need every >= 0, samples >= 2, reference_samples >= 0")
-        if self.bootstrap < 0 or self.chunk < 1 or self.sketch_dim < 1:
-            raise ValueError("need bootstrap >= 0, chunk >= 1, sketch_dim >= 1")
-        if len(set(self.variants)) != len(self.variants):
-            raise ValueError(f"duplicate measurement variants in {self.variants}")
-
-
 class RunConfigBase:
     """Validation and section lookup of ``RunConfig`` (whose fields are built below)."""
 
@@ -165,7 +126,7 @@ RunConfig = make_dataclass(
         ("device", DeviceName, "cpu"),
         ("out", str, "runs"),
         ("threads", int, 2),
-        ("workers", int, 0),  # cells at once (0: auto, benchmark/parallel_cells.py)
+        ("workers", int, 0),  # cells at once (0: auto, benchmark/run/parallel_cells.py)
         ("checkpoint_every", int, 50),
         ("backbone", Literal[tuple(BACKBONES)], "voxel"),
         ("prior", str, "world"),  # "world" or "sd:PATH" (a diffusers Stable Diffusion dir)

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 import torch
 
 from backbones.base import Backbone
-from benchmark.checkpoint import CellCheckpoint
-from benchmark.config import RunConfig
-from benchmark.factories import build_backbone, build_estimator, build_optimizer, method_config
+from benchmark.probe.probe import measure_gradient_variance
+from benchmark.probe.subject import ProbeSubject, draw_cameras_and_t
+from benchmark.run.checkpoint import CellCheckpoint
+from benchmark.run.config import RunConfig
+from benchmark.run.factories import build_backbone, build_estimator, build_optimizer, method_config
+from benchmark.run.timing import SectionTimer, memory_metrics, reset_peak_memory
 from benchmark.streams import RandomStreams
-from benchmark.timing import SectionTimer, memory_metrics, reset_peak_memory
-from benchmark.variance.probe import measure_gradient_variance
-from benchmark.variance.subject import ProbeSubject, draw_cameras_and_t
 from core.interfaces import DiffusionPrior
 from estimators.base import EstimatorContext, GradientEstimator
 
@@ -248,7 +248,7 @@ def run_cell(
     ``grad_norm`` (and estimator diagnostics, ``time/*`` sections), cumulative ``n_evals``
     (prior network evaluations) and ``train_seconds`` (wall-clock excluding evaluation); at
     checkpoints (0, every, 2 every, ..., steps) the evaluation metrics, ``time/eval`` and
-    ``mem/*``; with ``measure.every`` > 0 the gradient-variance probe (benchmark/variance/,
+    ``mem/*``; with ``measure.every`` > 0 the gradient-variance probe (benchmark/probe/,
     ``var/...``, its wall-clock ``var/seconds``) at 0, every measure.every steps and the last
     step,
     excluded from ``train_seconds`` like the evaluation.

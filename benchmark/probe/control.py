@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
-from benchmark.variance.moments import StreamingMoments
+from benchmark.probe.moments import StreamingMoments
 
 
 def trace_covariance(var_a: float, var_c: float, var_g: float) -> float:

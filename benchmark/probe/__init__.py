@@ -1,0 +1,33 @@
+"""The gradient-variance probe (DESIGN.md section 4).
+
+Modules: ``subject`` (what is probed: ``ProbeSubject``, built by the trainer), ``draws``
+(the K draws of (camera, t, eps) from the ``measure`` stream), ``per_sample`` (per-sample
+image-space and theta-space gradients, torch.func or autograd), ``moments`` (streaming
+moments, Gram matrix, statistics), ``probe`` (``measure_gradient_variance``), ``reference``
+(a large-K image-space reference gradient for bias checks).
+
+Heavy modules are imported lazily, so ``import benchmark.probe`` stays cheap.
+"""
+
+from core.lazy import lazy_exports
+
+_EXPORTS = {
+    "ProbeSubject": "benchmark.probe.subject",
+    "draw_cameras_and_t": "benchmark.probe.subject",
+    "MeasureDraws": "benchmark.probe.draws",
+    "draw_measure_inputs": "benchmark.probe.draws",
+    "PerSampleGradients": "benchmark.probe.per_sample",
+    "theta_parameters": "benchmark.probe.per_sample",
+    "StreamingMoments": "benchmark.probe.moments",
+    "bootstrap_var_traces": "benchmark.probe.moments",
+    "count_sketch": "benchmark.probe.moments",
+    "summarize": "benchmark.probe.moments",
+    "measure_gradient_variance": "benchmark.probe.probe",
+    "variant_statistics": "benchmark.probe.probe",
+    "reference_gradient": "benchmark.probe.reference",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+__getattr__ = lazy_exports("benchmark.probe", _EXPORTS)

@@ -1,0 +1,47 @@
+"""The probe's own config section (``measure:`` in a run config), beside the code that reads
+it; the run config (benchmark.run.config) composes it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass
+class MeasureConfig:
+    """Gradient-variance probe (DESIGN.md section 4, benchmark/probe/): every ``every``
+    steps (0 = off) and at step 0 and the last step, K = ``samples`` draws of (camera, t, eps)
+    from the ``measure`` stream, theta frozen. ``chunk`` samples are vectorised at once
+    (memory O(chunk x parameters)); ``engine`` picks torch.func or plain autograd ("auto":
+    func, autograd if the backbone cannot be vmapped); ``bootstrap`` resamples give the 95% CI
+    of log_var (studentized, benchmark/probe/ci.py) from a K x K Gram matrix, exact up to
+    ``sketch_dim`` parameters, count-sketched beyond; ``reference_samples`` > 0 adds the bias
+    check against a large-sample mean, at the last checkpoint only (``reference_at: last``,
+    the default) or at every probe (``all``), for ``reference_variants``; ``control_variate``
+    adds raw_log_var / cv_gain / cv_oracle_* and ``update_log_var`` (benchmark/probe/
+    control.py; one more backward per sample)."""
+
+    every: int = 150  # 0, 150, 300 on the default 300 steps: the main job fits 10 min
+    samples: int = 32
+    variants: tuple[Literal["all", "fixed_camera", "fixed_camera_t"], ...] = (
+        "all",
+        "fixed_camera",
+        "fixed_camera_t",
+    )
+    reference_samples: int = 32
+    reference_at: Literal["last", "all"] = "last"
+    reference_variants: tuple[Literal["all", "fixed_camera", "fixed_camera_t"], ...] = ("all",)
+    control_variate: bool = True
+    control_variants: tuple[Literal["all", "fixed_camera", "fixed_camera_t"], ...] = ("all",)
+    bootstrap: int = 1000
+    chunk: int = 16
+    engine: Literal["auto", "func", "autograd", "split"] = "auto"
+    sketch_dim: int = 131072
+
+    def __post_init__(self) -> None:
+        if self.every < 0 or self.samples < 2 or self.reference_samples < 0:
+            raise ValueError("need every >= 0, samples >= 2, reference_samples >= 0")
+        if self.bootstrap < 0 or self.chunk < 1 or self.sketch_dim < 1:
+            raise ValueError("need bootstrap >= 0, chunk >= 1, sketch_dim >= 1")
+        if len(set(self.variants)) != len(self.variants):
+            raise ValueError(f"duplicate measurement variants in {self.variants}")
