@@ -1,4 +1,4 @@
-"""Timestep sampling t ~ U{t_min .. t_max} with optional linear annealing of t_max."""
+"""Timestep sampling t ~ U{t_min .. t_max} with optional linear annealing of t_max and t_min."""
 
 from __future__ import annotations
 
@@ -9,21 +9,40 @@ import torch
 
 @dataclass(frozen=True)
 class TimestepSchedule:
-    """Fractions of T. t_max anneals linearly to ``t_max_final`` over ``anneal_steps`` steps
-    (threestudio's ``max_step_percent`` schedule) when both are set."""
+    """Fractions of T. t_max (and t_min) move linearly to ``t_max_final`` (``t_min_final``)
+    between steps ``anneal_start`` and ``anneal_start + anneal_steps`` when set: threestudio's
+    ``[start_step, start_value, end_value, end_step]`` schedules (``C``). ProlificDreamer's
+    ``max_step_percent: [5000, 0.98, 0.5, 5001]`` (hold 0.98, then 0.5) is
+    ``anneal_start=5000, anneal_steps=1``.
+
+    >>> s = TimestepSchedule(t_max=0.98, t_max_final=0.5, anneal_start=5000, anneal_steps=1)
+    >>> s.bounds(4999, 1000), s.bounds(5000, 1000), s.bounds(5001, 1000)
+    ((20, 980), (20, 980), (20, 500))
+    """
 
     t_min: float = 0.02
     t_max: float = 0.98
     t_max_final: float | None = None
     anneal_steps: int = 0
+    t_min_final: float | None = None
+    anneal_start: int = 0
+
+    def fractions(self, step: int) -> tuple[float, float]:
+        """(t_min, t_max) as fractions of T at ``step``."""
+        frac = 0.0
+        if self.anneal_steps > 0:
+            frac = min(1.0, max(0.0, (step - self.anneal_start) / self.anneal_steps))
+        t_min, t_max = self.t_min, self.t_max
+        if self.t_max_final is not None and self.anneal_steps > 0:
+            t_max = self.t_max + (self.t_max_final - self.t_max) * frac
+        if self.t_min_final is not None and self.anneal_steps > 0:
+            t_min = self.t_min + (self.t_min_final - self.t_min) * frac
+        return t_min, t_max
 
     def bounds(self, step: int, num_train_timesteps: int) -> tuple[int, int]:
         """Inclusive integer bounds (lo, hi) of t at ``step``."""
-        t_max = self.t_max
-        if self.t_max_final is not None and self.anneal_steps > 0:
-            frac = min(1.0, step / self.anneal_steps)
-            t_max = self.t_max + (self.t_max_final - self.t_max) * frac
-        lo = round(self.t_min * num_train_timesteps)
+        t_min, t_max = self.fractions(step)
+        lo = round(t_min * num_train_timesteps)
         hi = max(lo, round(t_max * num_train_timesteps))
         return lo, min(hi, num_train_timesteps - 1)
 

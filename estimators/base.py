@@ -69,6 +69,14 @@ class GuidanceConfig:
     t_max: float = 0.98
     t_max_final: float | None = None
     anneal_steps: int = 0
+    #: t_min's end value (annealed with t_max: ScaleDreamer's 0.5 -> 0.02), None: constant
+    t_min_final: float | None = None
+    #: the step at which the anneal starts (ProlificDreamer: 5000 with anneal_steps 1)
+    anneal_start: int = 0
+    #: perp-neg (core/guidance.py): the view prompts not seen from the camera as negatives,
+    #: weighted by azimuth (threestudio's defaults) times ``perp_neg_scale``; diffusers form
+    perp_neg: bool = False
+    perp_neg_scale: float = 1.0
     #: CARV's levers (estimators/sampling.py): K (t, eps) draws per render, averaged
     noise_samples: int = 1
     #: t from the proposal q(t) ~ w(t) sigma_t, weighted by (1/N) / q(t) (same mean)
@@ -83,8 +91,10 @@ class GuidanceConfig:
             raise ValueError(f"need 0 <= t_min <= t_max <= 1, got {self.t_min}, {self.t_max}")
         if self.t_max_final is not None and not self.t_min <= self.t_max_final <= 1.0:
             raise ValueError(f"t_max_final must lie in [t_min, 1], got {self.t_max_final}")
-        if self.anneal_steps < 0:
-            raise ValueError("anneal_steps must be >= 0")
+        if self.anneal_steps < 0 or self.anneal_start < 0:
+            raise ValueError("anneal_steps and anneal_start must be >= 0")
+        if self.t_min_final is not None and not 0.0 <= self.t_min_final <= self.t_max:
+            raise ValueError(f"t_min_final must lie in [0, t_max], got {self.t_min_final}")
 
     @property
     def uses_sampling_levers(self) -> bool:
@@ -93,7 +103,14 @@ class GuidanceConfig:
 
     @property
     def timesteps(self) -> TimestepSchedule:
-        return TimestepSchedule(self.t_min, self.t_max, self.t_max_final, self.anneal_steps)
+        return TimestepSchedule(
+            self.t_min,
+            self.t_max,
+            self.t_max_final,
+            self.anneal_steps,
+            self.t_min_final,
+            self.anneal_start,
+        )
 
 
 class GradientEstimator(ABC):

@@ -9,10 +9,12 @@ cost model (NFE: prior network evaluations per image).
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from core.errors import UserError
-from core.guidance import needs_unconditional
+from core.guidance import needs_unconditional, perp_neg_guidance, perp_neg_view_weights
 from core.interfaces import DiffusionPrior
 from core.weighting import Weighting, timestep_weight
 from estimators.base import GuidanceConfig
@@ -37,16 +39,53 @@ def broadcast_weight(
     return w.view((-1,) + (1,) * (like.dim() - 1)).to(like.dtype)
 
 
+#: the view-prompt template of a perp-neg negative (threestudio's view-dependent prompts)
+VIEW_NEGATIVE = "{prompt}, %s view"
+#: elevation (degrees) above which a camera is "overhead" (threestudio's default)
+OVERHEAD_THRESHOLD = 60.0
+
+
+def perp_neg_negatives(
+    prior: DiffusionPrior, x_t: torch.Tensor, t: torch.Tensor, ctx
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Perp-neg's two negatives eps_neg_i(x_t, t) [B, ...] and their weights [B, 2] by camera
+    (core.guidance.perp_neg_view_weights): the prior's negative branch under the view prompt
+    "{prompt}, <view> view" (the world ignores the text: its degraded distribution). Two
+    evaluations per image (threestudio evaluates both, overhead cameras included)."""
+    require_negative(prior, "perp-neg")
+    cams = ctx.cameras
+    names, weights = perp_neg_view_weights(cams.azimuth, cams.elevation > OVERHEAD_THRESHOLD)
+    negs = []
+    for slot in range(2):
+        out = torch.empty_like(x_t)
+        for view in sorted({pair[slot] for pair in names}):
+            rows = torch.tensor([i for i, p in enumerate(names) if p[slot] == view])
+            sub = dataclasses.replace(ctx, cameras=cams[rows.tolist()])
+            out[rows] = prior.predict_negative(x_t[rows], t[rows], sub, VIEW_NEGATIVE % view)
+        negs.append(out)
+    return negs, weights.to(x_t.device)
+
+
 def guided(
     prior: DiffusionPrior, x_t: torch.Tensor, t: torch.Tensor, ctx, config: GuidanceConfig
 ) -> torch.Tensor:
-    """cfg(x_t, t) under the config's named convention and scale (no graph)."""
+    """cfg(x_t, t) under the config's named convention and scale (no graph). With
+    ``perp_neg``: eps_u + s (e_pos + sum_i scale w_i perp(e_i, e_pos)) (core.guidance; the
+    diffusers form whatever ``cfg_mode`` says, as threestudio)."""
     with torch.no_grad():
-        return prior.predict_noise(x_t, t, ctx, config.guidance_scale, config.cfg_mode)
+        if not config.perp_neg:
+            return prior.predict_noise(x_t, t, ctx, config.guidance_scale, config.cfg_mode)
+        eps_c = prior.predict_branch(x_t, t, ctx, conditional=True)
+        eps_u = prior.predict_branch(x_t, t, ctx, conditional=False)
+        negs, weights = perp_neg_negatives(prior, x_t, t, ctx)
+        w = config.perp_neg_scale * weights
+        return perp_neg_guidance(eps_c, eps_u, negs, w, config.guidance_scale)
 
 
 def cfg_nfe(config: GuidanceConfig) -> int:
-    """Branches one guided prediction costs: 1 (conditional only) or 2."""
+    """Branches one guided prediction costs: 1 (conditional only), 2, or 4 with perp-neg."""
+    if config.perp_neg:
+        return 4
     return 1 + int(needs_unconditional(config.guidance_scale, config.cfg_mode))
 
 

@@ -65,6 +65,10 @@ class VSDConfig(GuidanceConfig):
 
     lr: float = 1e-3
     weight_decay: float = 0.0
+    #: AdamW's betas and eps (threestudio's prolificdreamer.yaml: (0.9, 0.99), 1e-15 with
+    #: torch's weight decay 0.01; configs/reference.yaml and configs/esd.yaml set them)
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
     camera_dropout: float = 0.1
     warmup_steps: int = 0
     updates_per_step: int = 1
@@ -143,7 +147,13 @@ class VSD(GradientEstimator):
         self.model = model
         params = model.parameters()
         self.optimizer = (
-            torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+            torch.optim.AdamW(
+                params,
+                lr=config.lr,
+                weight_decay=config.weight_decay,
+                betas=tuple(config.adam_betas),
+                eps=config.adam_eps,
+            )
             if params
             else None  # a fixed model (e.g. an oracle) has nothing to train
         )
