@@ -12,26 +12,41 @@ t + Delta, Delta = floor(u T / n), u ~ U(0, 1). With x_inv the result,
     G       = x - x0_hat = (sigma_t / alpha_t) (cfg(x_inv, t) - eps_inv)
 
 SDI shares one t across the batch (t[0], as the original) and, with ``t_anneal`` (the
-paper), replaces the harness's t by the deterministic schedule
-t = T (t_start - (t_start - t_end) sqrt(step / t_anneal_steps)), 0.98 -> 0.25 (the square
-root as I read threestudio's schedule; not verified against sdi.yaml). The harness's eps is
-not used. G is applied with our 0.5 ||x - (x - G)||^2 / B (the original:
-``0.5 mse(reduction="sum") / B``, the same).
+paper), replaces the harness's t by threestudio's deterministic linear schedule
+(``update_step``: both percentages set to (max - min)(1 - step / trainer_max_steps) + min)
+
+    t = int(T (t_end + (t_start - t_end) (1 - min(1, step / t_anneal_steps)))),
+
+0.98 -> 0.25 (sdi.yaml's max/min_step_percent; t = 797 at step 2,500 of 10,000). The
+harness's eps is not used.
+
+Gradient injection scale: threestudio applies G with
+``0.5 mse(latents, latents - G, reduction="mean") / B``, i.e. G / (B numel) per element, where
+every other threestudio guidance (and this harness) uses ``reduction="sum"`` (G itself).
+``injection = "mean"`` reproduces it (configs/sdi.yaml); the default ``"sum"`` keeps SDI on
+the family's scale (with Adam the two differ only through Adam's eps and the other losses;
+on the world a 1 / (B numel) gradient would leave the other methods' learning rates
+meaningless for SDI).
 
 CFG convention: threestudio's dreamfusion form eps_y + s (eps_y - eps_0) for both the
-inversion (s = -7.5) and the estimate (s = 7.5 by default). NFE per step:
-cfg(inversion) (rungs - 1) + cfg, ~24 at t = 0.98 T.
+inversion (s = -7.5) and the estimate (s = 7.5); with ``perp_neg`` (sdi.yaml turns it on)
+threestudio's perp-neg branch, which is the diffusers form eps_0 + s (e_pos + perp terms),
+for both. NFE per step: cfg(inversion) (rungs - 1) + cfg, ~24 at t = 0.98 T (x 2 with
+perp-neg). Kept deviation: threestudio's first inversion rung (timestep -99, the clean image
+at the inverse scheduler's abar_0 and the UNet evaluated at -99) is here the clean image with
+abar = 1 and the network at t = 0 (3-5% on the first step's x0 estimate).
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 from core.ddim import ddim_invert
-from core.guidance import CFGMode, needs_unconditional
+from core.guidance import CFGMode
 from core.schedule import alpha_sigma
 from estimators.base import EstimatorOutput, GradientEstimator, GuidanceConfig
 from estimators.branches import cfg_nfe, grad_norm, guided
@@ -51,6 +66,8 @@ class SDIConfig(GuidanceConfig):
     t_start: float = 0.98
     t_end: float = 0.25
     t_anneal_steps: int = 300
+    #: "sum": G as every other method; "mean": threestudio's reduction="mean", G / (B numel)
+    injection: Literal["sum", "mean"] = "sum"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -58,6 +75,24 @@ class SDIConfig(GuidanceConfig):
             raise ValueError("need inversion_n_steps >= 1, inversion_eta >= 0, t_anneal_steps >= 1")
         if not 0.0 <= self.t_end <= self.t_start <= 1.0:
             raise ValueError("need 0 <= t_end <= t_start <= 1")
+        if self.injection not in ("sum", "mean"):
+            raise ValueError(f"injection must be 'sum' or 'mean', got {self.injection!r}")
+
+
+def annealed_timestep(config: SDIConfig, step: int, num_train_timesteps: int) -> int:
+    """threestudio's linear SDI schedule (module docstring).
+
+    >>> annealed_timestep(SDIConfig(t_anneal_steps=10000), 2500, 1000)
+    797
+    """
+    frac = min(1.0, step / config.t_anneal_steps)
+    percent = (config.t_start - config.t_end) * (1.0 - frac) + config.t_end
+    return min(int(num_train_timesteps * percent), num_train_timesteps - 1)
+
+
+def injection_factor(config: SDIConfig, x: torch.Tensor) -> float:
+    """1 (``sum``) or 1 / (B numel) (``mean``: threestudio's SDI) for a batch x [B, ...]."""
+    return 1.0 if config.injection == "sum" else 1.0 / x.numel() / x.shape[0]
 
 
 def leading_rungs(t: int, n_steps: int, num_train_timesteps: int, offset: int = 1) -> list[int]:
@@ -83,14 +118,13 @@ class SDI(GradientEstimator):
         cfg = self.config
         if not cfg.t_anneal:
             return int(t[0])
-        frac = math.sqrt(min(1.0, step / cfg.t_anneal_steps))
-        return round(num_train_timesteps * (cfg.t_start - (cfg.t_start - cfg.t_end) * frac))
+        return annealed_timestep(cfg, step, num_train_timesteps)
 
     @classmethod
     def nfe_per_step(cls, config: SDIConfig, t: int | None = None) -> dict[str, int]:
         """At timestep t (None: the worst case t = T - 1)."""
         n_rungs = len(leading_rungs(999 if t is None else t, config.inversion_n_steps, 1000))
-        inv = 1 + int(needs_unconditional(config.inversion_guidance_scale, config.cfg_mode))
+        inv = cfg_nfe(dataclasses.replace(config, guidance_scale=config.inversion_guidance_scale))
         return {"prior": inv * n_rungs + cfg_nfe(config)}
 
     def grad(self, x, t, eps, prior, ctx):
@@ -104,9 +138,10 @@ class SDI(GradientEstimator):
         rungs = [*leading_rungs(t_used, cfg.inversion_n_steps, T), last]
         ladder = [torch.full((n,), r, dtype=torch.int64, device=x.device) for r in rungs]
 
+        inv_cfg = dataclasses.replace(cfg, guidance_scale=cfg.inversion_guidance_scale)
+
         def eps_inv_fn(x_k, t_k):
-            scale, mode = cfg.inversion_guidance_scale, cfg.cfg_mode
-            return prior.predict_noise(x_k, t_k, ctx, scale, mode)
+            return guided(prior, x_k, t_k, ctx, inv_cfg)
 
         tt = ladder[0].clone().fill_(t_used)
         shape = (-1,) + (1,) * (x.dim() - 1)
@@ -121,7 +156,7 @@ class SDI(GradientEstimator):
             eps_hat = guided(prior, x_inv, tt, ctx, cfg)
             x0_hat = (x_inv - sigma * eps_hat) / alpha
             eps_inv = (x_inv - alpha * x0) / sigma
-        g = x0 - x0_hat
+        g = (x0 - x0_hat) * injection_factor(cfg, x)
         return EstimatorOutput(
             g,
             {
