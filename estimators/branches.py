@@ -45,6 +45,15 @@ VIEW_NEGATIVE = "{prompt}, %s view"
 OVERHEAD_THRESHOLD = 60.0
 
 
+def subset_context(ctx, rows: list[int]):
+    """ctx restricted to the images ``rows`` (cameras and render outputs indexed)."""
+    render = {k: v[rows] for k, v in getattr(ctx, "render", {}).items()}
+    changes = {"cameras": ctx.cameras[rows] if ctx.cameras is not None else None}
+    if hasattr(ctx, "render"):
+        changes["render"] = render
+    return dataclasses.replace(ctx, **changes)
+
+
 def perp_neg_negatives(
     prior: DiffusionPrior, x_t: torch.Tensor, t: torch.Tensor, ctx
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -60,7 +69,7 @@ def perp_neg_negatives(
         out = torch.empty_like(x_t)
         for view in sorted({pair[slot] for pair in names}):
             rows = torch.tensor([i for i, p in enumerate(names) if p[slot] == view])
-            sub = dataclasses.replace(ctx, cameras=cams[rows.tolist()])
+            sub = subset_context(ctx, rows.tolist())
             out[rows] = prior.predict_negative(x_t[rows], t[rows], sub, VIEW_NEGATIVE % view)
         negs.append(out)
     return negs, weights.to(x_t.device)

@@ -74,7 +74,8 @@ class MethodSpec:
     #: part of the golden variance regression (tests/golden/variance.json)
     in_golden: bool = False
     #: the cost model at a given training step, for methods whose cost changes during a run
-    #: (SDS-Bridge after its switch step); None: ``nfe_per_step`` at every step
+    #: (SDS-Bridge after its switch step, ISM's inversion length with its t range); None:
+    #: ``nfe_per_step`` at every step
     nfe_at_step: Callable[[object, DiffusionPrior | None, int], dict[str, int]] | None = None
 
     def mean_nfe_per_step(self, config, prior, steps: int) -> dict[str, float]:
@@ -188,6 +189,15 @@ def _family_cost(cls_path: str, at_step: bool = False):
     return cost
 
 
+def _ism_cost(config: ISMConfig, prior, step: int = 0) -> dict[str, float]:
+    """ISM's mean prior evaluations per image at ``step``: its inversion stops at s, so the
+    count depends on t; averaged over the step's t range (estimators.ism)."""
+    from estimators.ism import ISM
+
+    T = prior.num_train_timesteps if prior is not None else 1000
+    return _cost(prior=ISM.nfe_per_step(config, step=step, num_train_timesteps=T)["prior"])
+
+
 def _simple(cls_path: str, needs_negative: Callable[[object], bool] = lambda c: False):
     """A builder for a family method that takes only its config section."""
 
@@ -252,8 +262,9 @@ METHODS: dict[str, MethodSpec] = {
             "ism",
             "ISM (LucidDreamer)",
             ISMConfig,
-            _simple("estimators.ism.ISM"),
-            _family_cost("estimators.ism.ISM"),
+            _simple("estimators.ism.ISM", lambda c: c.negative_prompt is not None),
+            _ism_cost,
+            nfe_at_step=_ism_cost,
         ),
         MethodSpec(
             "sdi",
