@@ -24,10 +24,11 @@ NFSD_NEGATIVE = (
     "unrealistic, blurry, low quality, out of focus, ugly, low contrast, dull, dark, "
     "low-resolution, gloomy"
 )
-#: SDS-Bridge's stage-2 source prompt suffix (McAllister et al., 2024)
+#: SDS-Bridge's stage-2 source prompt (McAllister et al., 2024): the prompt, its
+#: ``src_modifier`` and, as its prompt processor adds, the camera's view suffix ({view})
 BRIDGE_NEGATIVE = (
     "{prompt}, oversaturated, smooth, pixelated, cartoon, foggy, hazy, blurry, bad structure, "
-    "noisy, malformed"
+    "noisy, malformed{view}"
 )
 
 

@@ -18,7 +18,8 @@ encoder into the render.
 
 E(y) is the text encoder's last hidden state [77, D], computed once per distinct prompt
 string and cached (the unconditional branch uses the empty prompt ""; the negative branch
-``predict_negative`` the negative prompt text, ``{prompt}`` filled in, no view suffix).
+``predict_negative`` the negative prompt text, ``{prompt}`` filled in, and ``{view}``, where
+the template has it, replaced by the camera's view suffix).
 With view-dependent prompting (threestudio) the conditional prompt gets a suffix by camera:
 ", front view" for |azimuth| < front_threshold, ", back view" for
 |azimuth| > 180 - back_threshold, ", overhead view" for elevation > overhead_threshold,
@@ -414,5 +415,10 @@ class StableDiffusionPrior(DiffusionPrior):
 
     def _predict_negative(self, x_t, t, ctx, negative_prompt):
         text = negative_prompt.replace("{prompt}", ctx.prompt)
-        hidden = self.text_embedding(text).unsqueeze(0).expand(x_t.shape[0], -1, -1)
+        if "{view}" in text:  # the camera's view suffix per image (SDS-Bridge's source prompt)
+            el, az = ctx.cameras.elevation.tolist(), ctx.cameras.azimuth.tolist()
+            texts = [text.replace("{view}", view_suffix(e, a, self.config)) for e, a in zip(el, az)]
+            hidden = torch.stack([self.text_embedding(p) for p in texts])
+        else:
+            hidden = self.text_embedding(text).unsqueeze(0).expand(x_t.shape[0], -1, -1)
         return self.run_unet(self.unet, x_t, t, hidden)

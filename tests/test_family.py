@@ -123,6 +123,9 @@ def test_bridge_before_switch_is_sds_and_after_is_target_minus_source(world_prio
     got, diag = bridge.grad(x, t, eps, world_prior_small, _ctx(2, step=10))
     _, eps_y, _, eps_neg = _branches(world_prior_small, x, t, eps, 2)
     assert diag["stage"] == 2.0
+    assert torch.equal(got, eps_y - eps_neg)  # the original's stage two: no w(t)
+    weighted = Bridge(BridgeConfig(guidance_scale=7.5, switch_step=10, stage_two_weighting="sds"))
+    got = weighted.grad(x, t, eps, world_prior_small, _ctx(2, step=10)).grad
     assert torch.equal(got, _w(t, world_prior_small) * (eps_y - eps_neg))
 
 
