@@ -284,6 +284,14 @@ class LoRAEpsPhi(VariationalScoreModel):
       from ``generator``): lora_A kaiming-uniform (peft's default), lora_B = 0, M's first layer
       kaiming-uniform and its last layer = 0, so at init eps_phi equals the pretrained
       conditional prediction exactly.
+    - Text condition: the prompt without the view suffix (threestudio's VSD passes
+      ``view_dependent_prompting=False`` for the LoRA), the camera enters through M only.
+    - Kept on purpose: M's zero last layer (threestudio keeps diffusers' default init, so
+      its eps_phi starts ~8% away from the prior; here VSD starts as the pretrained
+      prediction), camera dropout per image (threestudio: one coin per batch) and one LoRA
+      evaluation per image in ``grad`` (threestudio evaluates a conditional and an
+      unconditional branch and combines them with ``guidance_scale_lora`` = 1, which
+      discards the second).
     - Loss: plain eps-MSE, mean over all elements, on the detached latent (ProlificDreamer);
       v-prediction models are trained through their eps conversion. The VSD config's
       ``phi_*`` knobs describe the world's DeltaNet and are not used here.
@@ -359,7 +367,8 @@ class LoRAEpsPhi(VariationalScoreModel):
         c2w = ctx.cameras.c2w.reshape(n, 16).to(device=x_t.device, dtype=torch.float32)
         if camera_dropped is not None:
             c2w = torch.where(camera_dropped.to(c2w.device)[:, None], torch.zeros_like(c2w), c2w)
-        hidden = prior.encoder_hidden_states(ctx, conditional=True)
+        # the view-independent prompt, as threestudio's VSD conditions its LoRA
+        hidden = prior.text_embedding(ctx.prompt).unsqueeze(0).expand(n, -1, -1)
         self.n_evals += n
         return prior.run_unet(self.unet, x_t, t, hidden, class_labels=c2w)
 

@@ -175,9 +175,11 @@ def test_lora_update_changes_only_lora_and_camera_embedding(fixtures_dir, sd_pri
     ctx = EstimatorContext(prompt=PROMPT, cameras=cameras, generator=g)
     with torch.no_grad():
         x_t = add_noise(x, t, torch.randn(x.shape, generator=g), sd_prior.alphas_cumprod)
-        # at init eps_phi is exactly the pretrained conditional prediction
+        # at init eps_phi is exactly the pretrained prediction on the view-independent prompt
+        # (threestudio's LoRA text condition)
         init = vsd.model.predict(x_t, t, ctx, sd_prior)
-        torch.testing.assert_close(init, sd_prior.predict_branch(x_t, t, ctx, True))
+        plain = sd_prior.text_embedding(PROMPT).unsqueeze(0).expand(2, -1, -1)
+        torch.testing.assert_close(init, sd_prior.run_unet(sd_prior.unet, x_t, t, plain))
     for step in range(2):
         ctx.step = step
         vsd.update(x, sd_prior, ctx)
