@@ -85,14 +85,18 @@ def test_csd_with_sds_coefficients_is_sds_bit_for_bit(world_prior_small, s):
 
 
 def test_csd_default_anneals_classifier_score_to_negative(world_prior_small):
-    """Step 0: G = (eps_y - eps_0) / ||.||; after the anneal: (eps_y - eps_neg) / ||.|| (w cancels).
-    Tolerance 1e-5 (normalised vectors)."""
+    """Step 0: G = w (eps_y - eps_0) / ||.||; after the anneal: w (eps_y - eps_neg) / ||.||, the
+    norm over the whole batch (the original's); per image w cancels. Tolerance 1e-5."""
     x, eps = _inputs()
     t = torch.tensor([300, 800])
     _, eps_y, eps_0, eps_neg = _branches(world_prior_small, x, t, eps, 2)
     csd = CSD(CSDConfig(coef_anneal_steps=100))
+    per_image = CSD(CSDConfig(coef_anneal_steps=100, normalize_over="image"))
+    w = _w(t, world_prior_small)
     for step, direction in ((0, eps_y - eps_0), (100, eps_y - eps_neg)):
         got, _ = csd.grad(x, t, eps, world_prior_small, _ctx(2, step=step))
+        torch.testing.assert_close(got, w * direction / (w * direction).norm(), rtol=1e-5, atol=1e-5)
+        got, _ = per_image.grad(x, t, eps, world_prior_small, _ctx(2, step=step))
         unit = direction / direction.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
         torch.testing.assert_close(got, unit, rtol=1e-5, atol=1e-5)
     mid, diag = csd.grad(x, t, eps, world_prior_small, _ctx(2, step=50))
