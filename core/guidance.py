@@ -112,7 +112,7 @@ def perp_neg_view_weights(
     """
     a = (azimuth_deg.to(torch.float64) + 180.0) % 360.0 - 180.0
     names, weights = [], []
-    for ai, top in zip(a.tolist(), overhead.tolist()):
+    for ai, top in zip(a.tolist(), overhead.tolist(), strict=True):
         ai_t = torch.tensor(abs(ai), dtype=torch.float64)
         if top:
             names.append(("side", "front"))

@@ -2,8 +2,8 @@
 ``threestudio-sds-bridge/guidance/sds_bridge_guidance.py``, ``configs/sds-bridge.yaml``): two
 stages.
 
-    step <  switch_step:  G = w(t) (cfg(x_t, t) - eps)                  (SDS; w = ``weighting``)
-    step >= switch_step:  G = w2(t) (eps(x_t; y) - eps(x_t; y_src))     (w2 = ``stage_two_weighting``)
+    step <  switch_step:  G = w(t) (cfg(x_t, t) - eps)               (SDS; w: ``weighting``)
+    step >= switch_step:  G = w2(t) (eps(x_t; y) - eps(x_t; y_src))  (``stage_two_weighting``)
 
 with y_src = y + ", oversaturated, smooth, pixelated, cartoon, foggy, hazy, blurry, bad
 structure, noisy, malformed" + the camera's view suffix (BRIDGE_NEGATIVE; the prior's negative

@@ -4,7 +4,8 @@
 One noise eps* is drawn once per run (from the estimator's init stream) and reused at every
 step. In the variance-exploding parameterisation, sigma^VE_t = sqrt((1 - abar_t) / abar_t),
 
-    t        = min(s + delta, T - 1),   delta ~ U{delta_min .. delta_max - 1}  (ctx.generator)
+    s        = clamp(s, int(t_min T), int(t_cap T) - delta_min)
+    t        = min(s + delta, int(t_cap T)),  delta ~ U{delta_min .. delta_max - 1} (ctx.generator)
     x_t      = x + sigma^VE_t eps*                              (VP input: alpha_t x_t)
     x~_s     = x_t + (sigma^VE_s - sigma^VE_t) cfg(alpha_t x_t, t)     (one Euler ODE step)
     G        = w(t) (cfg(alpha_t x_t, t) - cfg(alpha_s x~_s, s))
@@ -15,8 +16,15 @@ returns grad_latents = w (eps_next - eps) (with ``recon_std_rescale`` = 0, pred_
 noise_pred) and the loss 0.5 ||x - sg(x + grad_latents)||^2, whose gradient is
 -grad_latents. (../shared/FAMILY.md writes the bracket the other way round; descending that
 sign pushes x away from the data: on a Gaussian prior the distance to the mean grows,
-tests/test_family.py.) s is the harness's timestep (the original's ``t_next``, annealed by its
-own schedule); w at the larger t. The harness's eps is not used (the fixed eps* is the
+tests/test_family.py.) s (the original's ``t_next``, ``cur_steps``) follows the original's
+deterministic schedule with ``s_anneal`` (configs/consistency-coarse.yaml: ``cur_steps
+[0, 700, 100, 3000]`` with ``perturb_indices: sqrt``): s = int(s_start + (s_end - s_start)
+sqrt(min(step / s_anneal_steps, 1))), 700 -> 100, the same for every image; without it s is
+the harness's timestep. The clamps are the original's (``min/max_sigma_percent`` 0.1 / 0.98,
+``end_gap`` 100): t never exceeds 980 nor s 880. Guidance anneals ``guidance_scale`` ->
+``guidance_scale_final`` over ``guidance_anneal_steps`` (the original: 100 -> 50 over 3,000).
+w at the larger t. Kept deviation: the original clips G to [-c, c], c 2 -> 8 over 3,000
+steps; the harness clips nothing. The harness's eps is not used (the fixed eps* is the
 method). With delta = 0 (s -> t) the Euler step is the identity and G = 0 exactly
 (tests/test_family.py). CFG convention: ``cfg_mode`` / ``guidance_scale`` (threestudio's
 dreamfusion form in the original). NFE per step: 2 cfg = 4 (2 without guidance).
@@ -24,6 +32,8 @@ dreamfusion form in the original). NFE per step: 2 cfg = 4 (2 without guidance).
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +41,7 @@ import torch
 from core.schedule import alpha_sigma
 from core.weighting import Weighting
 from estimators.base import EstimatorOutput, GradientEstimator, GuidanceConfig
-from estimators.branches import broadcast_weight, cfg_nfe, grad_norm, guided
+from estimators.branches import broadcast_weight, cfg_nfe, grad_norm, guided, linear_anneal
 
 
 @dataclass
@@ -39,7 +49,8 @@ class CDSConfig(GuidanceConfig):
     """Consistent3D's own weighting and t range (configs/consistency-coarse.yaml of the
     original: ``weighting_strategy: uniform``, ``min_step_percent: 0.1``); its guidance (100,
     dreamfusion form) is in configs/cds.yaml. In the world CDS needs guidance: without it
-    (12 prompts x 300 steps) it gains +0.4 dB held-out PSNR with these defaults and +0.2 dB
+    (12 prompts x 300 steps, measured while s was the harness's t) it gains +0.4 dB
+    held-out PSNR with these defaults and +0.2 dB
     with SDS's w and t range; with dreamfusion-form guidance 1, 7.5 or 100 it gains +5.1 to
     +5.2 dB (3 prompts x 100 steps). A reading, not measured: the exact unguided denoiser's
     estimates at s and t agree wherever its posterior sits on one reference view, so the
@@ -49,11 +60,40 @@ class CDSConfig(GuidanceConfig):
     t_min: float = 0.1
     delta_min: int = 100
     delta_max: int = 300
+    #: the larger t's cap as a fraction of T (``max_sigma_percent``)
+    t_cap: float = 0.98
+    #: s on the original's deterministic sqrt schedule s_start -> s_end (world: over 300 steps)
+    s_anneal: bool = True
+    s_start: int = 700
+    s_end: int = 100
+    s_anneal_steps: int = 300
+    #: guidance annealed linearly to this over ``guidance_anneal_steps`` (None: constant)
+    guidance_scale_final: float | None = None
+    guidance_anneal_steps: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0 <= self.delta_min <= self.delta_max:
             raise ValueError("need 0 <= delta_min <= delta_max")
+        if self.s_anneal_steps < 1 or self.guidance_anneal_steps < 0:
+            raise ValueError("need s_anneal_steps >= 1 and guidance_anneal_steps >= 0")
+
+    def s_at(self, step: int) -> int:
+        """The original's s at ``step`` (before the clamps).
+
+        >>> c = CDSConfig(s_anneal_steps=3000)
+        >>> [c.s_at(k) for k in (0, 750, 3000, 5000)]
+        [700, 400, 100, 100]
+        """
+        frac = math.sqrt(min(1.0, step / self.s_anneal_steps))
+        return int(self.s_start + (self.s_end - self.s_start) * frac)
+
+    def scale_at(self, step: int) -> float:
+        """The guidance scale at ``step``."""
+        if self.guidance_scale_final is None:
+            return self.guidance_scale
+        end = self.guidance_scale_final
+        return linear_anneal(self.guidance_scale, end, step, self.guidance_anneal_steps)
 
 
 def ve_sigma(alphas_cumprod: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -80,17 +120,26 @@ class CDS(GradientEstimator):
     def nfe_per_step(cls, config: CDSConfig, t: int | None = None) -> dict[str, int]:
         return {"prior": 2 * cfg_nfe(config)}
 
+    def small_timestep(self, t: torch.Tensor, step: int, num_train_timesteps: int):
+        """s [B]: the schedule's (``s_anneal``) or the harness's t, clamped as the original."""
+        cfg = self.config
+        s = torch.full_like(t, cfg.s_at(step)) if cfg.s_anneal else t
+        cap = int(num_train_timesteps * cfg.t_cap)
+        return s.clamp(int(num_train_timesteps * cfg.t_min), cap - cfg.delta_min)
+
     def timesteps(self, s: torch.Tensor, ctx, num_train_timesteps: int) -> torch.Tensor:
-        """t = min(s + delta, T - 1) [B]; draws B uniforms from ctx.generator."""
+        """t = min(s + delta, int(t_cap T)) [B]; draws B uniforms from ctx.generator."""
         lo, hi = self.config.delta_min, self.config.delta_max
         u = torch.rand(s.shape[0], generator=ctx.generator, dtype=torch.float64).to(s.device)
         delta = lo + torch.floor(u * (hi - lo)).to(torch.int64) if hi > lo else lo
-        return (s + delta).clamp(max=num_train_timesteps - 1)
+        return (s + delta).clamp(max=int(num_train_timesteps * self.config.t_cap))
 
     def grad(self, x, t, eps, prior, ctx):
         del eps  # CDS uses its fixed eps*
         cfg = self.config
-        s = t
+        if cfg.guidance_scale_final is not None:
+            cfg = dataclasses.replace(cfg, guidance_scale=cfg.scale_at(ctx.step))
+        s = self.small_timestep(t, ctx.step, prior.num_train_timesteps)
         t_hi = self.timesteps(s, ctx, prior.num_train_timesteps)
         shape = (-1,) + (1,) * (x.dim() - 1)
         ac = prior.alphas_cumprod

@@ -37,8 +37,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import math
-
 import torch
 
 from core.ddim import abar_at, ddim_step

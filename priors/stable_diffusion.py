@@ -417,7 +417,10 @@ class StableDiffusionPrior(DiffusionPrior):
         text = negative_prompt.replace("{prompt}", ctx.prompt)
         if "{view}" in text:  # the camera's view suffix per image (SDS-Bridge's source prompt)
             el, az = ctx.cameras.elevation.tolist(), ctx.cameras.azimuth.tolist()
-            texts = [text.replace("{view}", view_suffix(e, a, self.config)) for e, a in zip(el, az)]
+            texts = [
+                text.replace("{view}", view_suffix(e, a, self.config))
+                for e, a in zip(el, az, strict=True)
+            ]
             hidden = torch.stack([self.text_embedding(p) for p in texts])
         else:
             hidden = self.text_embedding(text).unsqueeze(0).expand(x_t.shape[0], -1, -1)

@@ -95,7 +95,9 @@ def test_csd_default_anneals_classifier_score_to_negative(world_prior_small):
     w = _w(t, world_prior_small)
     for step, direction in ((0, eps_y - eps_0), (100, eps_y - eps_neg)):
         got, _ = csd.grad(x, t, eps, world_prior_small, _ctx(2, step=step))
-        torch.testing.assert_close(got, w * direction / (w * direction).norm(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            got, w * direction / (w * direction).norm(), rtol=1e-5, atol=1e-5
+        )
         got, _ = per_image.grad(x, t, eps, world_prior_small, _ctx(2, step=step))
         unit = direction / direction.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
         torch.testing.assert_close(got, unit, rtol=1e-5, atol=1e-5)
@@ -372,7 +374,7 @@ def test_cds_is_the_gap_between_two_denoised_estimates(world_prior_small):
     prior = world_prior_small
     x, _ = _inputs(1)
     eps_star = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(2))
-    cds = CDS(CDSConfig(delta_min=200, delta_max=201, weighting="sds"), eps_star)
+    cds = CDS(CDSConfig(delta_min=200, delta_max=201, weighting="sds", s_anneal=False), eps_star)
     s = torch.tensor([300])
     got, _ = cds.grad(x, s, torch.zeros_like(x), prior, _ctx(1))
     t = torch.tensor([500])
@@ -417,7 +419,7 @@ def test_cds_sign_on_a_gaussian_prior_pulls_the_noised_render_to_the_mean():
     mean, var = torch.rand(1, 3, 8, 8, generator=g) * 2 - 1, 0.05
     prior = _GaussianDataPrior(mean, var)
     eps_star = torch.randn(3, 8, 8, generator=g)
-    cds = CDS(CDSConfig(delta_min=200, delta_max=201, weighting="sds"), eps_star)
+    cds = CDS(CDSConfig(delta_min=200, delta_max=201, weighting="sds", s_anneal=False), eps_star)
     s, t = torch.tensor([300]), torch.tensor([500])
     ac = prior.alphas_cumprod.double()
     sig_t, sig_s = float(((1 - ac[500]) / ac[500]).sqrt()), float(((1 - ac[300]) / ac[300]).sqrt())
