@@ -91,8 +91,10 @@ def annealed_timestep(config: SDIConfig, step: int, num_train_timesteps: int) ->
 
 
 def injection_factor(config: SDIConfig, x: torch.Tensor) -> float:
-    """1 (``sum``) or 1 / (B numel) (``mean``: threestudio's SDI) for a batch x [B, ...]."""
-    return 1.0 if config.injection == "sum" else 1.0 / x.numel() / x.shape[0]
+    """1 (``sum``) or 1 / (B numel) = 1 / x.numel() (``mean``: threestudio's SDI) for a batch
+    x [B, ...]: with the harness's 0.5 ||x - (x - G)||^2 / B the gradient on x is then
+    G / (B^2 numel), the gradient of threestudio's 0.5 mse(x, x - G, "mean") / B."""
+    return 1.0 if config.injection == "sum" else 1.0 / x.numel()
 
 
 def leading_rungs(t: int, n_steps: int, num_train_timesteps: int, offset: int = 1) -> list[int]:
