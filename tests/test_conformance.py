@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmark.config import load_config
+from benchmark.run.config import load_config
 from core.cameras import orbit_cameras
 from core.guidance import (
     classifier_free_guidance,
