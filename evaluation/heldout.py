@@ -8,8 +8,10 @@ import torch
 
 from backbones.base import Backbone
 from core.cameras import Cameras, look_at_origin, orbit_cameras
+from world.distributions import instances
+from world.instance_metrics import colour_scores, detail_ratio, distribution_scores
 from world.metrics import angular_distance, depth_l1, janus_score, mask_iou, psnr, ssim
-from world.objects import get_object, known_prompts
+from world.objects import known_prompts
 from world.renderer import render_object
 
 if TYPE_CHECKING:
@@ -87,12 +89,21 @@ class HeldOutEvaluator:
                             ``janus_cameras`` grid against the true renders at every grid
                             azimuth (8 extra renders per evaluation); janus_deg = 180 janus,
                             the mean nearest-azimuth error in degrees.
+        detail, chroma,     high-frequency energy and chroma against the truth's (ratios) and
+        extreme             the excess fraction of clipped foreground pixels
+                            (world/instance_metrics.py);
         clip_score,         with a ``clip`` scorer (evaluation/clip.py): the mean CLIP score
         clip_r_precision    100 cos (not clamped) of the renders with the prompt, and the
                             fraction of renders whose best-matching prompt among
                             ``clip_candidates`` (default: the world's prompts and this one)
                             is this prompt.
     With the image backbone there is one view, the image's fixed camera.
+
+    A prompt with several instances (world/distributions.py) is scored against its best
+    instance k* (highest mean PSNR over the views): ``psnr`` is k*'s, and SSIM, depth, IoU,
+    detail and colour are taken against k*; it also gets ``instance`` (k*),
+    ``psnr_mean_instance``, ``averaging`` and ``commitment`` (world/instance_metrics.py).
+    ``truth`` is the first instance's renders, ``truths`` every instance's.
     """
 
     def __init__(
@@ -110,10 +121,13 @@ class HeldOutEvaluator:
         self.clip_candidates = list(dict.fromkeys([*candidates, prompt]))
         self.geometry = config.backbone != "image"
         self.cameras = held_out_cameras(config).to(device)
-        obj = get_object(prompt)
-        self.truth = self._render_truth(obj, self.cameras)
+        objects = instances(prompt)
+        obj = objects[0]
+        self.truths = [self._render_truth(o, self.cameras) for o in objects]
+        self.truth = self.truths[0]
+        self.truth_rgb = torch.stack([t["rgb"] for t in self.truths])  # [K, V, 3, H, W]
         self.janus = None
-        if self.geometry and obj.has_distinct_front_back:
+        if self.geometry and all(o.has_distinct_front_back for o in objects):
             cameras, back = janus_cameras(config)
             cameras = cameras.to(device)
             truth = self._render_truth(obj, cameras)["rgb"]
@@ -135,11 +149,15 @@ class HeldOutEvaluator:
         height, width = self.config.render.height, self.config.render.width
         out = backbone.render(self.cameras, height, width)
         rgb = out["rgb"].clamp(0.0, 1.0)
-        truth = self.truth
-        metrics = {
-            "psnr": float(psnr(rgb, truth["rgb"]).mean()),
-            "ssim": float(ssim(rgb, truth["rgb"]).mean()),
-        }
+        if len(self.truths) == 1:
+            truth = self.truth
+            metrics = {"psnr": float(psnr(rgb, truth["rgb"]).mean())}
+        else:
+            metrics = distribution_scores(rgb, self.truth_rgb)
+            truth = self.truths[int(metrics["instance"])]
+        metrics["ssim"] = float(ssim(rgb, truth["rgb"]).mean())
+        metrics["detail"] = detail_ratio(rgb, truth["rgb"])
+        metrics.update(colour_scores(rgb, truth["rgb"], truth["mask"]))
         if self.geometry:
             metrics["depth_l1"] = float(
                 depth_l1(out["depth"], truth["depth"], truth["mask"]).mean()

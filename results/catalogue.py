@@ -42,6 +42,18 @@ CATALOGUE: tuple[MetricInfo, ...] = (
     MetricInfo("janus", "Janus score", "quality", "lower"),
     MetricInfo("janus_deg", "Janus angle (deg)", "quality", "lower"),
     MetricInfo("janus_front", "Janus front-view match", "diagnostic"),
+    # against the truth / a prompt's distribution of instances (world/instance_metrics.py)
+    MetricInfo("detail", "high-frequency energy / the truth's", "quality"),
+    MetricInfo("chroma", "chroma / the truth's (colour saturation)", "quality"),
+    MetricInfo("extreme", "excess fraction of clipped foreground pixels", "quality", "lower"),
+    MetricInfo("instance", "best-matching instance (index)", "diagnostic"),
+    MetricInfo("psnr_mean_instance", "PSNR to the instances' average (dB)", "diagnostic"),
+    MetricInfo(
+        "averaging", "PSNR to the instances' average minus to the best one (dB)", "quality", "lower"
+    ),
+    MetricInfo(
+        "commitment", "fraction of views agreeing on the best instance", "quality", "higher"
+    ),
     # the world CLIP fails its ranking checks (docs/world_clip.md, analysis/clip_gate.py): a
     # diagnostic, not shown in the summary; the report's gate reads each run's manifest
     MetricInfo("clip_score", "CLIP score (diagnostic)", "diagnostic", "higher"),

@@ -228,7 +228,7 @@ def test_image_backbone_sds_improves_psnr(world_prior_small):
 
     result = run_cell(trainer, lambda backbone, step: evaluator(backbone)[0], lambda s, m: None)
     assert result.status == "ok" and result.steps_done == 100
-    assert set(result.final) == {"psnr", "ssim"}  # no geometry metrics for an image
+    assert set(result.final) == {"psnr", "ssim", "detail", "chroma", "extreme"}  # no geometry
     assert result.final["psnr"] > result.initial["psnr"] + 10.0, (result.initial, result.final)
     assert result.final["ssim"] > result.initial["ssim"] + 0.5
 

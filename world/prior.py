@@ -26,8 +26,13 @@ from core.cameras import Cameras, orbit_cameras
 from core.interfaces import DiffusionPrior, PriorContext
 from core.schedule import alpha_sigma, ddpm_alphas_cumprod
 from world.degraded import DEGRADATIONS, degrade
-from world.objects import get_object, known_prompts
+from world.distributions import instances
+from world.objects import known_prompts
 from world.renderer import render_object
+
+#: unconditional branches: the library's objects (uniform over objects) or the generic-object
+#: distribution of world/generic.py (a broad "any object", as a text-to-image model's)
+UNCONDITIONALS = ("objects", "generic")
 
 
 @dataclass
@@ -41,6 +46,9 @@ class WorldPriorConfig:
     0.05 (13 degrees) about 8 references were blended per camera, thin parts (table and chair
     legs, the lamp's arm and base) averaged away and SDS gained -0.8..+1.2 dB on them; at 0.001
     it gains 8-13 dB (docs/world_fidelity.md, issue 17).
+
+    ``unconditional``: ``objects`` (the library's objects, uniform over objects) or
+    ``generic`` (``n_generic`` random objects of world/generic.py: every shape and colour).
     """
 
     n_azimuth: int = 24
@@ -50,6 +58,8 @@ class WorldPriorConfig:
     tau: float = 0.0
     chunk_size: int = 1024
     supersample: int = 2
+    unconditional: str = "objects"
+    n_generic: int = 32
 
     def __post_init__(self) -> None:
         if self.n_azimuth < 1 or not self.elevations:
@@ -58,6 +68,12 @@ class WorldPriorConfig:
             raise ValueError("need view_temperature > 0 and tau >= 0")
         if self.chunk_size < 1 or self.supersample < 1:
             raise ValueError("need chunk_size >= 1 and supersample >= 1")
+        if self.unconditional not in UNCONDITIONALS:
+            raise ValueError(
+                f"unknown unconditional {self.unconditional!r}; expected one of {UNCONDITIONALS}"
+            )
+        if self.n_generic < 1:
+            raise ValueError("need n_generic >= 1")
 
 
 @dataclass
@@ -69,12 +85,32 @@ class ReferenceSet:
         directions: [N, 3] unit view directions of their cameras.
         depth: [N, H*W] ray distance to the surface (0 on background), or None.
         normal: [N, 3*H*W] world-space unit normals (0 on background), or None.
+        instance: [N] int64 index of the instance each reference shows (a multi-instance
+            prompt's references are its instances' in order, each seen from every reference
+            camera), or None (one instance).
     """
 
     images: torch.Tensor
     directions: torch.Tensor
     depth: torch.Tensor | None = None
     normal: torch.Tensor | None = None
+    instance: torch.Tensor | None = None
+
+    @property
+    def n_instances(self) -> int:
+        return 1 if self.instance is None else int(self.instance.max()) + 1
+
+    def of_instance(self, k: int) -> ReferenceSet:
+        """The references of instance ``k`` alone (``self`` for a one-instance set)."""
+        if self.instance is None:
+            if k != 0:
+                raise IndexError(f"instance {k} of a one-instance reference set")
+            return self
+        keep = self.instance == k
+        pick = lambda v: None if v is None else v[keep]
+        return ReferenceSet(
+            self.images[keep], self.directions[keep], pick(self.depth), pick(self.normal)
+        )
 
 
 def mixture_expectation(
@@ -183,10 +219,17 @@ class WorldPrior(DiffusionPrior):
 
     @property
     def unconditional(self) -> ReferenceSet:
-        """The unconditional branch's mixture: the references of every object the world
-        knows (depth/normal are only needed for the conditional Bayes estimators)."""
+        """The unconditional branch's mixture: the references of every object of the library
+        (``unconditional = "objects"``) or of the generic objects (``"generic"``), each object
+        seen from every reference camera, so uniform over objects (depth/normal are only
+        needed for the conditional Bayes estimators)."""
         if self._unconditional is None:
-            refs = [self.references[p] for p in known_prompts()]
+            if self.config.unconditional == "generic":
+                from world.generic import generic_objects
+
+                refs = [self._render_instances(generic_objects(self.config.n_generic))]
+            else:
+                refs = [self.references[p] for p in known_prompts()]
             self._unconditional = ReferenceSet(
                 torch.cat([r.images for r in refs]), torch.cat([r.directions for r in refs])
             )
@@ -199,19 +242,56 @@ class WorldPrior(DiffusionPrior):
         return WorldBayesGeometry(self)
 
     def _render_references(self, prompt: str) -> ReferenceSet:
+        """The prompt's references: every instance from every reference camera (the union
+        of the instances' renders; one instance: exactly that object's renders)."""
+        return self._render_instances(instances(prompt))
+
+    def _render_instances(self, objects) -> ReferenceSet:
         cameras = self.reference_cameras
-        out = render_object(
-            get_object(prompt),
-            cameras,
-            self.shape[1],
-            self.shape[2],
-            supersample=self.config.supersample,
-        )
+        sets = []
+        for obj in objects:
+            out = render_object(
+                obj, cameras, self.shape[1], self.shape[2], supersample=self.config.supersample
+            )
+            sets.append(
+                ReferenceSet(
+                    self.encode(out["rgb"]).flatten(1),
+                    cameras.view_direction,
+                    out["depth"].flatten(1),
+                    out["normal"].flatten(1),
+                )
+            )
+        if len(sets) == 1:
+            return sets[0]
+        n = len(cameras)
         return ReferenceSet(
-            self.encode(out["rgb"]).flatten(1),
-            cameras.view_direction,
-            out["depth"].flatten(1),
-            out["normal"].flatten(1),
+            torch.cat([r.images for r in sets]),
+            torch.cat([r.directions for r in sets]),
+            torch.cat([r.depth for r in sets]),
+            torch.cat([r.normal for r in sets]),
+            torch.arange(len(sets), device=self.device).repeat_interleave(n),
+        )
+
+    def instance_posterior(
+        self, x_t: torch.Tensor, t: torch.Tensor, ctx: PriorContext
+    ) -> torch.Tensor:
+        """P(instance k | x_t, y) under the conditional mixture, [B, K] (K = the prompt's
+        instances; a one-instance prompt gives ones): the responsibilities summed per
+        instance."""
+        refs = self.references[ctx.prompt]
+        if refs.instance is None:
+            return torch.ones(x_t.shape[0], 1, dtype=x_t.dtype, device=x_t.device)
+        onehot = torch.nn.functional.one_hot(refs.instance, refs.n_instances).to(x_t.dtype)
+        alpha, sigma = alpha_sigma(self.alphas_cumprod, t)
+        return mixture_expectation(
+            x_t.flatten(1),
+            alpha.to(x_t.dtype),
+            sigma.to(x_t.dtype),
+            refs.images,
+            self.log_mixture_weights(refs, ctx.cameras),
+            onehot,
+            self.config.tau,
+            self.config.chunk_size,
         )
 
     def encode(self, rgb: torch.Tensor) -> torch.Tensor:

@@ -8,16 +8,17 @@ import torch
 
 from core.cameras import look_at_origin
 from core.errors import UserError
-from world.objects import get_object, known_prompts
+from world.distributions import all_prompts, instances
 from world.renderer import render_object
 
 
 def write_prompt_grid(path: str, size: int = 64, azimuths=(0.0, 90.0, 180.0, 270.0)) -> str:
-    """PNG grid: one row per world object (prompt on the left), one column per azimuth."""
+    """PNG grid: one row per world prompt (prompt on the left; a distribution prompt shows its
+    first instance), one column per azimuth."""
     import numpy as np
     from PIL import Image, ImageDraw
 
-    prompts = known_prompts()
+    prompts = all_prompts()
     n = len(azimuths)
     ones = torch.ones(n)
     cameras = look_at_origin(ones * 20.0, torch.tensor(azimuths), ones * 2.5, ones * 40.0)
@@ -29,7 +30,7 @@ def write_prompt_grid(path: str, size: int = 64, azimuths=(0.0, 90.0, 180.0, 270
     for j, azimuth in enumerate(azimuths):
         draw.text((label_width + j * (size + pad) + 4, 2), f"az {azimuth:g}", fill="black")
     for i, prompt in enumerate(prompts):
-        rgb = render_object(get_object(prompt), cameras, size, size, supersample=1)["rgb"]
+        rgb = render_object(instances(prompt)[0], cameras, size, size, supersample=1)["rgb"]
         tiles = (rgb.permute(0, 2, 3, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
         top = 16 + i * (size + pad)
         draw.text((4, top + size // 2 - 5), prompt, fill="black")

@@ -302,7 +302,7 @@ def _check_config(config: dict, path: Path) -> None:
     from benchmark.run.config import load_config
     from core.errors import UserError
     from estimators.registry import METHODS
-    from world.objects import known_prompts
+    from world.distributions import all_prompts
 
     def fail(what: str) -> GoldenError:
         return GoldenError(f"golden file {path}: config {what}")
@@ -318,7 +318,7 @@ def _check_config(config: dict, path: Path) -> None:
     unknown = [m for m in config["methods"] if m not in METHODS]
     if unknown:
         raise fail(f"names an unknown method {unknown[0]!r}; known: {', '.join(METHODS)}")
-    known = known_prompts()
+    known = all_prompts()
     unknown = [p for p in config["prompts"] if p not in known]
     if unknown:
         raise fail(f"names a prompt the world does not know: {unknown[0]!r}")

@@ -73,10 +73,10 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     )
     methods = validate_methods(config.methods)
     prompts = read_prompts(config.prompts_file)
-    from world.objects import known_prompts
+    from world.distributions import all_prompts
 
     if config.prior == "world":  # a real prior takes any prompt (GT metrics: world prompts)
-        validate_prompts(prompts, known_prompts())
+        validate_prompts(prompts, all_prompts())
     config.seeds = unique_seeds(config.seeds)
     check_out_dir(config.out)
     from benchmark.run.runner import run_benchmark
@@ -108,9 +108,9 @@ def _resume(run_dir: str, argv: list[str], quiet: bool, report: bool) -> int:
 
 
 def cmd_prompts(args: argparse.Namespace, argv: list[str]) -> int:
-    from world.objects import known_prompts
+    from world.distributions import all_prompts
 
-    for prompt in known_prompts():
+    for prompt in all_prompts():
         print(prompt)
     if not args.no_grid:
         if not 8 <= args.size <= 512:

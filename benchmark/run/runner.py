@@ -47,9 +47,9 @@ from results.schema import cell_name, snapshot_name, truth_snapshot_name
 def _evaluator(prompt: str, config: RunConfig, device: torch.device, clip=None):
     """GT metrics for world prompts; with a real prior (``sd:PATH``) a prompt the world does
     not know gets held-out renders without metrics."""
-    from world.objects import known_prompts
+    from world.distributions import all_prompts
 
-    if config.prior != "world" and prompt not in known_prompts():
+    if config.prior != "world" and prompt not in all_prompts():
         return RenderOnlyEvaluator(config, device)
     return HeldOutEvaluator(prompt, config, device, clip)
 

@@ -158,13 +158,13 @@ def load_sweep(
 
 def _resolve_prompts(spec: SweepSpec, root: Path) -> list[str]:
     from benchmark.run.prompts import read_prompts, validate_prompts
-    from world.objects import known_prompts
+    from world.distributions import all_prompts
 
     if spec.prompts_file is not None:
         prompts = read_prompts(root / spec.prompts_file)
     else:
         prompts = list(dict.fromkeys(spec.prompts))
-    validate_prompts(prompts, known_prompts())
+    validate_prompts(prompts, all_prompts())
     return prompts
 
 
