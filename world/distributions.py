@@ -65,17 +65,19 @@ class PromptDistribution:
     description: str
 
 
-def spot_part(center_on_sphere, sphere_center, sphere_radius, spot_radius, albedo, lift=0.006):
-    """A painted spot: the cap of a ball of radius ``sphere_radius + lift`` inside a ball of
-    radius ``spot_radius`` around a point of the sphere's surface. Its distance is below the
-    sphere's on the spot (the union's albedo is the spot's there) and the bump is ``lift`` high:
-    a pattern, not geometry."""
+def spots_part(centers, sphere_center, sphere_radius, spot_radius, albedo, lift=0.006) -> Part:
+    """Painted spots: within ``spot_radius`` of any of the points ``centers`` (on the sphere's
+    surface), the cap of a ball of radius ``sphere_radius + lift``. Its distance is below the
+    sphere's on a spot (the union's albedo is the spot's there) and the bump is ``lift`` high:
+    a pattern, not geometry. One part for all spots (one SDF evaluation per point)."""
+    c = torch.tensor(centers, dtype=torch.float64)  # [S, 3]
 
-    def sdf(p, c=tuple(center_on_sphere)):
+    def sdf(p):
         outer = sphere(p, sphere_center, sphere_radius + lift)
-        return torch.maximum(outer, sphere(p, c, spot_radius))
+        d = (p[..., None, :] - c.to(p)).norm(dim=-1).amin(dim=-1) - spot_radius
+        return torch.maximum(outer, d)
 
-    return Part(sdf, albedo, "spot")
+    return Part(sdf, albedo, "spots")
 
 
 def random_directions(n: int, generator: torch.Generator, min_angle: float = 0.0):
@@ -96,9 +98,8 @@ def spotted_ball(index: int, n_spots: int = 10, seed: int = 1000) -> WorldObject
     g = torch.Generator().manual_seed(seed + index)
     radius = 0.5
     dirs = random_directions(n_spots, g, min_angle=0.5)
-    spots = tuple(
-        spot_part(tuple(float(c) for c in radius * d), (0, 0, 0), radius, 0.11, SNOW) for d in dirs
-    )
+    centers = [tuple(float(c) for c in radius * d) for d in dirs]
+    spots = (spots_part(centers, (0, 0, 0), radius, 0.11, SNOW),)
     ball = Part(partial(sphere, center=(0, 0, 0), radius=radius), RED, "ball")
     return WorldObject(f"a red ball with white spots #{index}", (ball, *spots))
 
@@ -135,21 +136,23 @@ def spotted_mushroom(index: int, seed: int = 2000) -> WorldObject:
             "stem",
         ),
     ]
+    centers = []
     for _ in range(6):
         # a point on the upper cap: azimuth uniform, polar angle from the top up to ~60 degrees
         phi = 2 * math.pi * float(torch.rand(1, generator=g, dtype=torch.float64))
-        theta = math.radians(60.0) * math.sqrt(
-            float(torch.rand(1, generator=g, dtype=torch.float64))
-        )
+        v = float(torch.rand(1, generator=g, dtype=torch.float64))
+        theta = math.radians(60.0) * math.sqrt(v)
         d = (math.sin(theta) * math.cos(phi), math.sin(theta) * math.sin(phi), math.cos(theta))
         # the ellipsoid's surface along d (exact for an axis-aligned ellipsoid)
         scale = 1.0 / math.sqrt((d[0] / 0.6) ** 2 + (d[1] / 0.6) ** 2 + (d[2] / cap_height) ** 2)
-        c = tuple(cap_center[k] + scale * d[k] for k in range(3))
+        centers.append(tuple(cap_center[k] + scale * d[k] for k in range(3)))
+    c = torch.tensor(centers, dtype=torch.float64)
 
-        def sdf(p, c=c, cap=parts[0].sdf):
-            return torch.maximum(cap(p) - 0.006, sphere(p, c, 0.1))
+    def spots(p, cap=parts[0].sdf):
+        d = (p[..., None, :] - c.to(p)).norm(dim=-1).amin(dim=-1) - 0.1
+        return torch.maximum(cap(p) - 0.006, d)
 
-        parts.append(Part(sdf, CREAM, "spot"))
+    parts.append(Part(spots, CREAM, "spots"))
     return WorldObject(f"a mushroom with a spotted cap #{index}", tuple(parts))
 
 
