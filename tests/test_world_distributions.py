@@ -230,3 +230,19 @@ def test_evaluator_scores_against_the_best_instance():
     assert metrics["psnr"] == 100.0 and metrics["mask_iou"] == 1.0
     assert metrics["detail"] == 1.0 and metrics["chroma"] == 1.0 and metrics["extreme"] == 0.0
     assert metrics["averaging"] < -50.0
+
+
+def test_instance_diversity_from_results():
+    import pandas as pd
+
+    from analysis.diversity import instance_diversity
+
+    rows = []
+    for seed, (early, late) in enumerate([(0, 1), (1, 1), (3, 2)]):
+        rows += [("vsd", "p", seed, 0, "instance", float(early))]
+        rows += [("vsd", "p", seed, 300, "instance", float(late))]
+        rows += [("vsd", "p", seed, 300, "psnr", 20.0)]
+    df = pd.DataFrame(rows, columns=["method", "prompt", "seed", "step", "metric", "value"])
+    out = instance_diversity(df).iloc[0]
+    assert (out.seeds, out.distinct, out.top_share) == (3, 2, pytest.approx(2 / 3))
+    assert instance_diversity(df[df.metric == "psnr"]).empty
