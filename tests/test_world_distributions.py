@@ -134,6 +134,19 @@ def test_instance_posterior_is_the_summed_responsibilities(prior):
     torch.testing.assert_close(mean_union, (post[:, :, None] * per).sum(1), atol=1e-4, rtol=1e-4)
 
 
+def test_any_list_of_instances_becomes_a_prompt(prior):
+    objs = instances("a ball of some colour")[:2]
+    refs = prior.render_instances(objs)
+    assert refs.n_instances == 2
+    assert torch.equal(
+        refs.images, prior.references["a ball of some colour"].images[: len(refs.images)]
+    )
+    prior.references["two balls"] = refs
+    ctx = PriorContext("two balls", prior.reference_cameras[:1])
+    post = prior.instance_posterior(refs.images[:1].view(1, 3, 12, 12), torch.tensor([10]), ctx)
+    assert post.shape == (1, 2) and float(post[0, 0]) > 0.99
+
+
 def test_generic_unconditional_and_config_checks():
     p = small_prior(["a red sphere"], unconditional="generic", n_generic=3)
     assert p.unconditional.images.shape[0] == 3 * len(p.reference_cameras)

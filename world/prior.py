@@ -227,7 +227,7 @@ class WorldPrior(DiffusionPrior):
             if self.config.unconditional == "generic":
                 from world.generic import generic_objects
 
-                refs = [self._render_instances(generic_objects(self.config.n_generic))]
+                refs = [self.render_instances(generic_objects(self.config.n_generic))]
             else:
                 refs = [self.references[p] for p in known_prompts()]
             self._unconditional = ReferenceSet(
@@ -244,9 +244,12 @@ class WorldPrior(DiffusionPrior):
     def _render_references(self, prompt: str) -> ReferenceSet:
         """The prompt's references: every instance from every reference camera (the union
         of the instances' renders; one instance: exactly that object's renders)."""
-        return self._render_instances(instances(prompt))
+        return self.render_instances(instances(prompt))
 
-    def _render_instances(self, objects) -> ReferenceSet:
+    def render_instances(self, objects) -> ReferenceSet:
+        """References of a list of WorldObjects (each from every reference camera, in order;
+        ``instance`` set when there are several). ``prior.references[name] = ...`` makes any
+        list of instances a prompt of this prior (its exact eps* is then that mixture's)."""
         cameras = self.reference_cameras
         sets = []
         for obj in objects:
