@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from benchmark.phenomena import eps_share, setup, train, train_particles
+from benchmark.run.phenomena import eps_share, setup, train, train_particles
 from world.instance_metrics import seed_diversity
 
 DEFAULT = "configs/world_default.yaml"

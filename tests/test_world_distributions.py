@@ -223,7 +223,7 @@ def test_seed_diversity_exact():
 def test_evaluator_scores_against_the_best_instance():
     """HeldOutEvaluator on a distribution prompt: a backbone that renders instance 2 exactly
     gets instance 2, commitment 1, psnr 100 and the ceiling-style best-instance metrics."""
-    from benchmark.config import load_config
+    from benchmark.run.config import load_config
     from evaluation.heldout import HeldOutEvaluator
 
     config = load_config(

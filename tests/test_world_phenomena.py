@@ -5,7 +5,7 @@ asserts. Sizes: 16x16 renders, 12 x 2 reference views, voxel 24^3, 200 steps, on
 import pytest
 import torch
 
-from benchmark.phenomena import eps_share, setup, train, train_particles, variance_split
+from benchmark.run.phenomena import eps_share, setup, train, train_particles, variance_split
 from world.instance_metrics import seed_diversity
 
 SMALL = [

@@ -19,9 +19,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from benchmark.config import load_config
-from benchmark.factories import build_prior
-from benchmark.trainer import CellTrainer, run_cell
+from benchmark.run.config import load_config
+from benchmark.run.factories import build_prior
+from benchmark.run.trainer import CellTrainer, run_cell
 from estimators.base import EstimatorContext
 from evaluation.heldout import HeldOutEvaluator
 from world.distributions import instances
