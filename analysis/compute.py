@@ -13,12 +13,17 @@ and against the SDS cell of the same (prompt, seed) (common random numbers):
     compute_multiplier  (NSR_SDS c_SDS) / (NSR_m c_m), c = nfe/step, NSR the noise-to-signal
                         ratio of the theta-gradient (probe variant ``all``): the compute
                         each needs to estimate its own mean gradient to the same relative
-                        precision (NSR / B with B draws), so it is scale-free. NSR is
-                        1 / the mean of the unbiased ``snr`` over the probe steps both cells
-                        have (step 0 and rows flagged ``var/mu_uninformed`` left out):
-                        ln multiplier = ln snr_m - ln snr_SDS + ln c_SDS - ln c_m, NaN when
-                        a mean snr is <= 0 (NSR not resolved).
+                        precision (NSR / B with B draws), so it is scale-free. Matched
+                        states: both NSRs are read at the cell's last probe, at the same
+                        theta and on the same draws (the probe's SDS twin,
+                        ``var/all/sds_snr``), so the ratio is the estimator's alone and does
+                        not depend on the probe schedule:
+                        ln multiplier = ln snr_m - ln sds_snr + ln c_SDS - ln c_m, NaN
+                        (unresolved, counted) when an snr is <= 0. Without the twin (old runs)
+                        the paired SDS cell's snr at the last probe step both have stands in
+                        (``matched_states`` 0: each on its own trajectory).
                         > 1: the method reaches SDS's relative precision with less compute.
+    log_nsr_ratio       ln(NSR_m / NSR_SDS) at those states (the NSR column's ratio)
     compute_multiplier_seconds   the same with c = seconds/step
     compute_multiplier_raw       diagnostic only: (Var_SDS c_SDS) / (Var_m c_m) with the raw
                         trace variance. It rewards an estimator for a small gradient (a
@@ -53,6 +58,9 @@ from analysis.cells import (
 
 VAR_METRIC = "var/all/var_trace"
 SNR_METRIC = "var/all/snr"
+#: SDS at the same theta and draws as the cell's own probe (benchmark/probe/probe.py)
+TWIN_SNR_METRIC = "var/all/sds_snr"
+TWIN_VAR_METRIC = "var/all/sds_var_trace"
 FLAG_METRIC = "var/mu_uninformed"
 
 
@@ -182,6 +190,8 @@ def equal_compute_table(
         for name, series in (
             ("snr", probe_series(df, SNR_METRIC)),
             ("var", probe_series(df, VAR_METRIC)),
+            ("sds_snr", probe_series(df, TWIN_SNR_METRIC)),
+            ("sds_var", probe_series(df, TWIN_VAR_METRIC)),
         )
     }
     index = {(lab, p, s): key for key, lab, p, s in _keys(cells)}
@@ -212,14 +222,19 @@ def _versus(key, ref_key, cost, var_by_cell, curves) -> dict[str, float]:
             "budget_nfe",
             "budget_seconds",
             "ref_psnr",
+            "log_nsr_ratio",
+            "matched_states",
         ),
         np.nan,
     )
     if ref_key is None:
         return nan
     out = dict(nan)
-    d = _log_ratio(var_by_cell["snr"].get(key), var_by_cell["snr"].get(ref_key))
-    d_raw = _log_ratio(var_by_cell["var"].get(ref_key), var_by_cell["var"].get(key))
+    d, matched = _matched_log_ratio(key, ref_key, var_by_cell, "snr", "sds_snr")
+    d_raw, _ = _matched_log_ratio(key, ref_key, var_by_cell, "var", "sds_var")
+    d_raw = -d_raw  # raw: (Var_SDS c_SDS) / (Var_m c_m)
+    out["matched_states"] = matched
+    out["log_nsr_ratio"] = -d
     for name, column, gain in (
         ("log_multiplier", "nfe/step", d),
         ("log_multiplier_seconds", "seconds/step", d),
@@ -241,18 +256,39 @@ def _versus(key, ref_key, cost, var_by_cell, curves) -> dict[str, float]:
     return out
 
 
-def _log_ratio(num: pd.Series | None, den: pd.Series | None) -> float:
-    """ln(mean num / mean den) over the probe steps both series have; NaN when a mean is
-    not positive (an unresolved NSR) or nothing is shared."""
-    if num is None or den is None:
+def _at_last(series: pd.Series | None, step: int | None = None) -> float:
+    """The value at ``step`` (default: the last step) of a per-step series, NaN if absent."""
+    if series is None or series.empty:
         return np.nan
-    common = num.index.intersection(den.index)
-    a, b = num[common].to_numpy(float), den[common].to_numpy(float)
-    keep = np.isfinite(a) & np.isfinite(b)
-    if not keep.any():
-        return np.nan
-    mean_a, mean_b = float(a[keep].mean()), float(b[keep].mean())
-    return float(np.log(mean_a / mean_b)) if mean_a > 0 and mean_b > 0 else np.nan
+    step = int(series.index.max()) if step is None else step
+    return float(series.get(step, np.nan))
+
+
+def _log_ratio_of(a: float, b: float) -> float:
+    """ln(a / b), NaN unless both are positive and finite (an unresolved snr)."""
+    ok = np.isfinite(a) and np.isfinite(b) and a > 0 and b > 0
+    return float(np.log(a / b)) if ok else np.nan
+
+
+def _matched_log_ratio(key, ref_key, series, own: str, twin: str) -> tuple[float, float]:
+    """(ln own_m / own_SDS, matched): at the cell's last probe against its SDS twin (same
+    theta, same draws; matched 1), else at the last probe step the cell and its paired SDS
+    cell share (matched 0); the SDS cell itself: (0, 1)."""
+    mine = series[own].get(key)
+    if key == ref_key:
+        return (0.0 if np.isfinite(_at_last(mine)) else np.nan), 1.0
+    twin_series = series[twin].get(key)
+    if twin_series is not None and not twin_series.empty and mine is not None:
+        step = int(twin_series.index.max())
+        return _log_ratio_of(_at_last(mine, step), _at_last(twin_series, step)), 1.0
+    ref = series[own].get(ref_key)
+    if mine is None or ref is None:
+        return np.nan, np.nan
+    common = mine.index.intersection(ref.index)
+    if common.empty:
+        return np.nan, np.nan
+    step = int(common.max())
+    return _log_ratio_of(_at_last(mine, step), _at_last(ref, step)), 0.0
 
 
 def lever_table(base: pd.DataFrame, levers: dict[str, pd.DataFrame], manifests=None):

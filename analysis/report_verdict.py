@@ -1,7 +1,9 @@
 """The report's "Verdict" section and the turntables (analysis/report.py puts them first).
 
-Verdict: one row per method at equal compute (``analysis.verdict.method_table``) with 95% t
-CIs over replicates (prompts x seeds) and plain words (better / worse / no difference at 95%),
+Verdict: one row per method at matched states and equal compute
+(``analysis.verdict.method_table``) with 95% t CIs clustered by prompt, the estimand in words,
+words only where they hold (a minimum effect per quantity, Holm's correction over the table,
+seconds worded only when cells ran one at a time), unresolved cells counted in every column,
 a sentence per method, the NSR-vs-step and quality-vs-compute figures.
 
 Turntables: per cell, an animated GIF of the final checkpoint's held-out ring (``eval.n_views``
@@ -21,28 +23,38 @@ from analysis.cells import sort_labels
 from analysis.html import esc, safe_figure, table_html
 from analysis.runs import RunInfo
 from analysis.stats import Estimate, format_estimate
-from analysis.verdict import method_table, verdict_sentence
+from analysis.verdict import method_table, one_cell_at_a_time, resolved, verdict_sentence
 
-#: (quantity, column title, show the paired difference with SDS instead of the mean)
+#: (quantity, column title, what to show: "mean", "diff" (the comparison with SDS) or "both")
 VERDICT_COLUMNS = (
-    ("compute_multiplier", "x compute (NSR x NFE)", False),
-    ("compute_multiplier_seconds", "x compute (NSR x s)", False),
-    ("psnr_equal_compute", "dPSNR at SDS's NFE (dB)", True),
-    ("psnr_equal_seconds", "dPSNR at SDS's seconds (dB)", True),
-    ("nsr", "NSR (last probe)", False),
-    ("psnr", "final PSNR (dB)", False),
-    ("nfe_per_step", "NFE/step (model)", False),
-    ("seconds_per_step", "s/step", False),
+    ("compute_multiplier", "x compute (NSR x NFE)", "mean"),
+    ("compute_multiplier_seconds", "x compute (NSR x s)", "mean"),
+    ("psnr_equal_compute", "dPSNR at SDS's NFE (dB)", "diff"),
+    ("psnr_equal_seconds", "dPSNR at SDS's seconds (dB)", "diff"),
+    ("nsr", "NSR (last probe); ratio to SDS at the same theta", "both"),
+    ("bias_rel", "bias vs SDS's mean (bias_rel)", "mean"),
+    ("eps_share", "eps share of tr Var (law of total variance)", "mean"),
+    ("psnr", "final PSNR (dB); minus SDS's", "both"),
+    ("nfe_per_step", "NFE/step (model)", "mean"),
+    ("seconds_per_step", "s/step", "mean"),
 )
-DIGITS = {"nsr": 1, "nfe_per_step": 1, "seconds_per_step": 3}
+DIGITS = {"nsr": 1, "nfe_per_step": 1, "seconds_per_step": 3, "bias_rel": 3}
+for _part in ("eps", "t", "camera"):
+    DIGITS[f"{_part}_share"] = 2
 
 
-def _text(row: pd.Series, diff: bool, digits: int) -> str:
-    if diff:
-        est = Estimate(row["diff"], row["diff_lo"], row["diff_hi"], int(row["n_pairs"]))
-    else:
-        est = Estimate(row["mean"], row["lo"], row["hi"], int(row["n"]))
-    return format_estimate(est, digits)
+def _text(row: pd.Series, name: str, show: str, digits: int) -> str:
+    mean = format_estimate(Estimate(row["mean"], row["lo"], row["hi"], int(row["n"])), digits)
+    diff = format_estimate(
+        Estimate(row["diff"], row["diff_lo"], row["diff_hi"], int(row["n_pairs"])),
+        2 if name == "nsr" else digits,
+    )
+    if show == "mean" or row["verdict"] == "reference":
+        return mean
+    if show == "diff":
+        return diff
+    prefix = "x " if name == "nsr" else ""
+    return f"{mean}; {prefix}{diff}"
 
 
 def verdict_rows(estimates: pd.DataFrame, cells: pd.DataFrame):
@@ -53,16 +65,18 @@ def verdict_rows(estimates: pd.DataFrame, cells: pd.DataFrame):
         ests = estimates[estimates["label"] == label].set_index("quantity")
         mine = cells[cells["label"] == label]
         row = [label, f"{int((~mine['failed']).sum())}/{len(mine)}"]
-        for name, _, diff in VERDICT_COLUMNS:
+        for name, _, show in VERDICT_COLUMNS:
+            if name not in ests.index:
+                row.append("n/a")
+                continue
             e = ests.loc[name]
-            text = _text(e, diff, DIGITS.get(name, 2))
+            text = _text(e, name, show, DIGITS.get(name, 2))
             if name == "nfe_per_step":
                 model = ests.loc["nfe_model_per_step", "mean"]
                 text += f" ({model:.1f})" if np.isfinite(model) else " (model n/a)"
-            elif e["verdict"] not in ("n/a",) and name not in ("nfe_per_step", "seconds_per_step"):
+            elif e["verdict"] not in ("n/a",):
                 text += f": {e['verdict']}"
-            if name.startswith("psnr_equal") and e["n"] < len(mine):
-                text += f" ({int(e['n'])}/{len(mine)} reach SDS's budget)"
+            text += resolved(e)
             row.append(text)
         rows.append(row)
         sentences.append(verdict_sentence(label, ests))
@@ -77,19 +91,33 @@ def verdict_html(df: pd.DataFrame, infos: list[RunInfo], errors: list[str]) -> s
     estimates, cells = method_table(df, manifests)
     header, rows, sentences = verdict_rows(estimates, cells)
     parts = ['<section id="verdict"><h2>Verdict</h2>']
+    estimand = estimates["estimand"].iloc[0] if len(estimates) else ""
+    seconds = (
+        "Seconds: measured one cell at a time (workers = 1), so they get words."
+        if one_cell_at_a_time(manifests)
+        else "Seconds: measured with cells sharing the cores (workers != 1): indicative only, "
+        "no words; rerun with --set workers=1 for a seconds verdict."
+    )
     parts.append(
-        "<p class='meta'>At equal compute, each method against SDS on the same prompts and "
-        "seeds (common random numbers). Mean [95% t CI] over prompts x seeds. x compute = "
-        "(NSR x cost)_SDS / (NSR x cost)_method per step (NSR: noise-to-signal ratio of the "
-        "theta-gradient, tr Var / unbiased ||mean||^2, at the probe steps, step 0 left out; "
-        "scale-free, unlike the raw variance): &gt; 1 reaches SDS's relative precision with "
-        "less compute. NSR: 1 / the mean snr over prompts x seeds, its CI inverted (inf: not "
-        "resolved). "
-        "PSNR at SDS's budget: the method's held-out PSNR interpolated at SDS's final "
-        "cumulative network evaluations (or seconds), minus SDS's final PSNR. Words (from the "
-        "paired difference with SDS, or the multiplier's CI against 1): better / "
-        "worse / no difference at 95%. NFE/step: measured (registry cost model). Seconds "
-        "are wall-clock on the machine of the run (noisy on a shared machine).</p>"
+        "<p class='meta'>Each method against SDS on the same prompts and seeds (common random "
+        f"numbers). Mean [95% t CI]; the estimand: {esc(estimand)}. "
+        "Matched states: NSR (noise-to-signal ratio of the theta-gradient, tr Var / unbiased "
+        "||mean||^2, scale-free) rises as a run converges, so each method's NSR is compared "
+        "with SDS's at the same theta and draws (the probe's SDS twin at the last probe, not "
+        "SDS's own trajectory): the ratio NSR_method / NSR_SDS is the estimator's alone and "
+        "does not depend on the probe schedule. x compute = (NSR x cost)_SDS / "
+        "(NSR x cost)_method at those states, geometric mean over cells: &gt; 1 reaches SDS's "
+        "relative precision with less compute. NSR column: 1 / the mean snr, its CI inverted "
+        "(inf: not resolved). Bias check: bias_rel = ||mean_method - mean_SDS||^2 / "
+        "||mean_SDS||^2 at the same theta (unbiased), judged only for methods that claim SDS's "
+        "expectation. PSNR at SDS's budget: the method's held-out PSNR at SDS's final "
+        "cumulative network evaluations (or seconds), minus SDS's final PSNR. Words: a "
+        "difference is called better / worse only beyond the quantity's minimum effect (metric "
+        "catalogue: 0.5 dB, 10% for ratios, 0.05 for bias_rel) after Holm's correction over "
+        "every word in the table; 'within minimum effect' when the CI is inside it (also "
+        "Holm-corrected); else 'no clear difference'. (k/N resolved): only k of the N cells "
+        f"have a value (an unresolved NSR, a failed cell, a budget never reached). {seconds}"
+        "</p>"
     )
     parts.append(table_html(header, rows, text_columns=1))
     parts.append(

@@ -273,11 +273,38 @@ def _format_row(row: pd.Series, paired: bool = False) -> str:
     return text
 
 
+def _is_nsr(quantity: str) -> bool:
+    return quantity.startswith(("nsr@", "img_nsr@"))
+
+
+def nsr_mean_ci(nsr, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED):
+    """NSR over seeds by the probe's rule (benchmark/probe/moments.py): average
+    1 / nsr (the snr; 0 for an unresolved nsr = inf) and invert, the CI inverted too (an
+    upper bound of inf: not resolved). Never the mean of nsr itself.
+
+    >>> est = nsr_mean_ci([2.0, 4.0, float("inf")])
+    >>> round(est.mean, 3), est.n
+    (4.0, 3)
+    """
+    from analysis.stats import Estimate
+
+    x = np.asarray(nsr, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        snr = np.where(np.isnan(x), np.nan, 1.0 / x)
+    est = mean_ci(snr, n_boot=n_boot, seed=seed)
+
+    def inv(v: float) -> float:
+        return 1.0 / v if v > 0 else (np.inf if np.isfinite(v) else np.nan)
+
+    return Estimate(inv(est.mean), inv(est.hi), inv(est.lo), est.n)
+
+
 def _estimate_rows(groups, quantities, n_boot, seed) -> list[dict]:
     rows = []
     for (label, prompt), cells in groups:
         for q in quantities:
-            est = mean_ci(cells[q].to_numpy(), n_boot=n_boot, seed=seed)
+            ci = nsr_mean_ci if _is_nsr(q) else mean_ci
+            est = ci(cells[q].to_numpy(), n_boot=n_boot, seed=seed)
             rows.append(
                 dict(
                     label=label,

@@ -119,6 +119,9 @@ class GradientEstimator(ABC):
     name: str = "base"
     #: extra render outputs the estimator reads from ctx.render (e.g. ("normal",))
     render_outputs: tuple[str, ...] = ()
+    #: the estimator whose expectation this one claims to have ("sds": SDS itself, SSD and
+    #: any zero-mean control variate on SDS), checked by the probe's bias check; None: none
+    mean_of: str | None = None
 
     def parameters(self) -> list[torch.nn.Parameter]:
         """Trainable state of the estimator itself (LoRA, mu), optimised by ``update``."""

@@ -103,6 +103,7 @@ class SampledEstimator(GradientEstimator):
         self.noise_samples = int(config.noise_samples)
         self.name = inner.name
         self.render_outputs = inner.render_outputs
+        self.mean_of = inner.mean_of  # the levers keep the mean (importance weights)
 
     def __getattr__(self, name: str):
         # estimator-specific attributes (SSD's mu, VSD's model) read through the wrapper

@@ -40,6 +40,7 @@ class SDSConfig(GuidanceConfig):
 
 class SDS(GradientEstimator):
     name = "sds"
+    mean_of = "sds"
 
     def __init__(self, guidance: GuidanceConfig) -> None:
         self.guidance = guidance

@@ -132,6 +132,7 @@ def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 class SSD(GradientEstimator):
     name = "ssd"
+    mean_of = "sds"  # E_eps[S] = 0: every form has SDS's mean (module doc)
 
     def __init__(
         self,

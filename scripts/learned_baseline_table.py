@@ -38,7 +38,7 @@ COLUMNS = (
     ("log_var_eps_only", "log var, eps only", 2),
     ("nsr", "NSR", 1),
     ("update_log_var", "update log var", 3),
-    ("cos_ref", "cos_ref", 3),
+    ("cos_self", "cos_self", 3),
     ("psnr", "final PSNR", 2),
     ("quality_psnr", "quality (PSNR)", 3),
     ("psnr_equal_compute", "PSNR @ SDS NFE", 2),

@@ -90,7 +90,7 @@ def test_probe_reports_the_control_variate_view_and_the_ssd_flag(trainers):
     later = measure_gradient_variance(ssd.probe_subject(), 1, config)
     assert later["var/mu_uninformed"] == 0.0
     assert math.isfinite(later["var/all/update_log_var"])
-    assert "cos_ref" not in " ".join(later)  # bias check only at the final checkpoint
+    assert "cos_self" not in " ".join(later)  # bias check only at the final checkpoint
 
 
 @pytest.mark.parametrize("steps_before", [0, 2])
@@ -149,6 +149,6 @@ def test_bias_check_runs_at_the_last_checkpoint_by_default(world_prior_small):
     trainer = CellTrainer(config, "sds", "a snowman", 0, world_prior_small, torch.device("cpu"))
     rows = []
     run_cell(trainer, lambda b, s: {}, lambda step, m: rows.append((step, m)))
-    with_ref = sorted({s for s, m in rows if "var/all/cos_ref" in m})
+    with_ref = sorted({s for s, m in rows if "var/all/cos_self" in m})
     assert with_ref == [2]
-    assert not any("var/fixed_camera/cos_ref" in m for _, m in rows)
+    assert not any("var/fixed_camera/cos_self" in m for _, m in rows)

@@ -334,11 +334,11 @@ def test_variants_share_the_draws(trainer):
     assert len(torch.unique(draws.t)) > 1
 
 
-def test_bias_check_cos_ref_close_to_one(world_prior_small):
+def test_bias_check_cos_self_close_to_one(world_prior_small):
     """SDS, K = 64 against a 256-draw reference of the same variant: the K-sample mean points
-    along the reference mean. Seen: cos_ref 0.962 / 1.000 / 1.000 and rel_err_ref 0.275 /
+    along the reference mean. Seen: cos_self 0.962 / 1.000 / 1.000 and rel_err_self 0.275 /
     0.030 / 0.006 for all / fixed_camera / fixed_camera_t (nsr 2.07 / 0.22 / 0.03), 3.3 s.
-    (K = 32 against 128 draws gave cos_ref(all) = 0.82: with nsr ~ 2 the mean of K = 32
+    (K = 32 against 128 draws gave cos_self(all) = 0.82: with nsr ~ 2 the mean of K = 32
     views is still noisy, so K is kept large.)"""
     trainer = make_trainer(world_prior_small)
     config = MeasureConfig(
@@ -351,8 +351,8 @@ def test_bias_check_cos_ref_close_to_one(world_prior_small):
     )
     metrics = measure_gradient_variance(trainer.probe_subject(), 2, config)
     for variant in VARIANTS:
-        assert metrics[f"var/{variant}/cos_ref"] > 0.9, (variant, metrics)
-        assert metrics[f"var/{variant}/rel_err_ref"] < 0.5, (variant, metrics)
+        assert metrics[f"var/{variant}/cos_self"] > 0.9, (variant, metrics)
+        assert metrics[f"var/{variant}/rel_err_self"] < 0.5, (variant, metrics)
 
 
 def test_metric_names(trainer):
@@ -378,7 +378,7 @@ def test_metric_names(trainer):
             "seconds",
         ):
             assert f"var/{variant}/{name}" in metrics
-        assert f"var/{variant}/cos_ref" not in metrics
+        assert f"var/{variant}/cos_self" not in metrics
         total = metrics[f"var/{variant}/var_trace"]
         parts = (
             metrics[f"var/{variant}/var_trace/density"] + metrics[f"var/{variant}/var_trace/color"]

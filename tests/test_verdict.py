@@ -121,7 +121,7 @@ def test_value_at_budget_interpolates_and_says_never_reached():
 def test_words_follow_the_better_direction():
     assert verdict_word(Estimate(-1, -2, -0.5, 4), "lower") == "better"
     assert verdict_word(Estimate(-1, -2, -0.5, 4), "higher") == "worse"
-    assert verdict_word(Estimate(0.1, -2, 0.5, 4), "higher") == "no difference at 95%"
+    assert verdict_word(Estimate(0.1, -2, 0.5, 4), "higher") == "no clear difference"
     assert verdict_word(Estimate(1.2, 1.1, 1.3, 4), "higher", null=1.0) == "better"
 
 
@@ -152,3 +152,83 @@ def test_lever_runs_are_paired_with_the_base_sds():
     row = table.set_index("label").loc["sds+k4"]
     assert row["compute_multiplier"] == pytest.approx(4.0)
     assert row["compute_multiplier_seconds"] == pytest.approx(4.0)
+
+
+def _trajectories(probe_steps, twin=True, workers=1):
+    """3 prompts x 2 seeds of SDS and VSD over 150 steps: NSR rises as a run converges
+    (snr = s0 / (1 + step / 10)), VSD's trajectory converges faster (its own-state NSR is
+    higher) but at the same theta its NSR is 0.8 x SDS's (the twin's ``sds_snr``)."""
+    rows = []
+    for p, prompt in enumerate(("a", "b", "c")):
+        for seed in (0, 1):
+            jitter = 1.0 + 0.05 * p + 0.01 * seed
+            for method, speed, nfe in (("sds", 1.0, 1), ("vsd", 2.0, 2)):
+
+                def add(step, metric, value, method=method, prompt=prompt, seed=seed):
+                    rows.append(("r", method, prompt, seed, step, metric, float(value)))
+
+                for step in range(1, 151):
+                    add(step, "n_evals", nfe * step)
+                    add(step, "train_seconds", 0.1 * nfe * step)
+                for step in (0, 50, 100, 150):
+                    add(step, "psnr", 10 + 0.05 * speed * step * jitter)
+                for step in probe_steps:
+                    sds_snr = jitter / (1.0 + speed * step / 10.0)
+                    snr = sds_snr / 0.8 if method == "vsd" else sds_snr
+                    add(step, "var/all/snr", snr)
+                    add(step, "var/all/var_trace", 1.0 / snr)
+                    if twin and method == "vsd" and step == probe_steps[-1]:
+                        add(step, "var/all/sds_snr", sds_snr)
+                        add(step, "var/all/sds_var_trace", 1.0 / sds_snr)
+    df = pd.DataFrame(
+        rows, columns=["run_id", "method", "prompt", "seed", "step", "metric", "value"]
+    )
+    return df, {"r": {"workers": workers}}
+
+
+@pytest.mark.parametrize("twin", [True, False])
+def test_verdict_does_not_move_with_the_probe_schedule(twin):
+    """Same trajectories probed at the end only (R1) or every 25 steps (R2): one verdict.
+    With the twin the NSR ratio is the estimator's alone: exactly 0.8 (VSD / SDS at the same
+    theta), multiplier (1 / 0.8) x (1 / 2) = 0.625."""
+    frames = []
+    for schedule in ((0, 150), tuple(range(0, 151, 25))):
+        df, manifests = _trajectories(schedule, twin=twin)
+        estimates, cells = method_table(df, manifests)
+        frames.append(summary_frame(estimates, cells).set_index("method"))
+    pd.testing.assert_frame_equal(frames[0], frames[1])
+    vsd = frames[0].loc["vsd"]
+    if twin:
+        assert vsd["nsr_vs_sds"] == pytest.approx(0.8)
+        assert vsd["compute_multiplier"] == pytest.approx(0.625)
+        assert vsd["nsr_verdict"] == "better" and vsd["compute_multiplier_verdict"] == "worse"
+    assert vsd["estimand"].startswith("the mean over prompts")
+
+
+def test_seconds_words_need_one_cell_at_a_time_and_unresolved_cells_are_counted():
+    df, manifests = _trajectories((0, 150))
+    shared = {"r": {"workers": 2}}
+    worded = summary_frame(*method_table(df, manifests)).set_index("method").loc["vsd"]
+    indicative = summary_frame(*method_table(df, shared)).set_index("method").loc["vsd"]
+    assert worded["compute_multiplier_seconds_verdict"] in ("better", "worse")
+    assert indicative["compute_multiplier_seconds_verdict"] == "indicative"
+    assert indicative["compute_multiplier_verdict"] == worded["compute_multiplier_verdict"]
+    # one VSD cell's snr unresolved (<= 0): counted, not silently dropped
+    mask = (df["method"] == "vsd") & (df["prompt"] == "a") & (df["seed"] == 0)
+    mask &= (df["metric"] == "var/all/snr") & (df["step"] == 150)
+    df.loc[mask, "value"] = -0.01
+    estimates, cells = method_table(df, manifests)
+    row = summary_frame(estimates, cells).set_index("method").loc["vsd"]
+    assert row["compute_multiplier_vs_sds_n"] == 5 and row["cells"] == 6
+    terminal = terminal_frame(estimates, cells)
+    assert "(5/6 resolved)" in terminal.loc["vsd", "x compute (NFE)"]
+
+
+def test_cos_self_ci_stays_in_bounds_and_gets_no_word():
+    df, manifests = _trajectories((0, 150))
+    extra = df[df["metric"] == "var/all/snr"].assign(metric="var/all/cos_self")
+    extra["value"] = np.where(extra["seed"] == 0, 0.999, 0.2)
+    estimates, _ = method_table(pd.concat([df, extra]), manifests)
+    cos = estimates[estimates["quantity"] == "cos_self"]
+    assert (cos["lo"] >= -1).all() and (cos["hi"] <= 1).all()
+    assert set(cos["verdict"]) <= {"n/a", "reference"}

@@ -37,8 +37,18 @@ class MeasureConfig:
     chunk: int = 16
     engine: Literal["auto", "func", "autograd", "split"] = "auto"
     sketch_dim: int = 131072
+    #: where the bias check runs, SDS with the method's guidance at the same theta and draws
+    #: (benchmark/probe/twin.py): matched-state NSR ratio and the bias check against SDS
+    twin: bool = True
+    #: the variance split by the law of total variance (benchmark/probe/split.py): C
+    #: cameras x T timesteps x J noises, at the last probe (``split_at: last``), every probe
+    #: (``all``) or never (``off``)
+    split: tuple[int, int, int] = (4, 4, 2)
+    split_at: Literal["last", "all", "off"] = "last"
 
     def __post_init__(self) -> None:
+        if len(self.split) != 3 or min(self.split) < 2:
+            raise ValueError(f"measure.split must be 3 sizes >= 2 (C, T, J), got {self.split}")
         if self.every < 0 or self.samples < 2 or self.reference_samples < 0:
             raise ValueError("need every >= 0, samples >= 2, reference_samples >= 0")
         if self.bootstrap < 0 or self.chunk < 1 or self.sketch_dim < 1:

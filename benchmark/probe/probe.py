@@ -55,17 +55,24 @@ Metric names (flat dict, logged by ``run_cell`` at the evaluation step index):
     var/<variant>/img_log_var_hi
     var/<variant>/img_mean_sq_norm
     var/<variant>/img_nsr
-    var/<variant>/cos_ref              bias check (reference_samples > 0, by default at the
-    var/<variant>/rel_err_ref          last checkpoint, variant all): cosine and
-                                       ||mean - ref|| / ||ref|| of the K-sample mean
+    var/<variant>/cos_self             resolution, not bias (reference_samples > 0, by
+    var/<variant>/rel_err_self         default at the last checkpoint, variant all): cosine
+                                       and ||mean - ref|| / ||ref|| of the K-sample mean
                                        theta-gradient against the mean of reference_samples
-                                       fresh draws of the same variant
+                                       fresh draws of the same estimator (E ~ 1 / (1 + NSR/K)
+                                       whatever the bias)
     var/<variant>/raw_log_var          the control-variate view (control_variate: true;
     var/<variant>/cv_gain              benchmark/probe/control.py): the raw score term
     var/<variant>/cv_oracle_coef       w eps_hat's log variance, the nats the method's
     var/<variant>/cv_oracle_gain       control variate removes, its in-sample-optimal
                                        scale and that scale's gain (+ ``img_`` forms)
     var/<variant>/update_log_var       log trace variance of the Adam-preconditioned update
+    var/split/<part>                   the law-of-total-variance split (eps_var, t_var,
+                                       camera_var, total_var, *_share; benchmark/probe/
+                                       split.py), at the last probe by default
+    var/<variant>/sds_*, bias_*        SDS at the same theta and draws and the bias check
+                                       against it (benchmark/probe/twin.py)
+    var/claims_sds_mean                the estimator claims SDS's expectation (1 / 0)
     var/mu_uninformed                  1 on a probe whose estimator's control coefficient
                                        has seen no sample yet (SSD at step 0): leave such
                                        rows out of comparisons
@@ -85,6 +92,7 @@ a backbone or prior cannot be vmapped. A prior's ``probe_chunk`` caps ``chunk`` 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 
@@ -101,7 +109,9 @@ from benchmark.probe.draws import (
 )
 from benchmark.probe.moments import StreamingMoments, ratio, signal_statistics, summarize
 from benchmark.probe.per_sample import PerSampleGradients
+from benchmark.probe.split import nested_draws, split_metrics
 from benchmark.probe.subject import ProbeSubject
+from benchmark.probe.twin import twin_statistics
 
 
 def _state_equal(a, b) -> bool:
@@ -128,16 +138,28 @@ def variant_moments(
     chunk: int,
     gram_dim: int,
     update: AdamStep | None = None,
+    twin: PerSampleGradients | None = None,
+    twin_gram_dim: int = 131072,
 ) -> dict[str, StreamingMoments]:
     """Moments of the per-sample gradients of ``draws``: ``theta`` and ``image`` (G), with a
-    raw-term sampler also ``raw``/``img_raw`` (A) and ``control``/``img_control`` (A - G), and
-    with an ``update`` map the per-sample Adam steps ``update`` (benchmark/probe/control)."""
+    raw-term sampler also ``raw``/``img_raw`` (A) and ``control``/``img_control`` (A - G),
+    with an ``update`` map the per-sample Adam steps ``update`` (benchmark/probe/control),
+    and with a ``twin`` sampler (SDS at the same theta, benchmark/probe/twin.py) ``twin``
+    (its theta-gradients s) and ``diff`` (g - s, with the Gram matrix the bias z needs)."""
     n = len(draws)
     moments = {"theta": StreamingMoments(gram_dim, n), "image": StreamingMoments(gram_dim, n)}
+    if twin is not None:
+        moments["twin"] = StreamingMoments()
+        moments["diff"] = StreamingMoments(twin_gram_dim, n)
     for start in range(0, len(draws), chunk):
-        out = sampler(draws[start : start + chunk])
+        part = draws[start : start + chunk]
+        out = sampler(part)
         grad, g = out[0], out[1]
         moments["theta"].update(g)
+        if twin is not None:
+            s = twin(part)[1]
+            moments["twin"].update(s)
+            moments["diff"].update(g - s)
         moments["image"].update(grad.flatten(1))
         if len(out) == 4 and out[2] is not None:
             raw, a = out[2], out[3]
@@ -153,22 +175,38 @@ def variant_moments(
     return moments
 
 
-def _bias_check(subject, step, draws, variant, config, seeds, sampler, moments, chunk) -> dict:
-    """cos_ref and rel_err_ref of the K-sample mean against ``reference_samples`` fresh
-    draws of the same variant, and the signal statistics of all K + R draws (module doc)."""
-    mean = moments.mean
+def _bias_check(
+    subject, step, draws, variant, config, seeds, sampler, moments, chunk, twin=None
+) -> dict:
+    """cos_self and rel_err_self of the K-sample mean against ``reference_samples`` fresh
+    draws of the same estimator (a resolution figure, E ~ 1 / (1 + NSR / K): it cannot see a
+    bias), the signal statistics of all K + R draws (module doc), and with a ``twin`` (SDS at
+    this theta) its statistics and the bias check against it (benchmark/probe/twin.py)."""
+    mean = moments["theta"].mean
     total = torch.zeros(sampler.numel, dtype=torch.float64, device=subject.device)
+    twin_total = torch.zeros_like(total) if twin is not None else None
     for part in reference_chunks(
         subject, step, draws, variant, config.reference_samples, chunk, seeds
     ):
         total += sampler(part)[1].double().sum(0)
+        if twin is not None:
+            twin_total += twin(part)[1].double().sum(0)
     reference = total / config.reference_samples
     cos = torch.nn.functional.cosine_similarity(mean, reference, dim=0, eps=1e-300)
     rel = ratio(float((mean - reference).norm()), float(reference.norm()))
-    n = moments.n + config.reference_samples
-    pooled = (mean * moments.n + total) / n
-    signal = signal_statistics(float(pooled.square().sum()), moments.var_trace(), n)
-    return {"cos_ref": float(cos), "rel_err_ref": rel, "signal_draws": float(n), **signal}
+    k = moments["theta"].n
+    n = k + config.reference_samples
+    pooled = (mean * k + total) / n
+    signal = signal_statistics(float(pooled.square().sum()), moments["theta"].var_trace(), n)
+    out = {"cos_self": float(cos), "rel_err_self": rel, "signal_draws": float(n), **signal}
+    if twin is not None:
+        twin_pooled = (moments["twin"].mean * k + twin_total) / n
+        out.update(
+            twin_statistics(
+                moments["twin"], moments["diff"], "", float(twin_pooled.square().sum()), n
+            )
+        )
+    return out
 
 
 def measure_gradient_variance(
@@ -201,12 +239,28 @@ def measure_gradient_variance(
         update = None
         if config.control_variate:
             update = adam_step(subject.optimizer, [p for _, _, p in sampler.theta])
+        twin = None
+        if bias_check and subject.twin is not None:
+            metrics["var/claims_sds_mean"] = float(getattr(estimator, "mean_of", None) == "sds")
+            twin = PerSampleGradients(
+                dataclasses.replace(subject, estimator=subject.twin, twin=None),
+                step,
+                config.engine,
+                generator_from_seed(seeds["estimator"]),
+            )
         for variant in config.variants:
             began = time.perf_counter()
             prefix = f"var/{variant}/"
             sampler.raw = config.control_variate and variant in config.control_variants
+            twin_here = twin if variant == "all" else None
             moments = variant_moments(
-                sampler, draws.variant(variant), chunk, gram_dim, update if sampler.raw else None
+                sampler,
+                draws.variant(variant),
+                chunk,
+                gram_dim,
+                update if sampler.raw else None,
+                twin_here,
+                config.sketch_dim,
             )
             theta, image = moments["theta"], moments["image"]
             metrics.update(summarize(theta, prefix, config.bootstrap, seeds["bootstrap"], groups))
@@ -228,10 +282,28 @@ def measure_gradient_variance(
                 )
             if bias_check and variant in config.reference_variants:
                 check = _bias_check(
-                    subject, step, draws, variant, config, seeds, sampler, theta, chunk
+                    subject,
+                    step,
+                    draws,
+                    variant,
+                    config,
+                    seeds,
+                    sampler,
+                    moments,
+                    chunk,
+                    twin_here,
                 )
                 metrics.update({prefix + k: v for k, v in check.items()})
+            elif twin_here is not None:
+                metrics.update(twin_statistics(moments["twin"], moments["diff"], prefix))
             metrics[prefix + "seconds"] = time.perf_counter() - began
+        if config.split_at == "all" or (config.split_at == "last" and final):
+            began = time.perf_counter()
+            sampler.raw = False
+            c, t, j = config.split
+            nested = nested_draws(subject, step, tuple(draws.eps.shape[1:]), seeds, c, t, j)
+            metrics.update(split_metrics(sampler, nested, c, t, j))
+            metrics["var/split/seconds"] = time.perf_counter() - began
         metrics["var/n_evals"] = float(subject.prior.n_evals - prior_evals)
     finally:
         subject.prior.n_evals = prior_evals

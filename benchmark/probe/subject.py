@@ -49,6 +49,8 @@ class ProbeSubject:
         height, width: render size.
         optimizer: the backbone's Adam (its second moments precondition the update
             statistics), or None.
+        twin: a plain SDS estimator evaluated at the same theta and draws where the bias
+            check runs (benchmark/probe/twin.py), or None (SDS itself; twin off).
     """
 
     backbone: Backbone
@@ -62,6 +64,7 @@ class ProbeSubject:
     height: int
     width: int
     optimizer: torch.optim.Optimizer | None = None
+    twin: GradientEstimator | None = None
 
     def draw_cameras_and_t(
         self,

@@ -156,3 +156,23 @@ def build_estimator(name: str, config, prior, generator, device) -> GradientEsti
     from estimators.sampling import with_sampling_levers
 
     return with_sampling_levers(spec.build(build), build.config)
+
+
+def build_sds_twin(name: str, config, prior, generator, device) -> GradientEstimator | None:
+    """Plain SDS with method ``name``'s guidance fields (``GuidanceConfig``: scale, CFG mode,
+    weighting, t schedule, sampling levers), for the probe's matched-state comparison and bias
+    check (benchmark/probe/twin.py); None for SDS itself or with ``measure.twin`` off."""
+    import dataclasses
+
+    from estimators.base import GuidanceConfig
+    from estimators.sds import SDSConfig
+
+    if name == "sds" or not getattr(config.measure, "twin", True):
+        return None
+    section = method_config(config, name)
+    fields = {f.name: getattr(section, f.name) for f in dataclasses.fields(GuidanceConfig)}
+    shape = getattr(prior, "shape", (3, config.render.height, config.render.width))
+    build = MethodBuild(SDSConfig(**fields), prior, generator, device, tuple(shape), lambda: None)
+    from estimators.sampling import with_sampling_levers
+
+    return with_sampling_levers(METHODS["sds"].build(build), build.config)

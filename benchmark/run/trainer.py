@@ -11,6 +11,7 @@ One step, as data (DESIGN.md section 1):
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +23,13 @@ from benchmark.probe.probe import measure_gradient_variance
 from benchmark.probe.subject import ProbeSubject, draw_cameras_and_t
 from benchmark.run.checkpoint import CellCheckpoint
 from benchmark.run.config import RunConfig
-from benchmark.run.factories import build_backbone, build_estimator, build_optimizer, method_config
+from benchmark.run.factories import (
+    build_backbone,
+    build_estimator,
+    build_optimizer,
+    build_sds_twin,
+    method_config,
+)
 from benchmark.run.timing import SectionTimer, memory_metrics, reset_peak_memory
 from benchmark.streams import RandomStreams
 from core.interfaces import DiffusionPrior
@@ -121,7 +128,16 @@ class CellTrainer:
             height=self.config.render.height,
             width=self.config.render.width,
             optimizer=self.optimizer,
+            twin=self.sds_twin(),
         )
+
+    def sds_twin(self):
+        """SDS with this method's guidance, built once on first use (build_sds_twin)."""
+        if not hasattr(self, "_twin"):
+            self._twin = build_sds_twin(
+                self.method, self.config, self.prior, self.streams.generator("init", 2), self.device
+            )
+        return self._twin
 
     def step(self, step: int) -> StepOutput:
         """One optimisation step of theta (and the estimator's own update).
@@ -234,6 +250,35 @@ class CellHooks:
     before_step: Callable[[int], None] | None = None
 
 
+def equal_compute_steps(config, method: str, prior) -> set[int]:
+    """The steps at which a costlier method has spent SDS's whole budget (registry cost
+    model: SDS's steps x c_SDS / c_m network evaluations per step): floor and ceil, evaluated
+    besides the ``eval.every`` grid so that PSNR at SDS's budget is read between adjacent
+    steps, not interpolated across the grid (which understated the costlier method by 1.3-1.7
+    dB on a 100-step grid). Empty for SDS, without SDS in the run, or for a cheaper method.
+
+    >>> from benchmark.run.config import load_config
+    >>> sorted(equal_compute_steps(load_config(None, ["steps=150", "methods=[sds,vsd]"]),
+    ...     "vsd", None))
+    [37, 38]
+    """
+    from estimators.registry import METHODS
+
+    if method == "sds" or "sds" not in config.methods or method not in METHODS:
+        return set()
+    steps = config.steps
+
+    def cost(name: str) -> float:
+        section = method_config(config, name)
+        return float(sum(METHODS[name].mean_nfe_per_step(section, prior, steps).values()))
+
+    c_sds, c_m = cost("sds"), cost(method)
+    if not (c_sds > 0 and c_m > c_sds):
+        return set()
+    exact = steps * c_sds / c_m
+    return {k for k in (math.floor(exact), math.ceil(exact)) if 0 < k < steps}
+
+
 def run_cell(
     trainer: CellTrainer,
     evaluate: Callable[[Backbone, int], dict[str, float]],
@@ -287,6 +332,7 @@ def run_cell(
         result.initial, result.final = dict(resume.initial), dict(resume.final)
     evals_start = trainer.prior.n_evals
     result.steps_done = first
+    budget_steps = equal_compute_steps(config, trainer.method, trainer.prior)
 
     def cell_checkpoint(done: int) -> CellCheckpoint:
         return CellCheckpoint(
@@ -320,8 +366,10 @@ def run_cell(
                 **out.diagnostics,
             },
         )
-        if done % config.eval.every == 0 or done == config.steps:
-            result.final = evaluate_and_log(done)
+        if done % config.eval.every == 0 or done == config.steps or done in budget_steps:
+            metrics = evaluate_and_log(done)
+            if done % config.eval.every == 0 or done == config.steps:
+                result.final = metrics
         if probe.every > 0 and (done % probe.every == 0 or done == config.steps):
             measure_and_log(done)
         result.steps_done = done
