@@ -115,6 +115,16 @@ CATALOGUE: tuple[MetricInfo, ...] = (
     MetricInfo("delta_t", "Consistent3D t - s", "diagnostic"),
     MetricInfo("phi_camera_gap", "ESD camera-CFG gap of eps_phi", "diagnostic"),
     MetricInfo("stage", "SDS-Bridge stage", "diagnostic"),
+    # ground-truth-free convergence signals and the stop rule (benchmark/run/convergence.py,
+    # results/stop_rule.py), at every evaluation
+    MetricInfo("conv/signal_sq", "lag-1 signal <g_k-1, g_k> (avg; ~||E g||^2)", "diagnostic"),
+    MetricInfo("conv/signal_ratio", "lag-1 signal over its start", "diagnostic"),
+    MetricInfo("conv/agreement", "agreement of consecutive gradients", "diagnostic"),
+    MetricInfo("conv/update_cos", "cosine of consecutive updates (avg)", "diagnostic"),
+    MetricInfo("conv/render_change", "held-out render RMS change per 100 steps", "diagnostic"),
+    MetricInfo("conv/probe_signal_ratio", "probe signal_sq over its step-0 value", "diagnostic"),
+    MetricInfo("stop/holds", "stop rule holds at this evaluation", "diagnostic"),
+    MetricInfo("stop/fired", "stop rule fired at this evaluation", "diagnostic"),
     # the gradient-variance probe (benchmark/probe)
     MetricInfo("var/seconds", "probe seconds", "machine"),
     MetricInfo("var/n_evals", "probe network evaluations", "cost"),

@@ -22,6 +22,8 @@ from world.prior import WorldPriorConfig
 DeviceName = Literal["cpu", "cuda"]
 #: Seeds are stored as int64 (metrics.parquet) and hashed into the streams: 0 <= seed < 2**63.
 SEED_LIMIT = 2**63
+#: the default stopping rule, calibrated in the world (docs/convergence.md)
+DEFAULT_STOP_RULE = "agreement<0.2 & render_change<0.05"
 
 
 @dataclass
@@ -69,6 +71,37 @@ class OptimConfig:
             raise ValueError(f"need 0 <= beta1, beta2 < 1, got {self.beta1}, {self.beta2}")
         if not self.eps > 0.0:
             raise ValueError(f"eps must be > 0, got {self.eps}")
+
+
+@dataclass
+class StopConfig:
+    """Ground-truth-free convergence signals and the stopping rule on them
+    (benchmark/run/convergence.py, results/stop_rule.py). ``signals``: compute the ``conv/*``
+    signals (O(parameters) work per step, no network evaluation); ``window``: steps of their
+    exponential averages; ``rule``: conditions joined by ``&`` (e.g. ``agreement<0.2 &
+    render_change<0.05``) or ``none``, checked at every evaluation; ``patience``: consecutive
+    evaluations it must hold; ``action``: ``record`` the step where it fires (the run goes on)
+    or ``stop`` the cell there; ``updates``: also ``update_cos`` (a copy of theta per step)."""
+
+    signals: bool = True
+    window: int = 20
+    updates: bool = False
+    rule: str = DEFAULT_STOP_RULE
+    patience: int = 2
+    action: Literal["record", "stop"] = "record"
+
+    def __post_init__(self) -> None:
+        from results.stop_rule import parse_stop_rule
+
+        if self.window < 2:
+            raise ValueError(f"window must be >= 2, got {self.window}")
+        if self.patience < 1:
+            raise ValueError(f"patience must be >= 1, got {self.patience}")
+        rule = parse_stop_rule(self.rule)
+        if rule.conditions and not self.signals:
+            raise ValueError("a stop rule needs the signals: set stop.signals=true or rule none")
+        if "update_cos" in rule.signals and not self.updates:
+            raise ValueError("a rule on update_cos needs stop.updates=true")
 
 
 class RunConfigBase:
@@ -137,6 +170,7 @@ RunConfig = make_dataclass(
         ("eval", EvalConfig, _section(EvalConfig)),
         ("optim", OptimConfig, _section(OptimConfig)),
         ("measure", MeasureConfig, _section(MeasureConfig)),
+        ("stop", StopConfig, _section(StopConfig)),
         *_sections(METHODS),
         ("sd", SDPriorConfig, _section(SDPriorConfig)),
     ],

@@ -374,6 +374,8 @@ def _run_one_cell(
     def evaluate(backbone, step):
         nonlocal initial
         metrics, renders = evaluator(backbone)
+        if trainer.convergence is not None:  # render_change between evaluations
+            trainer.convergence.observe_renders(step, renders)
         if ceiling is not None:  # quality/* against the cell's own start; ceiling/* once
             initial = metrics if initial is None else initial
             metrics.update(quality_metrics(metrics, initial, ceiling))

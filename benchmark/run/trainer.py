@@ -23,6 +23,7 @@ from benchmark.probe.probe import measure_gradient_variance
 from benchmark.probe.subject import ProbeSubject, draw_cameras_and_t
 from benchmark.run.checkpoint import CellCheckpoint
 from benchmark.run.config import RunConfig
+from benchmark.run.convergence import ConvergenceMonitor
 from benchmark.run.factories import (
     build_backbone,
     build_estimator,
@@ -34,6 +35,7 @@ from benchmark.run.timing import SectionTimer, memory_metrics, reset_peak_memory
 from benchmark.streams import RandomStreams
 from core.interfaces import DiffusionPrior
 from estimators.base import EstimatorContext, GradientEstimator
+from results.stop_rule import StopState, parse_stop_rule
 
 
 class CellDiverged(RuntimeError):
@@ -84,6 +86,35 @@ class CellTrainer:
         )
         self.optimizer = build_optimizer(self.backbone, config)
         self.guidance = method_config(config, method)
+        stop = config.stop
+        self.convergence = ConvergenceMonitor(stop.window, stop.updates) if stop.signals else None
+        self.stop_rule = parse_stop_rule(stop.rule)
+        self.stop_state = StopState(stop.patience)
+
+    def theta(self) -> list[torch.Tensor]:
+        """The optimised parameters, in the optimiser's order."""
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
+
+    def convergence_metrics(self, done: int) -> tuple[dict[str, float], bool]:
+        """At an evaluation after ``done`` steps: the ``conv/*`` signals
+        (benchmark/run/convergence.py) and the stop rule's ``stop/holds``; ``stop/fired`` = 1
+        (and True) at the evaluation where the rule fires. Nothing at step 0 or with the
+        signals off."""
+        if self.convergence is None or done == 0:
+            return {}, False
+        values = self.convergence.values()
+        optional = {"probe_signal_ratio", "update_cos"}  # logged only where measured
+        metrics = {
+            f"conv/{k}": v for k, v in values.items() if k not in optional or math.isfinite(v)
+        }
+        if not self.stop_rule.conditions:
+            return metrics, False
+        holds = done >= self.config.stop.window and self.stop_rule.holds(values)
+        fired = self.stop_state.update(done, holds)
+        metrics["stop/holds"] = float(holds)
+        if fired:
+            metrics["stop/fired"] = 1.0
+        return metrics, fired
 
     def sample_step_inputs(self, step: int):
         """Cameras [B] and timesteps [B] of ``step`` from the camera / timestep streams."""
@@ -184,8 +215,15 @@ class CellTrainer:
             for param in group["params"]:
                 if param.grad is not None and not bool(torch.isfinite(param.grad).all()):
                     raise CellDiverged(step, f"non-finite theta gradient in '{group['name']}'")
+        if self.convergence is not None:
+            with timer.section("time/convergence"):
+                theta = self.theta()
+                self.convergence.before_update(theta, [p.grad for p in theta])
         with timer.section("time/optimizer"):
             self.optimizer.step()
+        if self.convergence is not None and self.convergence.updates:
+            with timer.section("time/convergence"):
+                self.convergence.after_update(self.theta())
         with timer.section("time/estimator"):
             self.estimator.update(x.detach(), self.prior, ctx, output)
         prior_seconds = self.prior.seconds - prior_seconds
@@ -197,16 +235,24 @@ class CellTrainer:
     def state_dict(self) -> dict:
         """Backbone (parameters and buffers), Adam and estimator state: with the step index
         this is all a resumed cell needs (random streams are stateless)."""
-        return {
+        state = {
             "backbone": self.backbone.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "estimator": self.estimator.state_dict(),
+            "stop": self.stop_state.state_dict(),
         }
+        if self.convergence is not None:
+            state["convergence"] = self.convergence.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.backbone.load_state_dict(state["backbone"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.estimator.load_state_dict(state["estimator"])
+        if "stop" in state:
+            self.stop_state.load_state_dict(state["stop"])
+        if self.convergence is not None and "convergence" in state:
+            self.convergence.load_state_dict(state["convergence"])
 
 
 @dataclass
@@ -222,6 +268,9 @@ class CellResult:
     train_seconds: float = 0.0
     n_evals: int = 0
     steps_done: int = 0
+    #: the step and prior network evaluations at which the stop rule fired (None: never)
+    stop_step: int | None = None
+    stop_n_evals: int | None = None
 
 
 class CellInterrupted(Exception):
@@ -316,10 +365,13 @@ def run_cell(
         log(done, {**metrics, "time/eval": seconds, "n_params": size, **memory_metrics(device)})
         return metrics
 
-    def measure_and_log(done: int) -> None:
-        final = done == config.steps
+    def measure_and_log(done: int, final: bool = False) -> None:
+        final = final or done == config.steps
         # its time: var/seconds
-        log(done, measure_gradient_variance(trainer.probe_subject(), done, probe, final))
+        metrics = measure_gradient_variance(trainer.probe_subject(), done, probe, final)
+        if trainer.convergence is not None:
+            trainer.convergence.observe_probe(done, metrics)
+        log(done, metrics)
 
     if resume is None:
         first, elapsed, evals_offset = 0, 0.0, 0
@@ -330,6 +382,8 @@ def run_cell(
         trainer.load_state_dict(resume.trainer_state)
         first, elapsed, evals_offset = resume.step, resume.train_seconds, resume.n_evals
         result.initial, result.final = dict(resume.initial), dict(resume.final)
+        result.stop_step = trainer.stop_state.fired_step
+        result.stop_n_evals = trainer.stop_state.fired_cost
     evals_start = trainer.prior.n_evals
     result.steps_done = first
     budget_steps = equal_compute_steps(config, trainer.method, trainer.prior)
@@ -366,12 +420,24 @@ def run_cell(
                 **out.diagnostics,
             },
         )
-        if done % config.eval.every == 0 or done == config.steps or done in budget_steps:
+        evaluated = done % config.eval.every == 0 or done == config.steps
+        if evaluated or done in budget_steps:
             metrics = evaluate_and_log(done)
-            if done % config.eval.every == 0 or done == config.steps:
+            if evaluated:
                 result.final = metrics
-        if probe.every > 0 and (done % probe.every == 0 or done == config.steps):
+        measured = probe.every > 0 and (done % probe.every == 0 or done == config.steps)
+        if measured:
             measure_and_log(done)
+        converged = False
+        if evaluated:  # after the probe of this step: the signals see both
+            signals, fired = trainer.convergence_metrics(done)
+            if fired:
+                result.stop_step, result.stop_n_evals = done, n_evals
+                trainer.stop_state.fired_cost = n_evals
+                converged = config.stop.action == "stop"
+            log(done, signals)
+        if converged and probe.every > 0 and not measured:
+            measure_and_log(done, final=True)  # the cell's last probe, with the bias check
         result.steps_done = done
         if hooks.on_step is not None:
             hooks.on_step(done)
@@ -381,6 +447,8 @@ def run_cell(
                 hooks.checkpoint(cell_checkpoint(done))
         if stop and done < config.steps:
             raise CellInterrupted(done)
+        if converged:
+            break
     result.train_seconds = elapsed
     result.n_evals = trainer.prior.n_evals - evals_start + evals_offset
     return result
