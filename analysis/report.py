@@ -290,6 +290,19 @@ def _figures(df: pd.DataFrame, infos: list[RunInfo], errors: list[str]) -> str:
                 "convergence overview",
             )
         )
+    if any(m.startswith("conv/") for m in df["metric"].unique()):
+        from analysis.convergence_plots import plot_convergence_signals
+
+        parts.append(
+            FigureJob(
+                lambda: plot_convergence_signals(df),
+                "Ground-truth-free convergence signals per prompt vs step (agreement of "
+                "consecutive gradients, render change per 100 steps, lag-1 signal over its "
+                "start), beside the exact quality fraction where the prompt has one; a cross "
+                "marks where the run's stop rule fired.",
+                "convergence signals",
+            )
+        )
     for metric in [m for m in PER_PROMPT_CONVERGENCE if m in metrics]:
         parts.append(
             FigureJob(

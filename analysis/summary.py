@@ -195,6 +195,13 @@ def cell_table(
             cells[name] = pd.Series({k: v[part] for k, v in hits.items()}, dtype=float)
             quantities.append(name)
 
+    if "stop/fired" in present:  # steps / calls to stop: where the run's stop rule fired
+        from analysis.convergence import stop_columns
+
+        stops = stop_columns(df)
+        cells[stops.columns] = stops
+        quantities += list(stops.columns)
+
     seconds = _last(df.loc[df["metric"] == "train_seconds", CELL + ["step", "value"]])
     last_step = df[df["metric"] == "train_seconds"].groupby(CELL)["step"].max()
     n_evals = _last(df.loc[df["metric"] == CALLS, CELL + ["step", "value"]])
@@ -264,7 +271,7 @@ def _format_row(row: pd.Series, paired: bool = False) -> str:
     est = Estimate(row["mean"], row["lo"], row["hi"], int(row["n"]))
     digits = 0 if row["quantity"].startswith(("steps to", "calls to")) else 2
     text = format_estimate(est, digits)
-    reach = row["quantity"].endswith(("psnr thr", "q50", "q80"))
+    reach = row["quantity"].endswith(("psnr thr", "q50", "q80", "to stop"))
     if text == "n/a" and reach and row.get("n_total", 0):
         return "n/a (no pair reached it)" if paired else f"not reached (0/{int(row['n_total'])})"
     total = row.get("n_total")

@@ -44,6 +44,7 @@ import pandas as pd
 
 from analysis.cells import CELL, REFERENCE, add_labels, sort_labels
 from analysis.compute import equal_compute_table, probe_series
+from analysis.convergence import stop_table
 from analysis.stats import (
     Estimate,
     cluster_means,
@@ -107,6 +108,8 @@ QUANTITIES = (
     Quantity("compute_multiplier_raw", "log_multiplier_raw", "x compute (raw var)", 2, True),
     Quantity("psnr_equal_compute", "psnr_equal_compute", "PSNR @SDS NFE"),
     Quantity("psnr_equal_seconds", "psnr_equal_seconds", "PSNR @SDS s", seconds=True),
+    Quantity("stop_steps", "stop/step", "steps to stop", 0),
+    Quantity("stop_calls", "stop/calls", "NFE to stop", 0),
     Quantity("nfe_per_step", "nfe/step", "NFE/step", 1),
     Quantity("nfe_model_per_step", "nfe_model/step", "model NFE/step", 1),
     Quantity("seconds_per_step", "seconds/step", "s/step", 3, seconds=True),
@@ -124,6 +127,8 @@ TERMINAL = (
     "compute_multiplier",
     "compute_multiplier_seconds",
     "psnr_equal_compute",
+    "stop_steps",
+    "stop_calls",
     "nfe_per_step",
     "seconds_per_step",
 )
@@ -165,6 +170,8 @@ def cell_values(df: pd.DataFrame, manifests: dict[str, dict] | None = None) -> p
     log_nsr_ratio, matched_states)."""
     df = df if "label" in df.columns else add_labels(df)
     table = equal_compute_table(df, manifests).set_index(CELL)
+    stops = stop_table(df).set_index(CELL)  # where the run's stop rule fired (NaN: never)
+    table = table.join(stops[["stop/step", "stop/calls"]], how="left")
     failed = df[df["metric"] == "failed"].groupby(CELL).size()
     table["failed"] = table.index.isin(failed.index)
     for source in [q.source for q in QUANTITIES] + [CLAIMS]:
@@ -360,7 +367,12 @@ def terminal_frame(estimates: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame
                 text = f"{e['mean']:.1f} (model {model:.1f})" if np.isfinite(model) else text
             elif name == "seconds_per_step" and np.isfinite(e["mean"]):
                 text = f"{e['mean']:.3f}"
-            row[headers[name]] = text + resolved(e)
+            if name in ("stop_steps", "stop_calls") and e["n_cells"] < len(mine):
+                text = "not fired" if e["n_cells"] == 0 else text
+                text += f" ({int(e['n_cells'])}/{len(mine)} fired)"
+                row[headers[name]] = text
+            else:
+                row[headers[name]] = text + resolved(e)
         rows[label] = row
         sentences.append(verdict_sentence(label, ests))
     if len(estimates):

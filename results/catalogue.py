@@ -255,6 +255,8 @@ DERIVED: tuple[MetricInfo, ...] = (
         "higher",
         min_effect=0.5,
     ),
+    MetricInfo("stop_steps", "steps until the stop rule fired (no ground truth)", "cost"),
+    MetricInfo("stop_calls", "network calls until the stop rule fired", "cost"),
     MetricInfo("nfe_per_step", "network evaluations per step (measured)", "cost", "lower"),
     MetricInfo("nfe_model_per_step", "network evaluations per step (cost model)", "cost", "lower"),
     MetricInfo("seconds_per_step", "training seconds per step", "machine", "lower"),
