@@ -23,7 +23,7 @@ DeviceName = Literal["cpu", "cuda"]
 #: Seeds are stored as int64 (metrics.parquet) and hashed into the streams: 0 <= seed < 2**63.
 SEED_LIMIT = 2**63
 #: the default stopping rule, calibrated in the world (docs/convergence.md)
-DEFAULT_STOP_RULE = "agreement<0.2 & render_change<0.05"
+DEFAULT_STOP_RULE = "agreement<0.1 & render_change<0.1"
 
 
 @dataclass
