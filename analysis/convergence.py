@@ -32,7 +32,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis.summary import CALLS, CELL, with_calls
+from analysis.cells import CALLS, CELL, with_calls
 from results.stop_rule import SIGNALS, StopRule, StopState, parse_stop_rule
 
 QUALITY = "quality/psnr"

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from analysis.cells import CELL, add_labels, sort_labels
 from analysis.convergence import QUALITY, stop_table
 from analysis.plots import _style, message_figure
-from analysis.summary import CELL, add_labels, sort_labels
 from results.catalogue import title as metric_title
 
 #: the signals drawn, in order (those a run logged)

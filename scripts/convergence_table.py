@@ -35,7 +35,7 @@ def _fmt(values, digits: int = 2) -> str:
 
 
 def correlation_table(cells) -> str:
-    from analysis.summary import sort_labels
+    from analysis.cells import sort_labels
 
     present = [s for s in SIGNAL_COLUMNS if f"rho/{s}" in cells]
     head = "| method | cells | " + " | ".join(present) + " |"
@@ -48,7 +48,7 @@ def correlation_table(cells) -> str:
 
 
 def rule_table(cells) -> str:
-    from analysis.summary import sort_labels
+    from analysis.cells import sort_labels
 
     lines = [
         "| method | fired | rule step | q80 step | q95 step | rule - q80 | rule - q95 | "
@@ -72,7 +72,7 @@ def rule_table(cells) -> str:
 
 
 def cost_table(df) -> str:
-    from analysis.summary import CELL, sort_labels
+    from analysis.cells import CELL, sort_labels
 
     rows = df[df["metric"].isin(["time/convergence", "train_seconds"])]
     conv = rows[rows["metric"] == "time/convergence"].groupby(CELL)["value"].sum()
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figure-prompts", type=int, default=4)
     args = parser.parse_args(argv)
     if args.rule is None:
-        from benchmark.config import DEFAULT_STOP_RULE
+        from benchmark.run.config import DEFAULT_STOP_RULE
 
         args.rule = DEFAULT_STOP_RULE
     try:

@@ -171,7 +171,9 @@ def test_bad_stop_settings_are_config_errors(setting):
 
 
 def test_bad_stop_rule_on_the_cli_is_one_error_line_and_exit_2(tmp_path):
-    proc = run_cli("run", "--steps", "2", "--out", str(tmp_path), "--set", "stop.rule=loss<1")
+    proc = run_cli(
+        "run", "--steps", "2", "--out", str(tmp_path), "--set", "stop.rule=loss<1", timeout=300
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "loss" in lines[0]

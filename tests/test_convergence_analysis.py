@@ -144,8 +144,8 @@ def test_signals_track_exact_quality_on_a_small_world_run(world_prior_small):
     quality fraction) rises: Spearman <= PINNED_RHO along the trajectory."""
     import torch
 
-    from benchmark.config import load_config
-    from benchmark.trainer import CellTrainer, run_cell
+    from benchmark.run.config import load_config
+    from benchmark.run.trainer import CellTrainer, run_cell
     from evaluation.heldout import HeldOutEvaluator
 
     config = load_config(
