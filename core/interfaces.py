@@ -40,6 +40,9 @@ class DiffusionPrior(ABC):
         eps_phi_kind: how VSD builds its eps_phi over this prior: ``residual`` (prior +
             a small pixel-space network, the world) or ``lora`` (a LoRA copy of the UNet).
         supports_negative: ``predict_negative`` works (a negative / degraded branch).
+        supports_posterior_field: ``posterior_stein_field`` works (the world's mixture: a
+            matrix-valued Stein field from its posterior responsibilities, SSD's
+            ``baseline=posterior``).
         geometry_estimator(depth_model): the depth/normal model SSD's baseline uses.
     """
 
@@ -47,6 +50,8 @@ class DiffusionPrior(ABC):
     eps_phi_kind: str = "residual"
     #: True when ``predict_negative`` works (a negative / degraded branch exists)
     supports_negative: bool = False
+    #: True when ``posterior_stein_field`` works (a closed-form posterior over references)
+    supports_posterior_field: bool = False
 
     def __init__(self) -> None:
         self.n_evals = 0
@@ -75,6 +80,19 @@ class DiffusionPrior(ABC):
     ) -> torch.Tensor:
         """eps_neg(x_t, t): the negative branch (override and set ``supports_negative``)."""
         raise NotImplementedError(f"{type(self).__name__} has no negative branch")
+
+    def posterior_stein_field(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        ctx: PriorContext,
+        eps: torch.Tensor,
+        conditional: bool,
+        beta: float = 1.0,
+    ) -> torch.Tensor:
+        """A zero-mean (over eps) Stein field from the branch's posterior, [B, ...] (override
+        and set ``supports_posterior_field``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form posterior field")
 
     def _counted(self, fn, x_t: torch.Tensor, *args) -> torch.Tensor:
         self.n_evals += x_t.shape[0]

@@ -5,6 +5,8 @@
     normal         phi = 1 - mean_opacity-weighted cos(normal_render.detach(), N(x_t))
     learned        a network trained online (estimators/learned_baseline.py; built by SSD,
                    not here)
+    posterior      not a scalar phi: the matrix-valued field of the prior's posterior
+                   responsibilities (estimators/posterior_field.py; built by SSD, not here)
 
 combined as phi = offset + scale * phi_base: offset is the constant part of every baseline,
 e.g. offset = 1, scale = lambda gives 1 + lambda * phi_depth, which keeps the SDS term
@@ -22,8 +24,8 @@ import torch
 
 from core.interfaces import GeometryEstimator, PriorContext
 
-BaselineName = Literal["constant", "depth_pearson", "normal", "learned"]
-BASELINES: tuple[str, ...] = ("constant", "depth_pearson", "normal", "learned")
+BaselineName = Literal["constant", "depth_pearson", "normal", "learned", "posterior"]
+BASELINES: tuple[str, ...] = ("constant", "depth_pearson", "normal", "learned", "posterior")
 
 
 def needs_geometry(name: str) -> bool:

@@ -24,6 +24,18 @@ fitted online (in ``update``, on this step's sample, used from the next step on)
 sigma d_i f_i. Its output starts at zero, so SSD starts as the form with the constant baseline.
 mu multiplies the network's output like any baseline's; its neutral init is 1 here (in the
 additive form mu = 0 would stop the network's gradient).
+
+``baseline=posterior`` (estimators/posterior_field.py; priors with a closed-form posterior:
+the world): the matrix-valued Stein fields of the prior's own posterior responsibilities,
+S_post(beta) = -(alpha / sigma) sum_b a_b (sigma J_b eps - sigma^2 div J_b) / beta over the CFG
+branches (J_b the Jacobian of branch b's x0-prediction under responsibilities tempered by
+beta), one field per ``posterior_betas``, in the additive form
+
+    G = w (eps_hat - eps - sum_f mu_{bin(t), f} S_post(beta_f)),
+
+the coefficients per timestep bin (``posterior_t_bins``) fitted by least squares on past
+samples (``mu=optimal``: ``BinnedLeastSquares``, EMA ``mu_ema``; 0 in a bin before its first
+sample) or all ``mu_init`` (``mu=fixed``).
 """
 
 from __future__ import annotations
@@ -44,6 +56,7 @@ from estimators.base import (
 from estimators.baselines import BASELINES, BaselineName, baseline_function
 from estimators.control_coefficient import ControlCoefficient, MuShape, MuStrategy
 from estimators.learned_baseline import LearnedDiagonal, LearnedField, LearnedSteinBaseline
+from estimators.posterior_field import BinnedLeastSquares, posterior_control_variate
 from estimators.sds import guided_residual_terms
 from estimators.stein import stein_control_variate
 
@@ -75,6 +88,8 @@ class SSDConfig(GuidanceConfig):
     learned_blocks: int = 1
     learned_embed_dim: int = 32
     learned_lr: float = 1e-3
+    posterior_betas: tuple[float, ...] = (1.0, 0.3, 0.1)
+    posterior_t_bins: int = 10
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -92,6 +107,17 @@ class SSDConfig(GuidanceConfig):
             raise ValueError("need learned_lr > 0, learned_hidden >= 1, learned_embed_dim >= 2")
         if self.learned_embed_dim % 2 or self.learned_blocks < 0:
             raise ValueError("need an even learned_embed_dim and learned_blocks >= 0")
+        if not self.posterior_betas or min(self.posterior_betas) <= 0:
+            raise ValueError("need posterior_betas, all > 0")
+        if self.posterior_t_bins < 1:
+            raise ValueError("need posterior_t_bins >= 1")
+        if self.baseline == "posterior" and self.mu not in ("fixed", "optimal"):
+            raise ValueError(
+                "baseline 'posterior' fits its coefficients by least squares: mu "
+                "must be 'optimal' (or 'fixed': every coefficient mu_init)"
+            )
+        if self.baseline == "posterior" and self.form != "additive":
+            raise ValueError("baseline 'posterior' is a control variate for the additive form")
 
     @property
     def neutral_mu(self) -> float:
@@ -151,6 +177,11 @@ class SSD(GradientEstimator):
             config.mu, config.mu_shape, mu_init, config.mu_lr, config.mu_ema, device
         )
         self.render_outputs = ("normal",) if config.baseline == "normal" else ()
+        self.posterior_mu = None
+        if config.baseline == "posterior":
+            self.posterior_mu = BinnedLeastSquares(
+                len(config.posterior_betas), config.posterior_t_bins, config.mu_ema
+            )
 
     @property
     def offset(self) -> float:
@@ -181,7 +212,40 @@ class SSD(GradientEstimator):
         )
         return stein_control_variate(phi_fn, x_t, eps, sigma.to(x_t.dtype), return_phi=True)
 
+    def posterior_fields(self, x_t, t, eps, prior, ctx) -> torch.Tensor:
+        """S_post(beta_f) for every ``posterior_betas``, stacked [B, F, C, H, W]."""
+        c = self.config
+        return torch.stack(
+            [
+                posterior_control_variate(x_t, t, eps, prior, ctx, c.guidance_scale, c.cfg_mode, b)
+                for b in c.posterior_betas
+            ],
+            dim=1,
+        )
+
+    def _grad_posterior(self, x, t, eps, prior, ctx):
+        """G = w (eps_hat - eps - sum_f mu_f S_post(beta_f)) (module doc)."""
+        x_t, eps_hat, w = guided_residual_terms(x, t, eps, prior, ctx, self.config)
+        fields = self.posterior_fields(x_t, t, eps, prior, ctx)  # [B, F, C, H, W]
+        if self.config.mu == "fixed":
+            mu = torch.full(fields.shape[:2], float(self.mu.init), dtype=torch.float64)
+        else:
+            mu = self.posterior_mu.value(t, prior.num_train_timesteps)  # [B, F]
+        mu = mu.to(device=x.device, dtype=x.dtype)
+        s = (mu.view(*mu.shape, 1, 1, 1) * fields).sum(1)
+        g = w * (eps_hat - eps - s)
+        diagnostics = {
+            "grad_norm": float(g.flatten(1).norm(dim=1).mean()),
+            "cv_norm": float(s.flatten(1).norm(dim=1).mean()),
+            "mu_mean": float(mu.mean()),
+            "corr_eps_hat_cv": _corr(eps_hat, s),
+        }
+        update_inputs = {"t": t, "score": w * (eps_hat - eps), "fields": w[:, None] * fields}
+        return EstimatorOutput(g, diagnostics, update_inputs, score_term=w * eps_hat)
+
     def grad(self, x, t, eps, prior, ctx):
+        if self.posterior_mu is not None:
+            return self._grad_posterior(x, t, eps, prior, ctx)
         x_t, eps_hat, w = guided_residual_terms(x, t, eps, prior, ctx, self.config)
         s, phi = self.control_variate(x_t, t, eps, prior, ctx, x)
         mu = self.mu.value(s)
@@ -232,6 +296,12 @@ class SSD(GradientEstimator):
         next step on."""
         if output is None:
             raise ValueError("SSD.update needs this step's grad output (mu learns from it)")
+        if self.posterior_mu is not None:
+            inputs = output.update_inputs
+            self.posterior_mu.observe(
+                inputs["t"], prior.num_train_timesteps, inputs["score"], inputs["fields"]
+            )
+            return
         if self.learned is not None:
             self.learned.fit(output.update_inputs, ctx.generator)
         self.mu.observe(output.update_inputs["score"], output.update_inputs["control"])
@@ -241,6 +311,8 @@ class SSD(GradientEstimator):
         init value: SSD's step-0 probe is not SSD yet), or the learned baseline none (its
         output is still zero)."""
         mu_unseen = self.config.mu != "fixed" and self.mu.mu is None
+        if self.posterior_mu is not None:
+            mu_unseen = self.config.mu != "fixed" and not bool(self.posterior_mu.seen.any())
         net_unseen = self.learned is not None and self.learned.n_updates == 0
         return {"mu_uninformed": float(mu_unseen or net_unseen)}
 
@@ -258,11 +330,15 @@ class SSD(GradientEstimator):
         state = {"mu": self.mu.state_dict(), "n_evals_depth": evals}
         if self.learned is not None:
             state["learned"] = self.learned.state_dict()
+        if self.posterior_mu is not None:
+            state["posterior_mu"] = self.posterior_mu.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
         self.mu.load_state_dict(state["mu"])
         if self.learned is not None:
             self.learned.load_state_dict(state["learned"])
+        if self.posterior_mu is not None:
+            self.posterior_mu.load_state_dict(state["posterior_mu"])
         if self.geometry is not None and state.get("n_evals_depth") is not None:
             self.geometry.n_evals = int(state["n_evals_depth"])

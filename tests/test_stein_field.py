@@ -26,9 +26,13 @@ def _tempered_mean(z, alpha, sigma, refs, log_prior, beta, tau):
 
 @pytest.mark.parametrize(("beta", "tau"), [(1.0, 0.0), (0.3, 0.0), (1.0, 0.4)])
 def test_field_equals_its_definition_by_autograd(beta, tau):
-    """S = sigma J eps - sigma^2 sum_j d_j J_ij with J = d m_beta / d x_t (full Jacobians)."""
+    """S = (sigma J eps - sigma^2 sum_j d_j J_ij) / beta with J = d m_beta / d x_t (full
+    Jacobians)."""
     refs, log_prior, x = _mixture()
-    alpha, sigma = torch.tensor([0.7], dtype=torch.float64), torch.tensor([0.6], dtype=torch.float64)
+    alpha, sigma = (
+        torch.tensor([0.7], dtype=torch.float64),
+        torch.tensor([0.6], dtype=torch.float64),
+    )
     g = torch.Generator().manual_seed(1)
     for _ in range(3):
         eps = torch.randn(refs.shape[1], generator=g, dtype=torch.float64)
@@ -40,7 +44,7 @@ def test_field_equals_its_definition_by_autograd(beta, tau):
         jac = jacfwd(mean)(x_t)  # [D, D]
         hess = jacfwd(jacfwd(mean))(x_t)  # [D(i), D(j), D(k)] = d_k J_ij
         div = torch.einsum("ijj->i", hess)
-        expected = sigma * jac @ eps - sigma**2 * div
+        expected = (sigma * jac @ eps - sigma**2 * div) / beta
         got = mixture_stein_field(x_t[None], eps[None], alpha, sigma, refs, log_prior, beta, tau)
         torch.testing.assert_close(got[0], expected, rtol=1e-9, atol=1e-9)
 

@@ -186,6 +186,7 @@ class WorldPrior(DiffusionPrior):
     """Exact optimal denoiser of the world's reference mixtures (pixel space, [-1, 1])."""
 
     supports_negative = True
+    supports_posterior_field = True
 
     def __init__(
         self,
@@ -374,3 +375,32 @@ class WorldPrior(DiffusionPrior):
         x0 = self._mixture_mean(x_t, t, refs, ctx)
         shape = (-1,) + (1,) * (x_t.dim() - 1)
         return (x_t - alpha.view(shape) * x0) / sigma.view(shape)
+
+    def posterior_stein_field(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        ctx: PriorContext,
+        eps: torch.Tensor,
+        conditional: bool,
+        beta: float = 1.0,
+    ) -> torch.Tensor:
+        """The responsibilities' matrix-valued Stein field S_beta of one branch's mixture
+        (world/stein_field.py): zero mean over eps for x_t = alpha x + sigma eps, [B, 3, H, W].
+        Not counted as a network evaluation: it reads the responsibilities a prediction at
+        the same x_t computes (the caller books its cost)."""
+        from world.stein_field import mixture_stein_field
+
+        refs = self.references[ctx.prompt] if conditional else self.unconditional
+        alpha, sigma = alpha_sigma(self.alphas_cumprod, t)
+        field = mixture_stein_field(
+            x_t.flatten(1),
+            eps.flatten(1),
+            alpha.to(x_t.dtype),
+            sigma.to(x_t.dtype),
+            refs.images,
+            self.log_mixture_weights(refs, ctx.cameras),
+            beta,
+            self.config.tau,
+        )
+        return field.view_as(x_t)

@@ -9,13 +9,15 @@ Stein's lemma row by row gives E[sum_j eps_j A_ij(x_t)] = sigma E[sum_j d_j A_ij
 denoiser is a mixture: with responsibilities r_n = softmax_n(log pi_n - ||x_t - alpha x_n||^2 /
 (2 s^2)) over references x_n, its x0-prediction is m = sum_n r_n x_n. Its eps-dependence is
 jump-like: r flips between references with the sign of <eps, x_n - x_k>. The field here is
-A = sigma J_beta, J_beta the Jacobian of the posterior mean of a *tempered* posterior
-(logits' distance term times beta; beta = 1 is the prior's own, beta < 1 a smoother field):
+A = sigma J_beta / beta, J_beta the Jacobian of the posterior mean of a *tempered* posterior
+(logits' distance term times beta; beta = 1 is the prior's own, beta < 1 a smoother field;
+the 1 / beta keeps the field's scale that of the untempered Jacobian, so that the coefficient
+of the first-order control variate stays near 1):
 
-    k        = beta alpha / s^2,        s^2 = sigma^2 + alpha^2 tau^2
-    J_beta   = k Cov_r(x_n)                         (symmetric; u_n = x_n - m)
-    div J    = k^2 sum_n r_n u_n ||u_n||^2         (sum_j d_j J_ij: a third cumulant)
-    S_beta   = sigma k sum_n r_n u_n ( <u_n, eps> - sigma k ||u_n||^2 )
+    k        = alpha / s^2,        s^2 = sigma^2 + alpha^2 tau^2
+    J_beta   = beta k Cov_r(x_n)                    (symmetric; u_n = x_n - m, r tempered)
+    div J_b  = (beta k)^2 sum_n r_n u_n ||u_n||^2   (sum_j d_j J_ij: a third cumulant)
+    S_beta   = sigma k sum_n r_n u_n ( <u_n, eps> - sigma beta k ||u_n||^2 )
 
 For a posterior mean linear in eps (a Gaussian prior) sigma J eps is exactly m(x_t) - E m and
 the divergence vanishes: S_beta then *is* the eps-part of the x0-prediction. For the jump-like
@@ -78,9 +80,9 @@ def mixture_stein_field(
         raise ValueError("need beta > 0")
     r = mixture_responsibilities(x_t, alpha, sigma, refs, log_prior, beta, tau)  # [B, N]
     m = r @ refs  # [B, D]
-    k = beta * alpha / (sigma**2 + alpha**2 * tau**2)  # [B]
+    k = alpha / (sigma**2 + alpha**2 * tau**2)  # [B]
     proj = eps @ refs.T - (m * eps).sum(1, keepdim=True)  # <u_n, eps>        [B, N]
     norm2 = ((refs**2).sum(1) - 2.0 * (m @ refs.T) + (m**2).sum(1, keepdim=True)).clamp_min(0)
-    c = r * (proj - (sigma * k)[:, None] * norm2)  # r_n (<u_n, eps> - sigma k ||u_n||^2)
+    c = r * (proj - (beta * sigma * k)[:, None] * norm2)  # r_n (<u_n, eps> - ...)
     field = c @ refs - c.sum(1, keepdim=True) * m  # sum_n c_n u_n
     return (sigma * k)[:, None] * field

@@ -1,0 +1,363 @@
+"""The Stein control-variate ceiling table (docs/stein_ceiling.md): per world setting, the
+eps-only share of SDS's gradient variance (what the perfect eps control variate removes) and
+what each class's cross-fitted oracle removes (benchmark/stein_ceiling.py).
+
+    python scripts/stein_ceiling.py --prompts "a snowman,a red sphere" --train-steps 150 \
+        --pairs 12 --draws 256 --settings default,cfg7.5,temp0.05 \
+        --out docs/stein_ceiling.md --csv docs/stein_ceiling.csv
+
+Per setting and prompt: SDS trains ``--train-steps`` steps (the run's own streams), then theta
+is frozen and ``--pairs`` (camera, t) pairs are drawn from the training distribution (a
+generator seeded by --seed, prompt and setting), each with ``--draws`` eps. Variances are
+trace variances in theta space (the render's vjp, as the probe) and in image space. Shares are
+of V_total = V_eps + V_ct per prompt (law of total variance, V_ct corrected for the noise of
+the conditional means); CIs: 95% percentile cluster bootstrap over prompts, then (c, t) pairs
+within each prompt (2000 resamples).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+import time
+import zlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SETTINGS = {
+    "default": [],
+    "cfg7.5": ["sds.guidance_scale=7.5"],
+    "temp0.05": ["world.view_temperature=0.05"],
+    "cfg100": ["sds.guidance_scale=100", "sds.cfg_mode=dreamfusion"],
+}
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--prompts", default="a snowman,a red sphere", help="comma-separated prompts")
+    p.add_argument("--settings", default="default,cfg7.5,temp0.05", help=",".join(SETTINGS))
+    p.add_argument("--train-steps", type=int, default=150)
+    p.add_argument("--pairs", type=int, default=12, help="(camera, t) pairs per prompt")
+    p.add_argument("--draws", type=int, default=256, help="eps draws per pair (even)")
+    p.add_argument("--basis", type=int, default=48, help="K columns of matrix_linear")
+    p.add_argument("--chunk", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-theta", action="store_true", help="image space only (faster)")
+    p.add_argument("--set", action="append", default=[], help="extra config overrides")
+    p.add_argument("--out", help="markdown table")
+    p.add_argument("--csv", help="one row per setting and class")
+    args = p.parse_args(argv)
+    if args.draws < 8 or args.draws % 2:
+        fail("--draws must be an even number >= 8")
+    if args.pairs < 2 or args.train_steps < 0 or args.basis < 1 or args.chunk < 1:
+        fail("need --pairs >= 2, --train-steps >= 0, --basis >= 1, --chunk >= 1")
+    args.settings = [s.strip() for s in args.settings.split(",") if s.strip()]
+    for s in args.settings:
+        if s not in SETTINGS:
+            fail(f"unknown setting {s!r}; known: {', '.join(SETTINGS)}")
+    args.prompts = [s.strip() for s in args.prompts.split(",") if s.strip()]
+    if not args.prompts:
+        fail("no prompts")
+    for path in (args.out, args.csv):
+        if path and not Path(path).resolve().parent.is_dir():
+            fail(f"folder of {path} does not exist")
+    return args
+
+
+class ThetaPull:
+    """g = J_c^T G for a batch of image-space G at one camera (one render, batched vjp)."""
+
+    def __init__(self, backbone, prior, camera, height, width):
+        import torch
+
+        self.params = [p for p in backbone.parameters() if p.requires_grad]
+        with torch.enable_grad():
+            rgb = backbone.render(camera, height, width)["rgb"]
+            self.x = prior.encode(rgb)
+
+    def __call__(self, cot):
+        import torch
+
+        grads = torch.autograd.grad(
+            self.x,
+            self.params,
+            cot[:, None].to(self.x.dtype),
+            retain_graph=True,
+            is_grads_batched=True,
+            allow_unused=True,
+        )
+        n = cot.shape[0]
+        return torch.cat(
+            [
+                (torch.zeros(n, p.numel()) if g is None else g.reshape(n, -1))
+                for g, p in zip(grads, self.params, strict=True)
+            ],
+            1,
+        )
+
+
+def theta_moments(pull, rows, chunk):
+    """(sum [P], sum of squares [P]) of J^T rows, float64."""
+
+    total = sq = None
+    for start in range(0, rows.shape[0], chunk):
+        g = pull(rows[start : start + chunk]).double()
+        s, q = g.sum(0), (g * g).sum(0)
+        total, sq = (s, q) if total is None else (total + s, sq + q)
+    return total, sq
+
+
+def measure_pair(trainer, prior, camera, t, eps_all, args, geometry):
+    """Image- and theta-space statistics of one (c, t) pair: dict with per-class within
+    variances and the conditional means of G."""
+    import torch
+
+    from benchmark.stein_ceiling import class_residuals, reference_basis, trace_variance
+    from core.schedule import alpha_sigma
+    from core.weighting import timestep_weight
+    from estimators.base import EstimatorContext
+    from estimators.baselines import baseline_function
+    from estimators.posterior_field import posterior_control_variate
+    from estimators.stein import stein_control_variate
+
+    cfg = trainer.guidance
+    h, w_ = trainer.config.render.height, trainer.config.render.width
+    m = eps_all.shape[0]
+    with torch.no_grad():
+        render = trainer.backbone.render(camera, h, w_)
+        x = prior.encode(render["rgb"])
+    alpha, sigma = alpha_sigma(prior.alphas_cumprod, t[:1])
+    gs, sd, sp, xts = [], [], {b: [] for b in args.betas}, []
+    for start in range(0, m, args.chunk):
+        eps = eps_all[start : start + args.chunk]
+        n = eps.shape[0]
+        cams = camera[[0] * n]
+        tt = t[:1].expand(n)
+        ctx = EstimatorContext(
+            trainer.prompt, cams, {k: v.expand(n, *v.shape[1:]) for k, v in render.items()}
+        )
+        xx = x.expand(n, *x.shape[1:])
+        out = trainer.estimator.grad(xx, tt, eps, prior, ctx)
+        weight = float(timestep_weight(tt[:1], prior.alphas_cumprod, cfg.weighting))
+        x_t = alpha * xx + sigma * eps
+        phi = baseline_function("depth_pearson", tt, ctx, ctx.render, geometry)
+        s_depth = stein_control_variate(phi, x_t, eps, sigma.expand(n))
+        gs.append(out.grad)
+        sd.append(weight * s_depth)
+        xts.append(x_t)
+        for b in args.betas:
+            s = posterior_control_variate(
+                x_t, tt, eps, prior, ctx, cfg.guidance_scale, cfg.cfg_mode, b
+            )
+            sp[b].append(weight * s)
+    g = torch.cat(gs).flatten(1)
+    eps_f = eps_all.flatten(1)
+    refs = [prior.references[trainer.prompt]]
+    if cfg.guidance_scale != 1.0 or cfg.cfg_mode != "diffusers":
+        refs.append(prior.unconditional)
+    lws = [prior.log_mixture_weights(r, camera)[0] for r in refs]
+    basis = reference_basis(lws, [r.images for r in refs], min(args.basis, m // 4))
+    resid = class_residuals(
+        g,
+        eps_f,
+        torch.cat(xts).flatten(1),
+        float(sigma),
+        torch.cat(sd).flatten(1),
+        {b: torch.cat(v).flatten(1) for b, v in sp.items()},
+        basis,
+    )
+    stats = {"img_within": trace_variance(g), "img_mean": g.mean(0).double()}
+    for name, r in resid.items():
+        stats[f"img_{name}"] = trace_variance(r)
+    if not args.no_theta:
+        pull = ThetaPull(trainer.backbone, prior, camera, h, w_)
+        shape = x.shape[1:]
+
+        def var_of(rows):
+            s, q = theta_moments(pull, rows.view(-1, *shape), args.chunk)
+            return float(((q - s * s / m) / (m - 1)).sum()), s / m
+
+        stats["within"], stats["mean"] = var_of(g)
+        for name, r in resid.items():
+            stats[name] = var_of(r)[0]
+    return stats
+
+
+def prompt_pairs(setting, prompt, prior, args):
+    """Train SDS, then measure ``args.pairs`` (c, t) pairs: list of per-pair stats."""
+    import torch
+
+    from benchmark.config import load_config
+    from benchmark.trainer import CellTrainer
+
+    config = load_config(None, [*SETTINGS[setting], *args.set, f"steps={args.train_steps}"])
+    trainer = CellTrainer(config, "sds", prompt, args.seed, prior, torch.device("cpu"))
+    for step in range(args.train_steps):
+        trainer.step(step)
+    geometry = prior.geometry_estimator()
+    seed = zlib.crc32(f"{args.seed}|{prompt}|{setting}".encode())
+    cam_gen = torch.Generator().manual_seed(seed)
+    t_gen = torch.Generator().manual_seed(seed + 1)
+    noise = torch.Generator().manual_seed(seed + 2)
+    cameras, t = trainer.draw_cameras_and_t(args.pairs, args.train_steps, cam_gen, t_gen)
+    shape = (3, config.render.height, config.render.width)
+    rows = []
+    for k in range(args.pairs):
+        eps = torch.randn((args.draws, *shape), generator=noise)
+        rows.append(measure_pair(trainer, prior, cameras[[k]], t[k : k + 1], eps, args, geometry))
+        rows[-1]["t"] = int(t[k])
+    return rows
+
+
+def gram_of_means(pairs, prefix):
+    """<E[G | c_j, t_j], E[G | c_k, t_k]> for the prompt's pairs [n, n] (float64)."""
+    import torch
+
+    means = torch.stack([p[prefix + "mean"] for p in pairs])
+    return (means @ means.T).numpy()
+
+
+def prompt_statistic(pairs, gram, idx, prefix, classes, m):
+    """Per prompt, for the pairs ``idx`` (a resample): V_eps, V_ct (the trace variance of the
+    conditional means, from their Gram matrix, minus their noise V_eps / M), V_total and,
+    per class, the share of V_total it removes."""
+    import numpy as np
+
+    n = len(idx)
+    v_eps = float(np.mean([pairs[j][prefix + "within"] for j in idx]))
+    sub = gram[np.ix_(idx, idx)]
+    var_means = (np.trace(sub) - sub.sum() / n) / (n - 1)
+    total = v_eps + max(var_means - v_eps / m, 0.0)
+    out = {"eps_share": v_eps / total, "v_total": total}
+    for c in classes:
+        left = float(np.mean([pairs[j][prefix + c] for j in idx]))
+        out[c] = (v_eps - left) / total
+    return out
+
+
+def summarise(per_prompt, prefix, classes, m, seed, n_boot=2000):
+    """Point estimates (mean over prompts) and 95% cluster-bootstrap CIs."""
+    import numpy as np
+
+    keys = ["eps_share", *classes]
+    grams = [gram_of_means(pairs, prefix) for pairs in per_prompt]
+
+    def point(sample):
+        stats = [
+            prompt_statistic(per_prompt[i], grams[i], idx, prefix, classes, m) for i, idx in sample
+        ]
+        return {k: float(np.mean([s[k] for s in stats])) for k in keys}
+
+    est = point([(i, np.arange(len(p))) for i, p in enumerate(per_prompt)])
+    rng = np.random.default_rng(seed)
+    boots = {k: [] for k in keys}
+    for _ in range(n_boot):
+        sample = []
+        for i in rng.integers(0, len(per_prompt), len(per_prompt)):
+            n = len(per_prompt[i])
+            sample.append((i, rng.integers(0, n, n)))
+        for k, v in point(sample).items():
+            boots[k].append(v)
+    return {k: (est[k], *np.percentile(boots[k], [2.5, 97.5])) for k in keys}
+
+
+TITLES = {
+    "eps_share": "perfect eps CV (eps-only share)",
+    "scalar_depth": "scalar phi (depth, paper), one mu",
+    "scalar_depth_pixel": "scalar phi (depth), per-pixel mu",
+    "diagonal_affine": "diagonal field (affine, per pixel)",
+    "matrix_linear": "matrix, constant A (linear in eps)",
+    "matrix_posterior_1": "matrix, responsibilities beta=1",
+    "matrix_posterior_0.3": "matrix, responsibilities beta=0.3",
+    "matrix_posterior_0.1": "matrix, responsibilities beta=0.1",
+    "matrix_posterior_all": "matrix, responsibilities, 3 betas",
+}
+
+
+def fmt(v):
+    return f"{100 * v[0]:.1f}% [{100 * v[1]:.1f}, {100 * v[2]:.1f}]"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import torch
+    from tqdm import tqdm
+
+    from benchmark.config import load_config
+    from benchmark.factories import build_prior
+    from benchmark.stein_ceiling import BETAS, CLASSES
+
+    torch.manual_seed(0)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    args.betas = BETAS
+    started = time.time()
+    results, csv_rows = {}, []
+    bar = tqdm(total=len(args.settings) * len(args.prompts), desc="stein ceiling", unit="prompt")
+    for setting in args.settings:
+        config = load_config(None, [*SETTINGS[setting], *args.set])
+        prior = build_prior(config, args.prompts, torch.device("cpu"))
+        per_prompt = []
+        for prompt in args.prompts:
+            per_prompt.append(prompt_pairs(setting, prompt, prior, args))
+            bar.update(1)
+        spaces = [("img_", "image")] + ([] if args.no_theta else [("", "theta")])
+        results[setting] = {
+            space: summarise(per_prompt, prefix, CLASSES, args.draws, args.seed)
+            for prefix, space in spaces
+        }
+        for space, summary in results[setting].items():
+            for key, (est, lo, hi) in summary.items():
+                csv_rows.append(
+                    {
+                        "setting": setting,
+                        "space": space,
+                        "class": key,
+                        "share": est,
+                        "lo": lo,
+                        "hi": hi,
+                        "prompts": len(args.prompts),
+                        "pairs": args.pairs,
+                        "draws": args.draws,
+                        "train_steps": args.train_steps,
+                    }
+                )
+    bar.close()
+    lines = [
+        f"Stein ceiling: {len(args.prompts)} prompts x {args.pairs} (c, t) pairs x "
+        f"{args.draws} eps, SDS trained {args.train_steps} steps, seed {args.seed}; "
+        f"{time.time() - started:.0f} s",
+        "",
+    ]
+    spaces = list(next(iter(results.values())))
+    for space in spaces:
+        lines += [f"Share of SDS's total {space}-space variance removed (95% CI):", ""]
+        lines += ["| class | " + " | ".join(args.settings) + " |"]
+        lines += ["|---|" + "---|" * len(args.settings)]
+        for key in ["eps_share", *CLASSES]:
+            cells = [fmt(results[s][space][key]) for s in args.settings]
+            lines.append(f"| {TITLES.get(key, key)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    if args.csv:
+        with open(args.csv, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(csv_rows[0]))
+            writer.writeheader()
+            writer.writerows(csv_rows)
+    assert all(math.isfinite(r["share"]) for r in csv_rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
