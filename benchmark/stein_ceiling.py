@@ -25,7 +25,8 @@ by fitting its own noise); it leaves Var(G - C_fit | c, t) of the eps part.
                           weights can select (K columns: z = Q^T eps, per-pixel coefficients)
     matrix_posterior_b    the responsibilities' field S_post(beta) (estimators/posterior_field)
                           with one coefficient, for each beta of ``BETAS``
-    matrix_posterior_all  all betas together (one coefficient each)
+    matrix_posterior_all  the betas of ``ONLINE_BETAS`` together (one coefficient each): the
+                          in-sample version of SSD's ``baseline=posterior``
 
 Theta space: every residual is pulled back through the render's vjp, g = J_c^T G, with the
 same statistics. Shapes: M draws, D = C H W pixels, F features.
@@ -40,7 +41,9 @@ from __future__ import annotations
 
 import torch
 
-BETAS = (1.0, 0.3, 0.1)
+BETAS = (1.0, 0.3, 0.1, 0.03)
+#: the betas of SSD's ``baseline=posterior`` default (beta = 1 is too spiky: see the table)
+ONLINE_BETAS = (0.3, 0.1, 0.03)
 CLASSES = (
     "scalar_depth",
     "scalar_depth_pixel",
@@ -143,7 +146,7 @@ def class_residuals(
     )
     for beta, s in s_post.items():
         out[f"matrix_posterior_{beta:g}"] = cross_fit_residual(g, s[..., None], "shared")
-    stacked = torch.stack([s_post[b] for b in s_post], -1)
+    stacked = torch.stack([s_post[b] for b in ONLINE_BETAS], -1)
     out["matrix_posterior_all"] = cross_fit_residual(g, stacked, "shared")
     return out
 

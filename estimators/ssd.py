@@ -88,7 +88,7 @@ class SSDConfig(GuidanceConfig):
     learned_blocks: int = 1
     learned_embed_dim: int = 32
     learned_lr: float = 1e-3
-    posterior_betas: tuple[float, ...] = (1.0, 0.3, 0.1)
+    posterior_betas: tuple[float, ...] = (0.3, 0.1, 0.03)
     posterior_t_bins: int = 10
 
     def __post_init__(self) -> None:

@@ -279,7 +279,8 @@ TITLES = {
     "matrix_posterior_1": "matrix, responsibilities beta=1",
     "matrix_posterior_0.3": "matrix, responsibilities beta=0.3",
     "matrix_posterior_0.1": "matrix, responsibilities beta=0.1",
-    "matrix_posterior_all": "matrix, responsibilities, 3 betas",
+    "matrix_posterior_0.03": "matrix, responsibilities beta=0.03",
+    "matrix_posterior_all": "matrix, responsibilities, betas 0.3/0.1/0.03",
 }
 
 

@@ -32,6 +32,8 @@ CASES = [
     ("ssd", ["ssd.baseline=constant", "ssd.guidance_scale=3", "ssd.cfg_mode=dreamfusion"]),
     ("ssd", ["ssd.baseline=learned"]),
     ("ssd", ["ssd.baseline=learned", "ssd.learned_field=vector", "ssd.noise_samples=2"]),
+    # the responsibilities' Stein fields: no network evaluation beyond the prior's
+    ("ssd", ["ssd.baseline=posterior", "ssd.mu=optimal", "ssd.guidance_scale=7.5"]),
     ("csd", []),
     ("nfsd", []),
     ("asd", []),
