@@ -1,6 +1,6 @@
 """The Stein control-variate ceiling table (docs/stein_ceiling.md): per world setting, the
 eps-only share of SDS's gradient variance (what the perfect eps control variate removes) and
-what each class's cross-fitted oracle removes (benchmark/stein_ceiling.py).
+what each class's cross-fitted oracle removes (benchmark/probe/stein_ceiling.py).
 
     python scripts/stein_ceiling.py --prompts "a snowman,a red sphere" --train-steps 150 \
         --pairs 12 --draws 256 --settings default,cfg7.5,temp0.05 \
@@ -121,7 +121,7 @@ def measure_pair(trainer, prior, camera, t, eps_all, args, geometry):
     variances and the conditional means of G."""
     import torch
 
-    from benchmark.stein_ceiling import class_residuals, reference_basis, trace_variance
+    from benchmark.probe.stein_ceiling import class_residuals, reference_basis, trace_variance
     from core.schedule import alpha_sigma
     from core.weighting import timestep_weight
     from estimators.base import EstimatorContext
@@ -196,8 +196,8 @@ def prompt_pairs(setting, prompt, prior, args):
     """Train SDS, then measure ``args.pairs`` (c, t) pairs: list of per-pair stats."""
     import torch
 
-    from benchmark.config import load_config
-    from benchmark.trainer import CellTrainer
+    from benchmark.run.config import load_config
+    from benchmark.run.trainer import CellTrainer
 
     config = load_config(None, [*SETTINGS[setting], *args.set, f"steps={args.train_steps}"])
     trainer = CellTrainer(config, "sds", prompt, args.seed, prior, torch.device("cpu"))
@@ -293,9 +293,9 @@ def main(argv=None) -> int:
     import torch
     from tqdm import tqdm
 
-    from benchmark.config import load_config
-    from benchmark.factories import build_prior
-    from benchmark.stein_ceiling import BETAS, CLASSES
+    from benchmark.run.config import load_config
+    from benchmark.run.factories import build_prior
+    from benchmark.probe.stein_ceiling import BETAS, CLASSES
 
     torch.manual_seed(0)
     torch.set_num_threads(max(1, torch.get_num_threads()))
