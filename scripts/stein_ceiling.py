@@ -218,35 +218,11 @@ def prompt_pairs(setting, prompt, prior, args):
     return rows
 
 
-def gram_of_means(pairs, prefix):
-    """<E[G | c_j, t_j], E[G | c_k, t_k]> for the prompt's pairs [n, n] (float64)."""
-    import torch
-
-    means = torch.stack([p[prefix + "mean"] for p in pairs])
-    return (means @ means.T).numpy()
-
-
-def prompt_statistic(pairs, gram, idx, prefix, classes, m):
-    """Per prompt, for the pairs ``idx`` (a resample): V_eps, V_ct (the trace variance of the
-    conditional means, from their Gram matrix, minus their noise V_eps / M), V_total and,
-    per class, the share of V_total it removes."""
-    import numpy as np
-
-    n = len(idx)
-    v_eps = float(np.mean([pairs[j][prefix + "within"] for j in idx]))
-    sub = gram[np.ix_(idx, idx)]
-    var_means = (np.trace(sub) - sub.sum() / n) / (n - 1)
-    total = v_eps + max(var_means - v_eps / m, 0.0)
-    out = {"eps_share": v_eps / total, "v_total": total}
-    for c in classes:
-        left = float(np.mean([pairs[j][prefix + c] for j in idx]))
-        out[c] = (v_eps - left) / total
-    return out
-
-
 def summarise(per_prompt, prefix, classes, m, seed, n_boot=2000):
     """Point estimates (mean over prompts) and 95% cluster-bootstrap CIs."""
     import numpy as np
+
+    from benchmark.probe.stein_ceiling import gram_of_means, prompt_statistic
 
     keys = ["eps_share", *classes]
     grams = [gram_of_means(pairs, prefix) for pairs in per_prompt]
@@ -293,9 +269,9 @@ def main(argv=None) -> int:
     import torch
     from tqdm import tqdm
 
+    from benchmark.probe.stein_ceiling import BETAS, CLASSES
     from benchmark.run.config import load_config
     from benchmark.run.factories import build_prior
-    from benchmark.probe.stein_ceiling import BETAS, CLASSES
 
     torch.manual_seed(0)
     torch.set_num_threads(max(1, torch.get_num_threads()))

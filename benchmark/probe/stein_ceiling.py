@@ -154,3 +154,27 @@ def class_residuals(
 def trace_variance(rows: torch.Tensor) -> float:
     """sum_d Var_m(rows[m, d]) (unbiased), in float64."""
     return float(rows.double().var(0, unbiased=True).sum())
+
+
+def gram_of_means(pairs, prefix):
+    """<E[G | c_j, t_j], E[G | c_k, t_k]> for the prompt's pairs [n, n] (float64)."""
+    means = torch.stack([p[prefix + "mean"] for p in pairs])
+    return (means @ means.T).numpy()
+
+
+def prompt_statistic(pairs, gram, idx, prefix, classes, m):
+    """Per prompt, for the pairs ``idx`` (a resample): V_eps, V_ct (the trace variance of the
+    conditional means, from their Gram matrix, minus their noise V_eps / M), V_total and,
+    per class, the share of V_total it removes."""
+    import numpy as np
+
+    n = len(idx)
+    v_eps = float(np.mean([pairs[j][prefix + "within"] for j in idx]))
+    sub = gram[np.ix_(idx, idx)]
+    var_means = (np.trace(sub) - sub.sum() / n) / (n - 1)
+    total = v_eps + max(var_means - v_eps / m, 0.0)
+    out = {"eps_share": v_eps / total, "v_total": total}
+    for c in classes:
+        left = float(np.mean([pairs[j][prefix + c] for j in idx]))
+        out[c] = (v_eps - left) / total
+    return out
