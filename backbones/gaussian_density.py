@@ -127,23 +127,22 @@ def reindex_optimizer(optimizer: torch.optim.Optimizer, module, topology: Topolo
                 state[key] = v.zero_() if name in topology.zero_state else v.contiguous()
 
 
-def record_view_space_gradients(module, means2d, radii, width: int, height: int) -> None:
-    """Statistics of one training render: max screen radius now, and in the backward
+def accumulate_view_space_gradients(
+    module, grad: torch.Tensor | None, radii: torch.Tensor, width: int, height: int
+) -> None:
+    """Statistics of one training render after its backward: max screen radius, and
     |d L / d mu2d| in NDC units (x (W/2, H/2) x B, undoing the batch mean) of every Gaussian
-    visible in each camera (means2d [B, N, 2], radii [B, N])."""
+    visible in each camera (grad = d L / d means2d [B, N, 2] or None, radii [B, N])."""
     visible = radii > 0
     with torch.no_grad():
         module.max_radii.copy_(torch.maximum(module.max_radii, radii.float().amax(dim=0)))
-    b = means2d.shape[0]
-    scale = torch.tensor([0.5 * width * b, 0.5 * height * b], device=means2d.device)
-
-    def hook(grad: torch.Tensor) -> None:
-        with torch.no_grad():
-            norm = (grad.reshape(b, -1, 2) * scale).norm(dim=-1)
-            module.grad_accum.add_((norm * visible).sum(dim=0))
-            module.grad_count.add_(visible.sum(dim=0).to(module.grad_count.dtype))
-
-    means2d.register_hook(hook)
+        if grad is None:
+            return
+        b = grad.shape[0]
+        scale = torch.tensor([0.5 * width * b, 0.5 * height * b], device=grad.device)
+        norm = (grad.reshape(b, -1, 2) * scale).norm(dim=-1)
+        module.grad_accum.add_((norm * visible).sum(dim=0))
+        module.grad_count.add_(visible.sum(dim=0).to(module.grad_count.dtype))
 
 
 def densify_and_prune(module, step: int) -> tuple[Topology, dict[str, torch.Tensor]]:

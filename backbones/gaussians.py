@@ -20,9 +20,12 @@ accumulated in a backward hook; every ``densify_every`` steps in [densify_from,
 densify_until] Gaussians with mean gradient >= ``densify_grad_threshold`` are cloned (max
 scale <= percent_dense x extent) or split into 2 (scales / 1.6, positions drawn from the
 Gaussian), then Gaussians with opacity < ``min_opacity`` are pruned; every
-``opacity_reset_every`` steps opacities are capped at 0.01. The trainer calls
-``update_optimizer`` after ``before_step``: Adam's moments are re-indexed (zeros for new
-Gaussians), as 3DGS does. Parameters keep their identity (``.data`` is replaced), so a
+``opacity_reset_every`` steps opacities are capped at 0.01. Like gsplat's ``DefaultStrategy``
+the schedule runs through explicit calls with the state passed in and returned
+(backbones/base.py): ``step_pre_render`` densifies and re-indexes Adam's moments (zeros for
+new Gaussians, as 3DGS) and sets the step's position lr; the training render fills ``info``
+(means2d, radii); ``step_pre_backward`` keeps means2d's gradient; ``step_post_backward``
+accumulates the statistics. Parameters keep their identity (``.data`` is replaced), so a
 changing count needs no new optimiser; ``load_state_dict`` resizes to the saved count first.
 """
 
@@ -172,9 +175,6 @@ class GaussianSplats(Backbone):
         # seed of the split samples: step k draws from Generator(seed + k), stateless
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         self.register_buffer("densify_seed", torch.tensor(seed, dtype=torch.int64))
-        self._record = False
-        self._pending: density.Topology | None = None
-        self._step = 0
 
     @property
     def n_gaussians(self) -> int:
@@ -183,7 +183,7 @@ class GaussianSplats(Backbone):
     def param_groups(self) -> list[dict]:
         c = self.config
         return [
-            {"name": "position", "params": [self.means], "lr": position_lr(c, self._step)},
+            {"name": "position", "params": [self.means], "lr": position_lr(c, 0)},
             {"name": "color", "params": [self.sh_dc], "lr": c.lr_color},
             {"name": "color_rest", "params": [self.sh_rest], "lr": c.lr_color / 20.0},
             {"name": "opacity", "params": [self.opacity_logits], "lr": c.lr_opacity},
@@ -193,23 +193,36 @@ class GaussianSplats(Backbone):
 
     # ------------------------------------------------------------------ training hooks
 
-    def before_step(self, step: int) -> None:
-        """Densify / prune / reset opacities on the schedule (module docstring), then mark the
-        next render as the training render whose view-space gradients are recorded."""
-        self._step = step
-        change = density.scheduled_update(self, step)
-        if change is not None:
-            self._pending = change if self._pending is None else self._pending.then(change)
-        self._record = step <= self.config.densify_until
+    def initialize_state(self) -> dict:
+        """``record``: this step's training render keeps its view-space gradients."""
+        return {"record": False}
 
-    def update_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
-        """Re-index Adam's moments after a topology change; set the position lr of the step."""
+    def step_pre_render(self, optimizer, state, step):
+        """Densify / prune / reset opacities on the schedule (module docstring), set the
+        position lr of the step and re-index Adam's moments after a topology change."""
+        change = density.scheduled_update(self, step)
         for group in optimizer.param_groups:
             if group.get("name") == "position":
-                group["lr"] = position_lr(self.config, self._step)
-        if self._pending is not None:
-            density.reindex_optimizer(optimizer, self, self._pending)
-            self._pending = None
+                group["lr"] = position_lr(self.config, step)
+        if change is not None:
+            density.reindex_optimizer(optimizer, self, change)
+        return {**state, "record": False}
+
+    def step_pre_backward(self, optimizer, state, step, info):
+        """Keep d L / d means2d of the training render (up to ``densify_until``)."""
+        means2d = info.get("means2d")
+        record = step <= self.config.densify_until and means2d is not None and means2d.requires_grad
+        if record:
+            means2d.retain_grad()
+        return {**state, "record": record}
+
+    def step_post_backward(self, optimizer, state, step, info):
+        """Accumulate the view-space gradient statistics densification reads."""
+        if state.get("record"):
+            density.accumulate_view_space_gradients(
+                self, info["means2d"].grad, info["radii"], info["width"], info["height"]
+            )
+        return {**state, "record": False}
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Resize every per-Gaussian tensor to the saved count before the copy."""
@@ -226,10 +239,16 @@ class GaussianSplats(Backbone):
         return torch.cat([self.sh_dc, self.sh_rest], dim=1)[:, :k]
 
     def render(
-        self, cameras: Cameras, height: int, width: int, normals: bool = False
+        self,
+        cameras: Cameras,
+        height: int,
+        width: int,
+        normals: bool = False,
+        info: dict | None = None,
     ) -> dict[str, torch.Tensor]:
         """rgb [B,3,H,W] in [0, 1], depth and opacity [B,1,H,W], with normals=True normal
-        [B,3,H,W] (module docstring)."""
+        [B,3,H,W] (module docstring); ``info`` receives means2d [B,N,2], radii [B,N], width
+        and height for the training strategy."""
         c = self.config
         cameras = cameras.to(self.means.device)
         viewmats, ks = viewmats_from_c2w(cameras.c2w), intrinsics(cameras, height, width)
@@ -255,9 +274,8 @@ class GaussianSplats(Backbone):
                 height, width, c.max_pairs,
             )  # fmt: skip
             means2d, radii = proj.means2d, proj.radii.amax(dim=-1)
-        if self._record and torch.is_grad_enabled() and self.means.requires_grad:
-            density.record_view_space_gradients(self, means2d, radii, width, height)
-        self._record = False
+        if info is not None:
+            info.update(means2d=means2d, radii=radii, width=width, height=height)
         feats = feats.permute(0, 3, 1, 2)
         alpha = alpha.permute(0, 3, 1, 2)
         bg = self.background.view(1, 3, 1, 1)

@@ -18,7 +18,7 @@ Rendering, chosen by the rays' device (never by catching an exception):
 - CPU: ``n_samples`` evenly spaced samples inside the box per ray, dense nerfacc compositing
   (backbones/volume.py).
 - CUDA: nerfacc's ``OccGridEstimator`` marching with step 2 sqrt(3) h / ``cuda_samples_per_ray``
-  and packed rendering; the grid is refreshed by ``before_step`` every
+  and packed rendering; the grid is refreshed by ``step_pre_render`` every
   ``occ_update_every`` steps (``update_every_n_steps``).
 
 ``state_dict()`` carries everything: the hash table, MLPs, learned background and the
@@ -281,10 +281,11 @@ class HashGridNeRF(Backbone):
 
     # ------------------------------------------------------------------------- rendering
 
-    def before_step(self, step: int) -> None:
-        """Refresh the occupancy grid (CUDA rendering only) every ``occ_update_every`` steps."""
+    def step_pre_render(self, optimizer, state, step):
+        """Refresh the occupancy grid (CUDA rendering only) every ``occ_update_every`` steps
+        (nerfacc's ``update_every_n_steps``; the grid is the estimator's own object)."""
         if render_path(self.encoding.params.device) != "packed":
-            return
+            return state
         c = self.config
         step_size = 2 * math.sqrt(3) * c.half_extent / c.cuda_samples_per_ray
         self.occupancy.train()
@@ -294,9 +295,15 @@ class HashGridNeRF(Backbone):
             occ_thre=c.occ_threshold,
             n=c.occ_update_every,
         )
+        return state
 
     def render(
-        self, cameras: Cameras, height: int, width: int, normals: bool = False
+        self,
+        cameras: Cameras,
+        height: int,
+        width: int,
+        normals: bool = False,
+        info: dict | None = None,
     ) -> dict[str, torch.Tensor]:
         """rgb [B,3,H,W], depth, opacity [B,1,H,W]; with normals=True also normal [B,3,H,W]
         (and ``shaded`` [B,3,H,W] with shading=lambertian)."""

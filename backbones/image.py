@@ -73,7 +73,12 @@ class ImageBackbone(Backbone):
         return torch.sigmoid(logits)
 
     def render(
-        self, cameras: Cameras, height: int, width: int, normals: bool = False
+        self,
+        cameras: Cameras,
+        height: int,
+        width: int,
+        normals: bool = False,
+        info: dict | None = None,
     ) -> dict[str, torch.Tensor]:
         rgb = self.image(height, width).expand(len(cameras), -1, -1, -1)
         zero = torch.zeros_like(rgb[:, :1])

@@ -87,7 +87,12 @@ class VoxelGrid(Backbone):
         return -F.normalize(grad, dim=-1, eps=1e-8)
 
     def render(
-        self, cameras: Cameras, height: int, width: int, normals: bool = False
+        self,
+        cameras: Cameras,
+        height: int,
+        width: int,
+        normals: bool = False,
+        info: dict | None = None,
     ) -> dict[str, torch.Tensor]:
         points, t_starts, t_ends, _ = stratified_samples(
             cameras, height, width, self.config.n_samples, self.config.half_extent

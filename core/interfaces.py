@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -26,32 +26,52 @@ from core.guidance import CFGMode, classifier_free_guidance, needs_unconditional
 
 @dataclass
 class PriorContext:
-    """What a prior may condition on: the prompt and the B cameras of the batch."""
+    """What a prior may condition on: the prompt and the B cameras of the batch.
+
+    ``render`` holds the backbone's outputs for the batch when there are any (``depth``
+    [B, 1, H, W], ...): a geometry estimator sizes its output to ``render["depth"]``.
+    """
 
     prompt: str
     cameras: Any  # core.cameras.Cameras (kept untyped: priors/ must not depend on world/)
+    render: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class DiffusionPrior(ABC):
     """Base class: subclasses provide ``alphas_cumprod``, ``encode`` and ``_predict_branch``
     (and, to set ``supports_negative``, ``_predict_negative``).
 
-    Capabilities (read by the registries instead of type checks):
+    Capabilities, declared here with their defaults and read by the harness and the
+    registries instead of type checks or ``getattr`` probing (every registered prior is
+    checked against them by the contract suite, tests/test_capabilities.py):
+        shape: (C, h, w) of the prior's space, or None for the render's RGB
+            (3, H, W) at the run's resolution (``space_shape``).
         eps_phi_kind: how VSD builds its eps_phi over this prior: ``residual`` (prior +
-            a small pixel-space network, the world) or ``lora`` (a LoRA copy of the UNet).
+            a small pixel-space network, the world) or ``lora`` (a LoRA copy of the
+            prior's noise network, ``denoiser`` / ``predict_with``).
         supports_negative: ``predict_negative`` works (a negative / degraded branch).
         supports_posterior_field: ``posterior_stein_field`` works (the world's mixture: a
             matrix-valued Stein field from its posterior responsibilities, SSD's
             ``baseline=posterior``).
+        vmap_encode: ``encode`` can run under torch.func.vmap (False: the variance probe
+            vmaps the render only and encodes with batched autograd).
+        probe_chunk: most probe samples vectorised at once (a memory cap), None: no cap.
         geometry_estimator(depth_model): the depth/normal model SSD's baseline uses.
+        prepare(prompts): build per-prompt state before cells share the prior on threads.
     """
 
     alphas_cumprod: torch.Tensor  # [T]
+    #: (C, h, w) of the prior's space; None: the render's RGB (3, H, W)
+    shape: tuple[int, int, int] | None = None
     eps_phi_kind: str = "residual"
     #: True when ``predict_negative`` works (a negative / degraded branch exists)
     supports_negative: bool = False
     #: True when ``posterior_stein_field`` works (a closed-form posterior over references)
     supports_posterior_field: bool = False
+    #: False when ``encode`` cannot run under torch.func.vmap (a real VAE)
+    vmap_encode: bool = True
+    #: most probe samples vectorised at once (a memory cap); None: no cap
+    probe_chunk: int | None = None
 
     def __init__(self) -> None:
         self.n_evals = 0
@@ -60,6 +80,40 @@ class DiffusionPrior(ABC):
     @property
     def num_train_timesteps(self) -> int:
         return int(self.alphas_cumprod.shape[0])
+
+    def space_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """(C, h, w) of the prior's space for renders of ``height`` x ``width``.
+
+        >>> class Pixels(DiffusionPrior):
+        ...     def encode(self, rgb):
+        ...         return rgb
+        ...     def _predict_branch(self, x_t, t, ctx, conditional):
+        ...         return x_t
+        >>> Pixels().space_shape(16, 24)
+        (3, 16, 24)
+        """
+        return tuple(self.shape) if self.shape is not None else (3, height, width)
+
+    def prepare(self, prompts: list[str]) -> None:
+        """Build any per-prompt state up front (before cells share this prior on threads);
+        a prompt the prior does not know is left for its cell to report. Default: nothing."""
+
+    def denoiser(self) -> torch.nn.Module:
+        """The frozen noise network a LoRA eps_phi copies (``eps_phi_kind == "lora"``)."""
+        raise UserError(f"prior {type(self).__name__} has no noise network to adapt")
+
+    def predict_with(
+        self,
+        network: torch.nn.Module,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        ctx: PriorContext,
+        class_labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Conditional eps [B, C, h, w] fp32 from ``network`` (a copy of ``denoiser()``,
+        e.g. with LoRA adapters) under this prior's text conditioning and output convention;
+        ``class_labels`` [B, K] feed the network's class embedding. Not counted here."""
+        raise UserError(f"prior {type(self).__name__} has no noise network to adapt")
 
     def geometry_estimator(self, depth_model: str = "") -> GeometryEstimator:
         """The monocular depth/normal estimator on this prior's (noisy) images."""

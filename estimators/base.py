@@ -19,17 +19,16 @@ from core.weighting import Weighting
 
 @dataclass
 class EstimatorContext(PriorContext):
-    """PriorContext plus what the harness knows about this step.
+    """PriorContext (prompt, cameras and the backbone's ``render`` outputs for the batch:
+    ``rgb`` [B,3,H,W], ``depth`` [B,1,H,W], ...) plus what the harness knows about this step.
 
     Attributes:
-        render: backbone outputs for the batch (``rgb`` [B,3,H,W], ``depth`` [B,1,H,W], ...).
         step: training step index.
         generator: an estimator-private random stream for this step (e.g. VSD's LoRA
             training), separate from the camera/timestep/noise streams so that every
             method sees the same cameras, t and eps.
     """
 
-    render: dict[str, torch.Tensor] = field(default_factory=dict)
     step: int = 0
     generator: torch.Generator | None = None
 

@@ -112,7 +112,7 @@ def linear_anneal(start: float, end: float, step: int, steps: int) -> float:
 
 def require_negative(prior: DiffusionPrior, method: str) -> None:
     """UserError unless the prior offers the negative branch."""
-    if not getattr(prior, "supports_negative", False):
+    if not prior.supports_negative:
         raise UserError(
             f"method '{method}' needs a negative branch, which prior "
             f"{type(prior).__name__} does not offer"

@@ -269,6 +269,9 @@ class LoRAEpsPhi(VariationalScoreModel):
 
         eps_phi(x_t, t, y, c) = UNet_{W + (alpha/r) B A}(x_t, t, E(y), class_emb = M(c))
 
+    - The prior's declared interface (core.interfaces.DiffusionPrior): ``denoiser()`` gives
+      the frozen UNet, ``predict_with(network, x_t, t, ctx, class_labels)`` runs a copy of
+      it under the prior's text conditioning and eps/v convention.
     - A separate copy of the prior's UNet module tree carries peft LoRA adapters (rank r,
       ``lora_alpha``) on ``LORA_TARGET_MODULES``, added with
       ``unet.add_adapter(LoraConfig(...))``. The copy's frozen parameters and buffers are the
@@ -308,8 +311,9 @@ class LoRAEpsPhi(VariationalScoreModel):
 
         # a copy of the module tree whose frozen parameters and buffers *are* the prior's
         # (no second UNet in memory); peft wraps the copy's layers, never the prior's
-        shared = {id(t): t for t in (*prior.unet.parameters(), *prior.unet.buffers())}
-        unet = copy.deepcopy(prior.unet, memo=shared)
+        base = prior.denoiser()
+        shared = {id(t): t for t in (*base.parameters(), *base.buffers())}
+        unet = copy.deepcopy(base, memo=shared)
         unet.requires_grad_(False)
         time_embed_dim = unet.time_embedding.linear_2.out_features
         device = next(unet.parameters()).device
@@ -367,10 +371,8 @@ class LoRAEpsPhi(VariationalScoreModel):
         c2w = ctx.cameras.c2w.reshape(n, 16).to(device=x_t.device, dtype=torch.float32)
         if camera_dropped is not None:
             c2w = torch.where(camera_dropped.to(c2w.device)[:, None], torch.zeros_like(c2w), c2w)
-        # the view-independent prompt, as threestudio's VSD conditions its LoRA
-        hidden = prior.text_embedding(ctx.prompt).unsqueeze(0).expand(n, -1, -1)
         self.n_evals += n
-        return prior.run_unet(self.unet, x_t, t, hidden, class_labels=c2w)
+        return prior.predict_with(self.unet, x_t, t, ctx, class_labels=c2w)
 
     def loss(self, x, t, eps, ctx, prior, camera_dropped):
         x_t = add_noise(x, t, eps, prior.alphas_cumprod)

@@ -126,17 +126,21 @@ def photometric_fit(
     Returns:
         ``backbone``, fitted in place.
     """
+    state = backbone.initialize_state()
     for step, (cams, truth) in enumerate(zip(cameras, truths, strict=True)):
-        backbone.before_step(step)
-        backbone.update_optimizer(optimizer)  # as the trainer: densification re-indexes Adam
-        rgb = backbone.render(cams, height, width)["rgb"]
+        # as the trainer: densification re-indexes Adam (backbones/base.py, strategy calls)
+        state = backbone.step_pre_render(optimizer, state, step)
+        info: dict = {}
+        rgb = backbone.render(cams, height, width, info=info)["rgb"]
         loss = 0.5 * ((rgb - truth) ** 2).sum() / rgb.shape[0]
+        state = backbone.step_pre_backward(optimizer, state, step, info)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        state = backbone.step_post_backward(optimizer, state, step, info)
         optimizer.step()
         # free this step's graph now: a live graph keeps each leaf's gradient accumulator with
         # its old shape, and the next step's densification changes the shapes
-        del rgb, loss
+        del rgb, loss, info
     return backbone
 
 

@@ -99,9 +99,8 @@ class DPTGeometry(GeometryEstimator):
         self.n_evals = 0
 
     def _output_size(self, ctx: PriorContext, image: torch.Tensor) -> tuple[int, int]:
-        render = getattr(ctx, "render", None) or {}
-        if "depth" in render:
-            return tuple(render["depth"].shape[-2:])
+        if "depth" in ctx.render:
+            return tuple(ctx.render["depth"].shape[-2:])
         return tuple(image.shape[-2:])
 
     def depth(self, x_t: torch.Tensor, t: torch.Tensor, ctx: PriorContext) -> torch.Tensor:

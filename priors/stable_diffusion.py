@@ -409,6 +409,17 @@ class StableDiffusionPrior(DiffusionPrior):
 
     supports_negative = True
 
+    def denoiser(self) -> torch.nn.Module:
+        """The frozen UNet (a LoRA eps_phi copies its module tree, sharing its tensors)."""
+        return self.unet
+
+    def predict_with(self, network, x_t, t, ctx, class_labels=None):
+        """Conditional eps from ``network`` (a copy of the UNet) under this prior's output
+        convention (base class doc), conditioned on the view-independent prompt, as
+        threestudio's VSD conditions its LoRA (the camera enters through ``class_labels``)."""
+        hidden = self.text_embedding(ctx.prompt).unsqueeze(0).expand(x_t.shape[0], -1, -1)
+        return self.run_unet(network, x_t, t, hidden, class_labels=class_labels)
+
     def _predict_branch(self, x_t, t, ctx, conditional):
         hidden = self.encoder_hidden_states(ctx, conditional)
         return self.run_unet(self.unet, x_t, t, hidden)

@@ -83,43 +83,53 @@ def test_topology_composition_equals_sequential_application():
     torch.testing.assert_close(torch.cat([old, fresh_a, fresh_b])[both.source], seq)
 
 
+def _train_step(model: GaussianSplats, opt, state: dict, k: int, cams, size: int = 16, loss=None):
+    """One training step through the strategy calls (backbones/base.py), as the trainer."""
+    state = model.step_pre_render(opt, state, k)
+    info: dict = {}
+    rgb = model.render(cams, size, size, info=info)["rgb"]
+    state = model.step_pre_backward(opt, state, k, info)
+    opt.zero_grad(set_to_none=True)
+    (rgb.mean() if loss is None else loss(rgb)).backward()
+    state = model.step_post_backward(opt, state, k, info)
+    opt.step()
+    return state
+
+
 def _trained(model: GaussianSplats, steps: int = 3):
     opt = torch.optim.Adam(model.param_groups(), eps=1e-15)
     cams = orbit_cameras(2, (20.0,), 2.5, 40.0)
+    state = model.initialize_state()
     for k in range(steps):
-        model.before_step(k)
-        model.update_optimizer(opt)
-        opt.zero_grad(set_to_none=True)
-        model.render(cams, 16, 16)["rgb"].mean().backward()
-        opt.step()
+        state = _train_step(model, opt, state, k, cams)
+    assert state == model.initialize_state()  # nothing carried between two steps
     return opt
 
 
 def test_view_space_gradient_statistics_match_autograd():
     model = _model(n_points=100)
     cams = orbit_cameras(2, (20.0,), 2.5, 40.0)
-    model.before_step(0)
-    captured = {}
-    orig = density.record_view_space_gradients
-
-    def spy(module, means2d, radii, w, h):
-        means2d.retain_grad()
-        captured.update(m=means2d, r=radii)
-        orig(module, means2d, radii, w, h)
-
-    density.record_view_space_gradients = spy
-    try:
-        model.render(cams, 16, 16)["rgb"].mean().backward()
-    finally:
-        density.record_view_space_gradients = orig
+    opt = torch.optim.Adam(model.param_groups(), eps=1e-15)
+    state = model.step_pre_render(opt, model.initialize_state(), 0)
+    info: dict = {}
+    rgb = model.render(cams, 16, 16, info=info)["rgb"]
+    state = model.step_pre_backward(opt, state, 0, info)
+    assert state["record"]
+    rgb.mean().backward()
+    state = model.step_post_backward(opt, state, 0, info)
+    # the reference: d L / d means2d from a second, plain render's autograd
+    check: dict = {}
+    out = model.render(cams, 16, 16, info=check)["rgb"].mean()
+    (grad,) = torch.autograd.grad(out, check["means2d"])
     scale = torch.tensor([8.0 * 2, 8.0 * 2])
-    norm = (captured["m"].grad * scale).norm(dim=-1)
-    visible = captured["r"] > 0
+    norm = (grad * scale).norm(dim=-1)
+    visible = check["radii"] > 0
     torch.testing.assert_close(model.grad_accum, (norm * visible).sum(0))
     torch.testing.assert_close(model.grad_count, visible.sum(0).float())
-    # only the render right after before_step records; the next one (eval, probe) does not
+    # a render outside the strategy calls (evaluation, probe) records nothing
     model.render(cams, 16, 16)["rgb"].mean().backward()
     torch.testing.assert_close(model.grad_count, visible.sum(0).float())
+    assert state == model.initialize_state()
 
 
 def test_densify_clone_split_prune_and_adam_state():
@@ -137,9 +147,19 @@ def test_densify_clone_split_prune_and_adam_state():
     state = {n: opt.state[getattr(model, n)]["exp_avg"].clone() for n in model.PARAMS}
     n_big, n_small = int(big.sum()), int((~big).sum())
     assert n_big > 0 and n_small > 0
-    model.before_step(3)
-    topo = model._pending
-    model.update_optimizer(opt)
+    changes = []
+    scheduled = density.scheduled_update
+
+    def spy(module, step):
+        changes.append(scheduled(module, step))
+        return changes[-1]
+
+    density.scheduled_update = spy
+    try:
+        model.step_pre_render(opt, model.initialize_state(), 3)
+    finally:
+        density.scheduled_update = scheduled
+    (topo,) = changes
     # every Gaussian was selected: small ones cloned, big ones split into 2; then pruned
     assert topo.n_fresh == n_small + 2 * n_big
     kept_old = (opacity >= 0.0999) & ~big  # split parents are removed, low opacity pruned
@@ -175,8 +195,7 @@ def test_split_children_follow_the_parent():
 def test_opacity_reset_caps_opacity_and_zeroes_its_moments():
     model = _model(n_points=30, densify_every=0, opacity_reset_every=2, init_opacity=0.5)
     opt = _trained(model, steps=2)
-    model.before_step(2)
-    model.update_optimizer(opt)
+    model.step_pre_render(opt, model.initialize_state(), 2)
     assert float(torch.sigmoid(model.opacity_logits).max()) <= 0.01 + 1e-6
     assert float(opt.state[model.opacity_logits]["exp_avg"].abs().sum()) == 0.0
     assert float(opt.state[model.means]["exp_avg"].abs().sum()) > 0.0
@@ -203,10 +222,7 @@ def test_state_dict_round_trip_with_a_changed_count():
     cams = orbit_cameras(2, (20.0,), 2.5, 40.0)
     with torch.no_grad():
         assert torch.equal(model.render(cams, 16, 16)["rgb"], fresh.render(cams, 16, 16)["rgb"])
-    fresh.before_step(3)
-    fresh.update_optimizer(fresh_opt)
-    fresh.render(cams, 16, 16)["rgb"].mean().backward()
-    fresh_opt.step()
+    _train_step(fresh, fresh_opt, fresh.initialize_state(), 3, cams)
 
 
 def test_run_config_builds_the_gaussian_backbone_and_steps():
@@ -242,14 +258,15 @@ def test_overfit_to_true_renders_reaches_25_db_held_out():
                    densify_grad_threshold=0.002)  # fmt: skip
     opt = torch.optim.Adam(model.param_groups(), eps=1e-15)
     gen = torch.Generator().manual_seed(0)
+    state = model.initialize_state()
     for k in range(400):
         cams = CameraConfig(batch_size=2).sample(2, gen)
         target = render_object(obj, cams, 32, 32)["rgb"]
-        model.before_step(k)
-        model.update_optimizer(opt)
-        opt.zero_grad(set_to_none=True)
-        ((model.render(cams, 32, 32)["rgb"] - target) ** 2).mean().backward()
-        opt.step()
+
+        def loss(rgb, target=target):
+            return ((rgb - target) ** 2).mean()
+
+        state = _train_step(model, opt, state, k, cams, 32, loss)
     ring = orbit_cameras(8, (20.0,), 2.5, 40.0, azimuth_offset=7.5)
     with torch.no_grad():
         mse = (

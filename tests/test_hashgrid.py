@@ -301,7 +301,7 @@ def test_tcnn_dispatch_rule(monkeypatch):
         use_tcnn("tcnn", cuda)
 
 
-def test_cpu_render_uses_the_dense_path_and_before_step_is_a_no_op(monkeypatch):
+def test_cpu_render_uses_the_dense_path_and_step_pre_render_is_a_no_op(monkeypatch):
     model = HashGridNeRF(HashGridConfig(**TINY), generator=gen())
 
     def fail(*args, **kwargs):
@@ -309,7 +309,7 @@ def test_cpu_render_uses_the_dense_path_and_before_step_is_a_no_op(monkeypatch):
 
     monkeypatch.setattr(model, "_render_packed", fail)
     monkeypatch.setattr(model.occupancy, "update_every_n_steps", fail)
-    model.before_step(0)
+    assert model.step_pre_render(None, {}, 0) == {}
     model.render(orbit_cameras(1, (0.0,), 2.5, 40.0), 4, 4)
     assert not model.supports_vmap  # the variance probe uses the autograd engine
 
@@ -324,7 +324,7 @@ def test_tinycudann_is_not_imported_at_module_import():
 def test_cuda_packed_render_runs():
     device = torch.device("cuda")
     model = HashGridNeRF(HashGridConfig(**TINY), device=device, generator=gen())
-    model.before_step(0)
+    model.step_pre_render(None, model.initialize_state(), 0)
     cams = orbit_cameras(1, (20.0,), 2.5, 40.0).to(device)
     out = model.render(cams, 16, 16, normals=True)
     assert out["rgb"].shape == (1, 3, 16, 16) and out["rgb"].device.type == "cuda"

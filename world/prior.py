@@ -236,6 +236,14 @@ class WorldPrior(DiffusionPrior):
             )
         return self._unconditional
 
+    def prepare(self, prompts: list[str]) -> None:
+        """Render the prompts' references before cells share this prior on threads."""
+        for prompt in prompts:
+            try:
+                self.references[prompt]
+            except KeyError:  # a prompt the world does not know: the cell reports it
+                continue
+
     def geometry_estimator(self, depth_model: str = ""):
         """The world's Bayes depth/normal estimator (a fresh counter per call)."""
         from world.geometry import WorldBayesGeometry

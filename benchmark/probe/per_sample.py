@@ -77,13 +77,13 @@ class PerSampleGradients:
     ) -> None:
         if engine not in ("auto", "func", "autograd", "split"):
             raise ValueError(f"unknown engine {engine!r}")
-        if engine == "auto" and not getattr(subject.prior, "vmap_encode", True):
+        if engine == "auto" and not subject.prior.vmap_encode:
             engine = "split"
         self.subject = subject
         self.step = step
         self.raw = raw
         # a backbone that cannot be vmapped (supports_vmap False) opts out of torch.func
-        if engine == "auto" and not getattr(subject.backbone, "supports_vmap", True):
+        if engine == "auto" and not subject.backbone.supports_vmap:
             engine = "autograd"
         self.engine = engine
         self.generator = generator if generator is not None else generator_from_seed(0)
@@ -200,7 +200,7 @@ class PerSampleGradients:
             render = functional_call(self.module, p, (cameras,))
             return render["rgb"], {k: v.detach() for k, v in render.items()}
 
-        vmappable = getattr(self.subject.backbone, "supports_vmap", True)
+        vmappable = self.subject.backbone.supports_vmap
         if draws.shared_camera:
             rgb, pullback, render = vjp(lambda p: rgb_of(p, draws.cameras), params, has_aux=True)
 

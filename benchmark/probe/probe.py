@@ -233,7 +233,7 @@ def measure_gradient_variance(
         )
         groups = sampler.group_slices()
         chunk = max(1, min(config.chunk, config.samples))
-        cap = getattr(subject.prior, "probe_chunk", None)  # a large prior's memory cap
+        cap = subject.prior.probe_chunk  # a large prior's memory cap
         chunk = min(chunk, cap) if cap else chunk
         gram_dim = config.sketch_dim if config.bootstrap > 0 else 0
         update = None

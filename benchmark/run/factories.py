@@ -143,7 +143,7 @@ def build_estimator(name: str, config, prior, generator, device) -> GradientEsti
     """The estimator of method ``name`` for ``prior``; ``generator`` (the cell's ``init``
     stream) seeds any trainable state it owns (VSD's eps_phi)."""
     spec = METHODS[name]
-    shape = getattr(prior, "shape", (3, config.render.height, config.render.width))
+    shape = prior.space_shape(config.render.height, config.render.width)
     depth_model = config.sd.depth_model
     build = MethodBuild(
         method_config(config, name),

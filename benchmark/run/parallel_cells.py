@@ -71,17 +71,6 @@ def threads_per_cell(threads: int, workers: int) -> int:
     return threads if workers == 1 else max(1, threads // workers)
 
 
-def warm_prior(prior, prompts) -> None:
-    """Render the world prior's per-prompt references before cells share it on threads."""
-    references = getattr(prior, "references", None)
-    if references is not None:
-        for prompt in prompts:
-            try:
-                references[prompt]
-            except KeyError:  # a prompt the world does not know: the cell reports it
-                continue
-
-
 def run_cells(
     cells: Sequence,
     run_one: Callable,

@@ -21,7 +21,7 @@ from benchmark.run.checkpoint import (
 )
 from benchmark.run.config import RunConfig, config_to_yaml
 from benchmark.run.factories import build_backbone, build_optimizer, build_prior, resolve_device
-from benchmark.run.parallel_cells import cell_workers, run_cells, threads_per_cell, warm_prior
+from benchmark.run.parallel_cells import cell_workers, run_cells, threads_per_cell
 from benchmark.run.reporter import Reporter, format_rate  # noqa: F401 - format_rate re-exported
 from benchmark.run.runlock import RunLock
 from benchmark.run.store import RunStore
@@ -265,7 +265,7 @@ def _run_locked(
                         raise CellInterrupted(0)
                     on_done(cell, run_one(cell, stop))
             else:
-                warm_prior(prior, prompts)
+                prior.prepare(prompts)
                 torch.set_num_threads(threads_per_cell(config.threads, workers))
                 try:
                     run_cells(pending, run_one, on_done, workers, stop)

@@ -86,6 +86,8 @@ class CellTrainer:
             method, config, prior, self.streams.generator("init", 1), device
         )
         self.optimizer = build_optimizer(self.backbone, config)
+        #: the backbone's training-strategy state (gsplat style), passed in and returned
+        self.strategy_state = self.backbone.initialize_state()
         self.guidance = method_config(config, method)
         stop = config.stop
         self.convergence = ConvergenceMonitor(stop.window, stop.updates) if stop.signals else None
@@ -185,13 +187,15 @@ class CellTrainer:
         prior_seconds = self.prior.seconds
         cameras, t = self.sample_step_inputs(step)
         with timer.section("time/render"):
-            self.backbone.before_step(step)
-            self.backbone.update_optimizer(self.optimizer)
-            render = self.backbone.render(
+            backbone, state = self.backbone, self.strategy_state
+            state = backbone.step_pre_render(self.optimizer, state, step)
+            info: dict = {}
+            render = backbone.render(
                 cameras,
                 self.config.render.height,
                 self.config.render.width,
                 normals="normal" in self.estimator.render_outputs,
+                info=info,
             )
         with timer.section("time/encode"):
             x = self.prior.encode(render["rgb"])
@@ -210,8 +214,10 @@ class CellTrainer:
             raise CellDiverged(step, "non-finite estimator gradient")
         with timer.section("time/backward"):
             loss = 0.5 * ((x - (x - grad).detach()) ** 2).sum() / x.shape[0]
+            state = backbone.step_pre_backward(self.optimizer, state, step, info)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            self.strategy_state = backbone.step_post_backward(self.optimizer, state, step, info)
         for group in self.optimizer.param_groups:
             for param in group["params"]:
                 if param.grad is not None and not bool(torch.isfinite(param.grad).all()):
