@@ -11,7 +11,9 @@ step spends per rendered image, by kind: ``prior`` (the diffusion network, each 
 counts), ``phi`` (VSD's eps_phi, SSD's learned baseline) and ``depth`` (SSD's depth/normal
 model). A test checks it against the counters of real steps. With ``noise_samples`` = K
 (estimators/sampling.py) the evaluations inside ``grad`` are paid K times per image, those in
-``update`` once (SSD's learned baseline fits on all K draws: K).
+``update`` once (SSD's learned baseline fits on all K draws: K). One convention for every
+row: the cost model is a function ``(section, prior) -> {kind: count}`` named in the row (the
+family's rows adapt their class's ``nfe_per_step`` with ``_family_cost(cls)``).
 
 >>> list(METHODS)
 ['sds', 'vsd', 'ssd', 'csd', 'nfsd', 'ism', 'sdi', 'asd', 'cds', 'esd', 'bridge']
@@ -21,7 +23,6 @@ model). A test checks it against the counters of real steps. With ``noise_sample
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,15 +30,16 @@ import torch
 
 from core.guidance import needs_unconditional
 from core.interfaces import DiffusionPrior, GeometryEstimator
-from estimators.asd import ASDConfig
+from estimators.asd import ASD, ASDConfig
 from estimators.base import GradientEstimator, GuidanceConfig
-from estimators.bridge import BridgeConfig
-from estimators.cds import CDSConfig
-from estimators.csd import CSDConfig
+from estimators.branches import require_negative
+from estimators.bridge import Bridge, BridgeConfig
+from estimators.cds import CDS, CDSConfig
+from estimators.csd import CSD, CSDConfig
 from estimators.esd import ESDConfig
-from estimators.ism import ISMConfig
-from estimators.nfsd import NFSDConfig
-from estimators.sdi import SDIConfig
+from estimators.ism import ISM, ISMConfig
+from estimators.nfsd import NFSD, NFSDConfig
+from estimators.sdi import SDI, SDIConfig
 from estimators.sds import SDSConfig
 from estimators.ssd import SSDConfig
 from estimators.vsd import VSDConfig
@@ -169,18 +171,16 @@ def _ssd_cost(config: SSDConfig, prior) -> dict[str, int]:
     return _cost(prior=k * cfg_branches(config), phi=learned, depth=depth)
 
 
-# ---------------------------------------------------- the score-distillation family (issue 19)
+# ------------------------------------------------------------- the score-distillation family
 
 
-def _family_cost(cls_path: str, at_step: bool = False):
+def _family_cost(cls: type, at_step: bool = False):
     """The cost model of a family method: its class's ``nfe_per_step`` (t = None: the worst
     case for SDI's t-dependent inversion; bridge before its switch step) in this registry's
     kinds (its ``eps_phi`` is ``phi``). With ``at_step`` the returned function takes the
     training step as a third argument (the class's ``nfe_per_step(config, step=...)``)."""
 
     def cost(config, prior, step: int = 0) -> dict[str, int]:
-        module, name = cls_path.rsplit(".", 1)
-        cls = getattr(importlib.import_module(module), name)
         raw = cls.nfe_per_step(config, step=step) if at_step else cls.nfe_per_step(config)
         return _cost(
             prior=raw.get("prior", 0), phi=raw.get("eps_phi", 0), depth=raw.get("depth", 0)
@@ -192,20 +192,14 @@ def _family_cost(cls_path: str, at_step: bool = False):
 def _ism_cost(config: ISMConfig, prior, step: int = 0) -> dict[str, float]:
     """ISM's mean prior evaluations per image at ``step``: its inversion stops at s, so the
     count depends on t; averaged over the step's t range (estimators.ism)."""
-    from estimators.ism import ISM
-
     T = prior.num_train_timesteps if prior is not None else 1000
     return _cost(prior=ISM.nfe_per_step(config, step=step, num_train_timesteps=T)["prior"])
 
 
-def _simple(cls_path: str, needs_negative: Callable[[object], bool] = lambda c: False):
+def _simple(cls: type, needs_negative: Callable[[object], bool] = lambda c: False):
     """A builder for a family method that takes only its config section."""
 
     def build(b: MethodBuild) -> GradientEstimator:
-        from estimators.branches import require_negative
-
-        module, name = cls_path.rsplit(".", 1)
-        cls = getattr(importlib.import_module(module), name)
         if needs_negative(b.config):
             require_negative(b.prior, cls.name)
         return cls(b.config)
@@ -248,21 +242,21 @@ METHODS: dict[str, MethodSpec] = {
             "csd",
             "CSD (classifier score)",
             CSDConfig,
-            _simple("estimators.csd.CSD", lambda c: c.uses_negative),
-            _family_cost("estimators.csd.CSD"),
+            _simple(CSD, lambda c: c.uses_negative),
+            _family_cost(CSD),
         ),
         MethodSpec(
             "nfsd",
             "NFSD (noise-free)",
             NFSDConfig,
-            _simple("estimators.nfsd.NFSD", lambda c: True),
-            _family_cost("estimators.nfsd.NFSD"),
+            _simple(NFSD, lambda c: True),
+            _family_cost(NFSD),
         ),
         MethodSpec(
             "ism",
             "ISM (LucidDreamer)",
             ISMConfig,
-            _simple("estimators.ism.ISM", lambda c: c.negative_prompt is not None),
+            _simple(ISM, lambda c: c.negative_prompt is not None),
             _ism_cost,
             nfe_at_step=_ism_cost,
         ),
@@ -270,27 +264,25 @@ METHODS: dict[str, MethodSpec] = {
             "sdi",
             "SDI (inversion)",
             SDIConfig,
-            _simple("estimators.sdi.SDI"),
-            _family_cost("estimators.sdi.SDI"),
+            _simple(SDI),
+            _family_cost(SDI),
         ),
         MethodSpec(
             "asd",
             "ASD (ScaleDreamer)",
             ASDConfig,
-            _simple("estimators.asd.ASD"),
-            _family_cost("estimators.asd.ASD"),
+            _simple(ASD),
+            _family_cost(ASD),
         ),
-        MethodSpec(
-            "cds", "Consistent3D (CDS)", CDSConfig, _build_cds, _family_cost("estimators.cds.CDS")
-        ),
+        MethodSpec("cds", "Consistent3D (CDS)", CDSConfig, _build_cds, _family_cost(CDS)),
         MethodSpec("esd", "ESD (entropic)", ESDConfig, _build_esd, _esd_cost),
         MethodSpec(
             "bridge",
             "SDS-Bridge",
             BridgeConfig,
-            _simple("estimators.bridge.Bridge", lambda c: True),
-            _family_cost("estimators.bridge.Bridge"),
-            nfe_at_step=_family_cost("estimators.bridge.Bridge", at_step=True),
+            _simple(Bridge, lambda c: True),
+            _family_cost(Bridge),
+            nfe_at_step=_family_cost(Bridge, at_step=True),
         ),
     )
 }

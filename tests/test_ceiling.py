@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from benchmark.checks.tiny_runs import TINY_WORLD
 from benchmark.run.config import load_config
 from benchmark.run.factories import build_backbone, build_optimizer
 from benchmark.run.trainer import CellTrainer, run_cell
@@ -21,13 +22,7 @@ from evaluation.heldout import HeldOutEvaluator
 from world.prior import WorldPrior
 
 TINY = [
-    "render.height=16",
-    "render.width=16",
-    "voxel.resolution=16",
-    "voxel.n_samples=24",
-    "world.n_azimuth=8",
-    "world.elevations=[0,30]",
-    "world.supersample=1",
+    *TINY_WORLD,
     "eval.n_views=4",
     "eval.clip=none",
     "measure.every=0",

@@ -11,6 +11,7 @@ import pytest
 from benchmark.checks.regress import (
     GoldenError,
     compare,
+    default_config,
     load_golden,
     registered_methods,
     write_golden,
@@ -39,6 +40,15 @@ def test_golden_file_is_complete():
     assert stats == {"log_var", "img_log_var", "nsr", "psnr"}
     methods = {key.split("/", 1)[0] for key in golden["values"]}
     assert methods == set(golden["config"]["methods"])
+
+
+def test_the_codes_configuration_is_the_golden_files():
+    """``--update`` would record the configuration the golden numbers were made with (the
+    shared tiny world of benchmark.checks.tiny_runs plus regress's own settings)."""
+    golden, code = load_golden(GOLDEN)["config"], default_config()
+    assert {k: golden[k] for k in ("prompts", "seeds", "steps", "overrides")} == {
+        k: code[k] for k in ("prompts", "seeds", "steps", "overrides")
+    }
 
 
 def test_compare_tolerances_and_non_finite_values():

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from benchmark.checks.tiny_runs import TINY_WORLD
+
 FORMAT = 1
 STATS = ("log_var", "img_log_var", "nsr")
 REGRESS_CONFIG = {
@@ -37,13 +39,7 @@ REGRESS_CONFIG = {
     "seeds": [0],
     "steps": 20,
     "overrides": [
-        "render.height=16",
-        "render.width=16",
-        "voxel.resolution=16",
-        "voxel.n_samples=24",
-        "world.n_azimuth=8",
-        "world.elevations=[0,30]",
-        "world.supersample=1",
+        *TINY_WORLD,
         "eval.every=20",
         "eval.n_views=4",
         "eval.snapshots=false",

@@ -17,7 +17,10 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
-TINY_OVERRIDES = (
+#: the one tiny world of every small check (these runs, ``regress``'s golden configuration,
+#: the ceiling tests): 16x16 renders, a 16^3 voxel grid with 24 samples per ray, a world
+#: prior of 8 azimuths x 2 elevations of reference views without supersampling
+TINY_WORLD = (
     "render.height=16",
     "render.width=16",
     "voxel.resolution=16",
@@ -25,6 +28,9 @@ TINY_OVERRIDES = (
     "world.n_azimuth=8",
     "world.elevations=[0,30]",
     "world.supersample=1",
+)
+TINY_OVERRIDES = (
+    *TINY_WORLD,
     "eval.n_views=2",
     "measure.samples=8",
     "measure.bootstrap=100",
@@ -108,6 +114,7 @@ def compare_variants(
     from benchmark.run.factories import build_prior, resolve_device
     from benchmark.run.trainer import configure_torch
     from evaluation.heldout import HeldOutEvaluator
+    from results.schema import METRIC_COLUMNS
 
     configs = {
         name: tiny_config([method], steps, seeds, every, "unused", [*overrides, *extra])
@@ -141,8 +148,7 @@ def compare_variants(
                     errors[name] = f"{type(cell_rows).__name__}: {cell_rows}"
                     continue
                 rows.extend(cell_rows)
-    columns = ["run_id", "method", "prompt", "seed", "step", "metric", "value"]
-    frame = pd.DataFrame(rows, columns=columns).astype(
+    frame = pd.DataFrame(rows, columns=list(METRIC_COLUMNS)).astype(
         {"seed": "int64", "step": "int64", "value": "float64"}
     )
     frame.attrs["errors"] = errors

@@ -77,11 +77,8 @@ def generator_from_seed(seed: int) -> torch.Generator:
 
 
 def prior_shape(subject: ProbeSubject) -> tuple[int, ...]:
-    """[C, H, W] of one encoded render (one no-grad render of a fixed camera)."""
-    camera = subject.camera.sample(1, generator_from_seed(0)).to(subject.device)
-    with torch.no_grad():
-        rgb = subject.backbone.render(camera, subject.height, subject.width)
-        return tuple(subject.prior.encode(rgb["rgb"]).shape[1:])
+    """[C, H, W] of one encoded render: the prior's declared space at the render size."""
+    return subject.prior.space_shape(subject.height, subject.width)
 
 
 def _sample(

@@ -135,8 +135,9 @@ class CellTrainer:
         camera_generator: torch.Generator,
         timestep_generator: torch.Generator,
     ):
-        """n training-distribution cameras and n timesteps (schedule at ``step``) drawn from
-        the given generators (the training streams, or the probe's ``measure`` stream)."""
+        """n training-distribution cameras and n timesteps (schedule at ``step``) from the
+        given generators: ``benchmark.probe.subject.draw_cameras_and_t``, the one draw (the
+        probe subject's form feeds it the ``measure`` sub-streams)."""
         return draw_cameras_and_t(
             self.config.camera,
             self.guidance.timesteps,
