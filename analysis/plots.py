@@ -36,6 +36,9 @@ X_AXES = {
 }
 PLOT_N_BOOT = 1000
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+#: dash patterns per label: a later line drawn over an earlier one leaves gaps through which
+#: the earlier one shows (SSD's NSR curve on top of SDS's)
+LINESTYLES = ("-", (0, (5, 2)), (0, (2, 2)), (0, (6, 2, 1.5, 2)), (0, (3, 3)))
 _COLORS = {"sds": 0, "vsd": 1, "ssd": 2}
 
 
@@ -47,9 +50,25 @@ def _style():
         yield
 
 
-def markers(labels) -> dict[str, str]:
-    """A marker per label (so that coinciding lines stay distinguishable)."""
-    return {label: MARKERS[i % len(MARKERS)] for i, label in enumerate(sort_labels(labels))}
+def line_styles(labels) -> dict[str, dict]:
+    """``ax.plot`` keywords per label that keep coinciding curves visible: marker, dash
+    pattern, and a line width and marker size that shrink with the label's rank (a later,
+    thinner dashed line lies inside an earlier, thicker one; hollow markers nest).
+
+    >>> styles = line_styles(["ssd", "sds"])
+    >>> styles["sds"]["ls"], styles["ssd"]["ls"], styles["sds"]["ms"] > styles["ssd"]["ms"]
+    ('-', (0, (5, 2)), True)
+    """
+    return {
+        label: {
+            "marker": MARKERS[i % len(MARKERS)],
+            "ls": LINESTYLES[i % len(LINESTYLES)],
+            "ms": 6.5 - 1.5 * (i % 3),
+            "lw": 2.4 - 0.6 * (i % 3),
+            "mfc": "none",
+        }
+        for i, label in enumerate(sort_labels(labels))
+    }
 
 
 def palette(labels) -> dict[str, tuple]:
@@ -146,7 +165,7 @@ def plot_variance(
     has_quality = (df["metric"] == quality).any()
     ncols = len(present) + int(has_quality)
     colors = palette(df["label"].unique())
-    marks = markers(colors)
+    marks = line_styles(colors)
     one_seed = _seeds_per_label(df) < 2
     with _style():
         fig, axes = grid_figure(len(prompts), ncols, (3.6, 2.7), top=1.0, sharex=True)
@@ -159,15 +178,7 @@ def plot_variance(
                 for label in sort_labels(wide["label"].unique()) if len(wide) else []:
                     rows = wide[wide["label"] == label]
                     steps, mean, lo, hi = _band(rows, "lo", "hi")
-                    ax.plot(
-                        steps,
-                        mean,
-                        marker=marks[label],
-                        ms=4,
-                        mfc="none",
-                        color=colors[label],
-                        label=label,
-                    )
+                    ax.plot(steps, mean, color=colors[label], label=label, **marks[label])
                     ax.fill_between(steps, lo, hi, color=colors[label], alpha=0.2, lw=0)
                 ax.set_title(f"{prompt}\n{VARIANT_TITLES.get(variant, variant)}", fontsize=9)
                 if j == 0:
@@ -260,7 +271,7 @@ def _no_values(ax, text: str = "no values (undefined for this prompt)") -> None:
 
 def _convergence_axis(ax, df: pd.DataFrame, metric: str, x: str, colors: dict) -> None:
     frame = convergence_frame(df, metric, x)
-    marks = markers(colors)
+    marks = line_styles(colors)
     if not np.isfinite(frame["value"].to_numpy(dtype=float)).any():
         _no_values(ax)
         return
@@ -268,7 +279,7 @@ def _convergence_axis(ax, df: pd.DataFrame, metric: str, x: str, colors: dict) -
         rows = frame[frame["label"] == label]
         steps, mean, lo, hi = _band(rows[["step", "value"]])
         xs = rows.groupby("step")["x"].mean().reindex(steps).to_numpy()
-        ax.plot(xs, mean, marker=marks[label], ms=4, mfc="none", color=colors[label], label=label)
+        ax.plot(xs, mean, color=colors[label], label=label, **marks[label])
         ax.fill_between(xs, lo, hi, color=colors[label], alpha=0.2, lw=0)
 
 

@@ -74,7 +74,7 @@ details > summary { cursor: pointer; font-weight: 600; margin: 12px 0; }
 .figrow { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
 figure.turntable img { image-rendering: pixelated; }
 ul.verdict li { margin: 2px 0; }
-#verdict td { white-space: normal; min-width: 6em; }
+#verdict td, #verdict th { white-space: normal; min-width: 4.5em; }
 """
 
 

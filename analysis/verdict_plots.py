@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from analysis.cells import add_labels, sort_labels
 from analysis.compute import quality_curve
-from analysis.plots import _style, markers, message_figure, palette
+from analysis.plots import _style, line_styles, message_figure, palette
 from analysis.stats import mean_ci
 
 
@@ -47,15 +47,7 @@ def _line(ax, rows, label, x, colors, marks, inverse=False):
         hi = np.where(np.isfinite(hi), hi, top)
         mean = np.where(np.isfinite(mean), mean, np.nan)
     n = rows.groupby(["run_id", "prompt", "seed"]).ngroups
-    ax.plot(
-        xs,
-        mean,
-        marker=marks[label],
-        ms=4,
-        mfc="none",
-        color=colors[label],
-        label=f"{label} ({n} cells)",
-    )
+    ax.plot(xs, mean, color=colors[label], label=f"{label} ({n} cells)", **marks[label])
     ax.fill_between(xs, lo, hi, color=colors[label], alpha=0.2, lw=0)
 
 
@@ -74,7 +66,7 @@ def plot_nsr_vs_step(df: pd.DataFrame) -> Figure:
     if rows.empty:
         return message_figure("No signal-to-noise ratios (var/all/snr): the probe was off.")
     colors = palette(rows["label"].unique())
-    marks = markers(colors)
+    marks = line_styles(colors)
     with _style():
         fig = Figure(figsize=(5.6, 3.6), layout="constrained")
         ax = fig.subplots()
@@ -106,7 +98,7 @@ def plot_quality_vs_compute(df: pd.DataFrame, metric: str = "psnr") -> Figure:
     if curve.empty:
         return message_figure(f"No '{metric}' values in these runs.")
     colors = palette(curve["label"].unique())
-    marks = markers(colors)
+    marks = line_styles(colors)
     with _style():
         fig = Figure(figsize=(10.0, 3.6), layout="constrained")
         axes = fig.subplots(1, 2)

@@ -1,5 +1,10 @@
 """Console output of a run: a rich progress bar while running, the per-cell summary table
-and the per-method overview at the end (analysis.summary.method_overview)."""
+and the per-method overview at the end (analysis.summary.method_overview).
+
+The tables fit ``WIDTH`` = 100 columns without wrapping a number: the overview's columns are
+split over as many tables as it takes (``overview_tables``), a long prompt is cut with an
+ellipsis, and a failed cell's reason is printed under the summary table.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,9 @@ import time
 from pathlib import Path
 
 from benchmark.run.trainer import CellResult
+
+#: terminal tables fit this many columns
+WIDTH = 100
 
 
 def format_rate(steps_per_second: float) -> str:
@@ -27,8 +35,8 @@ class Reporter:
     def __init__(self, quiet: bool = False) -> None:
         from rich.console import Console
 
-        # Logs and CI (stderr not a terminal) get wide tables instead of rich's 80 columns.
-        width = None if sys.stderr.isatty() else 160
+        # Logs and CI (stderr not a terminal) get the tables' WIDTH instead of rich's 80.
+        width = None if sys.stderr.isatty() else WIDTH
         self.console = Console(stderr=True, quiet=quiet, width=width)
         self.progress = None
 
@@ -69,41 +77,16 @@ class Reporter:
         return on_step
 
     def summary(self, results: list[CellResult], run_dir: Path) -> None:
-        from rich.table import Table
-
-        table = Table(
-            title="steinbench summary (held-out PSNR, dB; CLIP score start -> end; quality: "
-            "fraction of the PSNR gap to the ceiling closed)"
-        )
-        clip = any("clip_score" in r.initial for r in results)
-        quality = any("quality/psnr" in r.final for r in results)
-        columns = ("method", "prompt", "seed", "PSNR start", "PSNR end", "CLIP")
-        for column in (*columns[: 5 + clip], *["quality"][: int(quality)], "train s", "status"):
-            table.add_column(column, justify="left" if column in ("method", "prompt") else "right")
+        self.console.print(summary_table(results))
         for r in results:
-            clip_cell = [
-                f"{r.initial.get('clip_score', float('nan')):.1f} -> "
-                f"{r.final.get('clip_score', float('nan')):.1f}"
-            ]
-            table.add_row(
-                r.method,
-                r.prompt,
-                str(r.seed),
-                f"{r.initial.get('psnr', float('nan')):.2f}",
-                f"{r.final.get('psnr', float('nan')):.2f}",
-                *clip_cell[: int(clip)],
-                *[f"{r.final.get('quality/psnr', float('nan')):.2f}"][: int(quality)],
-                f"{r.train_seconds:.1f}",
-                "ok" if r.status == "ok" else f"FAILED at step {r.failed_step}: {r.reason}",
-            )
-        self.console.print(table)
+            if r.status != "ok":
+                line = f"{r.method} | {r.prompt} | seed {r.seed}: FAILED at step "
+                self.console.print(f"{line}{r.failed_step}: {r.reason}", markup=False)
         self.print_overview(run_dir)
-        self.console.print(f"results: {run_dir}")
+        self.console.print(f"results: {run_dir}", markup=False, highlight=False)
 
     def print_overview(self, run_dir: Path) -> None:
-        """Per-method table (analysis.summary.method_overview) of the run's metrics."""
-        from rich.table import Table
-
+        """Per-method tables (analysis.summary.method_overview) of the run's metrics."""
         from analysis.load import load_results
         from analysis.summary import method_overview
         from analysis.verdict import load_manifests
@@ -113,15 +96,93 @@ class Reporter:
         except (ValueError, KeyError, FileNotFoundError) as exc:
             self.console.print(f"(no per-method overview: {exc})")
             return
-        table = Table(
-            title="per method: mean [95% t CI] over prompts x seeds; theta-space variance at "
-            "the last probe step; x compute = (NSR x cost)_SDS / (NSR x cost)_method per step"
-        )
-        table.add_column("method")
-        for column in overview.columns:
-            table.add_column(column, justify="right")
-        for method, row in overview.iterrows():
-            table.add_row(method, *[str(v) for v in row])
-        self.console.print(table)
+        self.console.print(OVERVIEW_TITLE, markup=False, highlight=False)
+        for table in overview_tables(overview):
+            self.console.print(table)
         for sentence in overview.attrs.get("sentences", []):
             self.console.print(sentence, markup=False, highlight=False)
+
+
+OVERVIEW_TITLE = (
+    "per method: mean [95% t CI] over prompts x seeds; theta-space variance at the last probe "
+    "step; x compute = (NSR x cost)_SDS / (NSR x cost)_method per step"
+)
+
+
+def summary_table(results: list[CellResult], width: int = WIDTH):
+    """One row per cell: held-out PSNR start -> end, CLIP start -> end, quality (fraction of
+    the PSNR gap to the ceiling closed), training seconds, status; within ``width`` columns,
+    the prompt cut with an ellipsis where it must be (as the progress bar's)."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    nan = float("nan")
+    clip = any("clip_score" in r.initial for r in results)
+    quality = any("quality/psnr" in r.final for r in results)
+    rows = []
+    for r in results:
+        psnr = f"{r.initial.get('psnr', nan):.2f} -> {r.final.get('psnr', nan):.2f}"
+        clip_cell = (
+            f"{r.initial.get('clip_score', nan):.1f} -> {r.final.get('clip_score', nan):.1f}"
+        )
+        rows.append(
+            [
+                r.method,
+                r.prompt,
+                str(r.seed),
+                psnr,
+                *[clip_cell][: int(clip)],
+                *[f"{r.final.get('quality/psnr', nan):.2f}"][: int(quality)],
+                f"{r.train_seconds:.1f}",
+                "ok" if r.status == "ok" else f"FAILED@{r.failed_step}",
+            ]
+        )
+    headers = ["seed", "PSNR", *["CLIP"][: int(clip)], *["quality"][: int(quality)]]
+
+    def build(prompt_width: int) -> Table:
+        table = Table(
+            title="steinbench summary (held-out PSNR, dB, start -> end; CLIP score start -> "
+            "end; quality: fraction of the PSNR gap to the ceiling closed)",
+            box=box.SIMPLE_HEAD,
+            collapse_padding=True,
+        )
+        table.add_column("method", no_wrap=True)
+        table.add_column("prompt", no_wrap=True, overflow="ellipsis", max_width=prompt_width)
+        for column in (*headers, "train s", "status"):
+            table.add_column(column, justify="right", no_wrap=True)
+        for row in rows:
+            table.add_row(*row)
+        return table
+
+    scratch = Console(width=10 * width)
+    prompt_width = max([len("prompt"), *(len(r.prompt) for r in results)])
+    while prompt_width > 12 and scratch.measure(build(prompt_width)).maximum > width:
+        prompt_width -= 1
+    return build(prompt_width)
+
+
+def overview_tables(overview, width: int = WIDTH) -> list:
+    """The per-method overview (a frame: one row per method, one column per quantity) as
+    rich tables of at most ``width`` columns, each with the method column and as many of the
+    quantity columns, in order, as fit unwrapped (a frame that fits is one table)."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    def build(columns: list[str]) -> Table:
+        table = Table(box=box.SIMPLE_HEAD, collapse_padding=True)
+        table.add_column("method", no_wrap=True)
+        for column in columns:
+            table.add_column(str(column), justify="right", no_wrap=True)
+        for method, row in overview.iterrows():
+            table.add_row(str(method), *[str(row[c]) for c in columns])
+        return table
+
+    scratch = Console(width=10 * width)
+    chunks: list[list[str]] = [[]]
+    for column in overview.columns:
+        if chunks[-1] and scratch.measure(build([*chunks[-1], column])).maximum > width:
+            chunks.append([])
+        chunks[-1].append(column)
+    return [build(chunk) for chunk in chunks if chunk]
