@@ -210,15 +210,6 @@ def test_partial_level_holds_the_variants_the_exact_metrics_place_above_the_blob
     assert 1 not in stem["valid"] and stem["psnr"][1] < stem["blob_psnr"] - 5
 
 
-@pytest.mark.parametrize("module", ["evaluation.clip_checks", "evaluation.clip_bank"])
-def test_doctests(module):
-    import doctest
-    import importlib
-
-    failures, tried = doctest.testmod(importlib.import_module(module))
-    assert tried > 0 and failures == 0
-
-
 def test_exact_grades_rank_like_psnr_and_iou():
     """Each object's true render grades 1 for its own prompt and below 1 for the others;
     a blurred copy grades below the render and above a blob in its colours."""

@@ -4,7 +4,6 @@ reaches the caller; the auto rule."""
 
 from __future__ import annotations
 
-import doctest
 import json
 import threading
 import time
@@ -28,12 +27,6 @@ SMALL = [
     "measure.reference_samples=4",
     "world.n_azimuth=8",
 ]
-
-
-@pytest.mark.parametrize("module", [benchmark.run.parallel_cells, benchmark.probe.moments])
-def test_doctests(module):
-    failures, tried = doctest.testmod(module)
-    assert tried > 0 and failures == 0
 
 
 def _run(tmp_path, name: str, sets: list[str]) -> tuple[pd.DataFrame, dict]:

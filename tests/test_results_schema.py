@@ -1,23 +1,15 @@
-"""results/: the schema both sides share. Doctests of its modules, the catalogue covering
-every metric a run logs, the atomic write (permissions from the umask, no temp file left)."""
+"""results/: the schema both sides share: the catalogue covering every metric a run logs, the
+atomic write (permissions from the umask, no temp file left). Its doctests run in
+tests/test_doctests.py."""
 
 from __future__ import annotations
 
-import doctest
 import os
 
 import pytest
 
-import results.catalogue
-import results.schema
 from results.atomic import atomic_write_text, stale_temp_files
 from results.catalogue import CATALOGUE, lookup
-
-
-@pytest.mark.parametrize("module", [results.schema, results.catalogue])
-def test_doctests(module):
-    failures, tried = doctest.testmod(module)
-    assert tried > 0 and failures == 0
 
 
 @pytest.mark.slow
