@@ -4,7 +4,7 @@ The run config gets one section per row (``sds.*``, ``vsd.*``, ...), the CLI's `
 are validated against the row names, the regress check and the report take their method lists
 from here (through the results they read), and ``benchmark.run.factories.build_estimator`` builds
 a cell's estimator. Adding an estimator is one file in ``estimators/`` plus one row here (the
-README's developer checklist).
+developer guide in docs/manual.md).
 
 The cost model ``nfe_per_step(section, prior)`` gives the network evaluations one training
 step spends per rendered image, by kind: ``prior`` (the diffusion network, each CFG branch

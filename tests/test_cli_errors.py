@@ -1,14 +1,18 @@
 """Bad input to ``python -m benchmark run``: one ``error:`` line on stderr, exit code 2, no
 traceback, and nothing written under ``--out``.
 
-Every case runs the real CLI in a subprocess (about 1-2 s of imports each).
+Every case calls the CLI's ``main(argv)`` in-process (it returns the exit code); a few smoke
+tests run the real ``python -m benchmark`` in a subprocess (about 1-2 s of imports each).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -30,6 +34,28 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+@dataclass
+class CLIResult:
+    """What ``main(argv)`` returned and printed (the fields of a CompletedProcess it needs)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def call_main(*args: str) -> CLIResult:
+    """``benchmark.cli.commands.main(ARGS)`` in this process, its output captured."""
+    from benchmark.cli.commands import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's own exits (--help); errors never get here
+            code = exc.code if isinstance(exc.code, int) else 1
+    return CLIResult(code, out.getvalue(), err.getvalue())
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -194,7 +220,7 @@ CASES = [
 ]
 
 
-#: README rows of the issue-22 cases tested in tests/test_reliability.py
+#: rows of docs/errors.md whose cases are tested in tests/test_reliability.py
 RELIABILITY_ROWS = [
     "resume-in-use", "write-error", "manifest-not-an-object", "checkpoint-invalid",
     "checkpoint-wrong-shape", "make-fixtures-not-empty", "regress-bad-golden",
@@ -203,7 +229,7 @@ RELIABILITY_ROWS = [
 ]  # fmt: skip
 
 
-def assert_clean_usage_error(proc: subprocess.CompletedProcess, out: Path) -> str:
+def assert_clean_usage_error(proc: CLIResult | subprocess.CompletedProcess, out: Path) -> str:
     """Exit 2, a single 'error:' line on stderr, no traceback, nothing under ``out``."""
     both = proc.stdout + proc.stderr
     assert "Traceback" not in both, both
@@ -218,19 +244,38 @@ def assert_clean_usage_error(proc: subprocess.CompletedProcess, out: Path) -> st
     return line
 
 
-@pytest.mark.parametrize(("make_args", "expected"), CASES)
-def test_bad_input_is_one_line_usage_error(tmp_path, make_args, expected):
+def _case_args(make_args, tmp_path: Path) -> tuple[list[str], Path, Path]:
+    """The case's full ``run`` argv, its inputs folder and its --out folder."""
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     out = tmp_path / "out"
     args = make_args(inputs)
     sets_steps = any(a == "--steps" or a.startswith("steps=") for a in args)
     common = ["--out", str(out)] if sets_steps else ["--steps", "2", "--out", str(out)]
-    proc = run_cli("run", *common, *args)
-    line = assert_clean_usage_error(proc, out)
+    return ["run", *common, *args], inputs, out
+
+
+@pytest.mark.parametrize(("make_args", "expected"), CASES)
+def test_bad_input_is_one_line_usage_error(tmp_path, make_args, expected):
+    argv, inputs, out = _case_args(make_args, tmp_path)
+    line = assert_clean_usage_error(call_main(*argv), out)
     for text in expected:
         text = text.replace("<inputs>", str(inputs))
         assert text in line, f"{text!r} not in {line!r}"
+
+
+#: the cases also run through ``python -m benchmark`` (exit code and stderr of the process)
+SUBPROCESS_CASES = ["unknown-method", "set-unknown-key"]
+
+
+@pytest.mark.parametrize("case_id", SUBPROCESS_CASES)
+def test_bad_input_in_a_subprocess(tmp_path, case_id):
+    (case,) = [c for c in CASES if c.id == case_id]
+    make_args, expected = case.values
+    argv, inputs, out = _case_args(make_args, tmp_path)
+    line = assert_clean_usage_error(run_cli(*argv), out)
+    for text in expected:
+        assert text.replace("<inputs>", str(inputs)) in line
 
 
 def test_top_level_help():
@@ -266,14 +311,43 @@ def test_parser_does_not_import_torch():
     assert proc.stdout.strip() == "False", proc.stdout
 
 
-def test_readme_bad_input_table_lists_every_case():
-    """Every bad-input test case (run, resume, sweep) has its row in the README table."""
+ERRORS_DOC = REPO_ROOT / "docs" / "errors.md"
+
+
+def error_table() -> dict[str, str]:
+    """docs/errors.md's bad-input table: case -> its error cell."""
+    text = ERRORS_DOC.read_text(encoding="utf-8")
+    table = text.split("## Bad inputs", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in table.splitlines():
+        if line.startswith("| ") and not line.startswith(("| case", "|---")):
+            cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+            rows[cells[0].strip("`")] = cells[-1]
+    return rows
+
+
+def test_error_table_lists_every_case():
+    """Every bad-input test case (run, resume, sweep) has its row in docs/errors.md."""
     from tests.test_sweep import BAD_CASES
 
-    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    table = readme.split("## Bad inputs", 1)[1].split("\n## ", 1)[0]
+    table = ERRORS_DOC.read_text(encoding="utf-8").split("## Bad inputs", 1)[1]
     ids = [case.id for case in CASES] + list(BAD_CASES)
     ids += ["truncate_metrics", "corrupt_manifest", "bad_config", "corrupt_checkpoint"]
     ids += RELIABILITY_ROWS
     missing = [i for i in ids if i not in table]
-    assert not missing, f"README bad-input table lacks {missing}"
+    assert not missing, f"docs/errors.md's bad-input table lacks {missing}"
+
+
+@pytest.mark.parametrize(("make_args", "expected"), CASES)
+def test_error_table_says_what_the_cli_says(tmp_path, request, make_args, expected):
+    """A run case's documented error is the CLI's line (DIR for the inputs folder; '...'
+    stands for a cut, so the pieces between the cuts appear in order)."""
+    case_id = request.node.callspec.id
+    documented = error_table()[case_id].split("`")[1]
+    argv, inputs, out = _case_args(make_args, tmp_path)
+    line = assert_clean_usage_error(call_main(*argv), out).replace(str(inputs), "DIR")
+    at = 0
+    for piece in (p for p in documented.split("...") if p):
+        found = line.find(piece, at)
+        assert found >= 0, f"{case_id}: {piece!r} not in {line!r} (after {at})"
+        at = found + len(piece)

@@ -169,7 +169,7 @@ def _add_sweep_parser(commands) -> None:
         "after their retries; 2: bad input.",
         epilog="Example: python -m benchmark sweep configs/sweep_example.yaml --workers 2",
     )
-    sweep.add_argument("spec", metavar="SPEC.yaml", help="sweep spec (see README, Sweeps)")
+    sweep.add_argument("spec", metavar="SPEC.yaml", help="sweep spec (see docs/manual.md, Sweeps)")
     sweep.add_argument(
         "--executor", choices=("local", "ray"), default="local", help="local (default) or ray"
     )
