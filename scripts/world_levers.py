@@ -1,4 +1,4 @@
-"""CARV's levers in the world: the compute multiplier each gives SDS and SSD (table in docs/manual.md).
+"""CARV's levers in the world: the compute multiplier each gives SDS and SSD (docs/manual.md).
 
     python scripts/world_levers.py --out /tmp/levers [--steps 30] [--seeds 0,1]
 
