@@ -48,11 +48,9 @@ OVERHEAD_THRESHOLD = 60.0
 
 def subset_context(ctx, rows: list[int]):
     """ctx restricted to the images ``rows`` (cameras and render outputs indexed)."""
-    render = {k: v[rows] for k, v in getattr(ctx, "render", {}).items()}
-    changes = {"cameras": ctx.cameras[rows] if ctx.cameras is not None else None}
-    if hasattr(ctx, "render"):
-        changes["render"] = render
-    return dataclasses.replace(ctx, **changes)
+    cameras = ctx.cameras[rows] if ctx.cameras is not None else None
+    render = {k: v[rows] for k, v in ctx.render.items()}
+    return dataclasses.replace(ctx, cameras=cameras, render=render)
 
 
 def perp_neg_negatives(

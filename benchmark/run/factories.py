@@ -171,8 +171,8 @@ def build_sds_twin(name: str, config, prior, generator, device) -> GradientEstim
         return None
     section = method_config(config, name)
     fields = {f.name: getattr(section, f.name) for f in dataclasses.fields(GuidanceConfig)}
-    shape = getattr(prior, "shape", (3, config.render.height, config.render.width))
-    build = MethodBuild(SDSConfig(**fields), prior, generator, device, tuple(shape), lambda: None)
+    shape = prior.space_shape(config.render.height, config.render.width)
+    build = MethodBuild(SDSConfig(**fields), prior, generator, device, shape, lambda: None)
     from estimators.sampling import with_sampling_levers
 
     return with_sampling_levers(METHODS["sds"].build(build), build.config)
