@@ -1,5 +1,6 @@
 """Per-step time of SDS, VSD and SSD on the same backbone, prior and streams, measured in one
-run and reported as ratios (issue targets: SSD <= 1.3x SDS, SSD <= 0.7x VSD)."""
+run as ratios: SSD <= 1.3x SDS and SSD <= 0.7x VSD asserted (with the suite's slack); VSD / SDS
+has no target and is reported only."""
 
 import time
 
@@ -9,7 +10,9 @@ import torch
 from benchmark.run.config import load_config
 from benchmark.run.factories import build_prior
 from benchmark.run.trainer import CellTrainer, configure_torch
-from tests.perf.targets import report_ratio
+from tests.perf.targets import check_ratio, report_ratio
+
+TARGETS = {"ssd_over_sds": 1.3, "ssd_over_vsd": 0.7}
 
 METHODS = ("sds", "vsd", "ssd")
 
@@ -47,5 +50,6 @@ def test_step_time_ratios(benchmark, prior_and_config):
     info["vsd_over_sds"] = median["vsd"] / median["sds"]
     benchmark.extra_info.update(info)
     print({k: round(v, 3) for k, v in info.items()})
-    for name in ("ssd_over_sds", "ssd_over_vsd", "vsd_over_sds"):
-        report_ratio(benchmark, name, info[name])
+    for name, target in TARGETS.items():
+        check_ratio(benchmark, name, info[name], target=target)
+    report_ratio(benchmark, "vsd_over_sds", info["vsd_over_sds"])
