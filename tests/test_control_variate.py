@@ -6,6 +6,7 @@ the last checkpoint only."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -77,7 +78,7 @@ def test_raw_term_gradients_match_the_autograd_engine(trainers, camera):
 
 def test_probe_reports_the_control_variate_view_and_the_ssd_flag(trainers):
     ssd = trainers["ssd"]
-    config = MeasureConfig(samples=6, variants=("all",), bootstrap=0)
+    config = MeasureConfig(samples=6, variants=("all",), bootstrap=0, control_at="all")
     first = measure_gradient_variance(ssd.probe_subject(), 0, config)
     assert first["var/mu_uninformed"] == 1.0
     assert math.isfinite(first["var/all/update_log_var"])  # Adam's first step: lr sign(g)
@@ -91,6 +92,28 @@ def test_probe_reports_the_control_variate_view_and_the_ssd_flag(trainers):
     assert later["var/mu_uninformed"] == 0.0
     assert math.isfinite(later["var/all/update_log_var"])
     assert "cos_self" not in " ".join(later)  # bias check only at the final checkpoint
+
+
+def test_theta_space_view_at_the_last_checkpoint_only_by_default(trainers):
+    """control_at=last: an intermediate probe has the image-space view and no theta-space
+    one (no second pullback, no Adam steps); the last probe has both, with the numbers that
+    control_at=all gives at every probe, and every shared number is the same bit for bit."""
+    sds = trainers["sds"]
+    config = MeasureConfig(samples=4, variants=("all",), bootstrap=0, reference_samples=0)
+    middle = measure_gradient_variance(sds.probe_subject(), 1, config)
+    last = measure_gradient_variance(sds.probe_subject(), 1, config, final=True)
+    every = measure_gradient_variance(sds.probe_subject(), 1, replace(config, control_at="all"))
+    theta_view = ("raw_log_var", "cv_gain", "cv_oracle_coef", "cv_oracle_gain", "update_log_var")
+    for name in theta_view:
+        assert "var/all/" + name not in middle
+        assert math.isfinite(last["var/all/" + name])
+    assert math.isfinite(middle["var/all/img_cv_gain"])
+
+    def timeless(metrics):  # repr: a NaN equals a NaN
+        return {k: repr(v) for k, v in metrics.items() if not k.endswith("seconds")}
+
+    assert timeless(every) == timeless(last)
+    assert timeless(middle).items() <= timeless(last).items()
 
 
 @pytest.mark.parametrize("steps_before", [0, 2])

@@ -19,7 +19,10 @@ class MeasureConfig:
     check against a large-sample mean, at the last checkpoint only (``reference_at: last``,
     the default) or at every probe (``all``), for ``reference_variants``; ``control_variate``
     adds raw_log_var / cv_gain / cv_oracle_* and ``update_log_var`` (benchmark/probe/
-    control.py; one more backward per sample)."""
+    control.py) for ``control_variants``: the image-space forms at every probe (no extra
+    work), the theta-space forms and update_log_var (one more backward per sample and the
+    per-sample Adam steps) at the last checkpoint only (``control_at: last``, the default:
+    the verdict reads the last probe) or at every probe (``all``)."""
 
     every: int = 150  # 0, 150, 300 on the default 300 steps: the main job fits 10 min
     samples: int = 32
@@ -33,6 +36,7 @@ class MeasureConfig:
     reference_variants: tuple[Literal["all", "fixed_camera", "fixed_camera_t"], ...] = ("all",)
     control_variate: bool = True
     control_variants: tuple[Literal["all", "fixed_camera", "fixed_camera_t"], ...] = ("all",)
+    control_at: Literal["last", "all"] = "last"
     bootstrap: int = 1000
     chunk: int = 16
     engine: Literal["auto", "func", "autograd", "split"] = "auto"

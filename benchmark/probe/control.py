@@ -96,14 +96,29 @@ class AdamStep:
     eps: torch.Tensor
     step: torch.Tensor
 
-    def __call__(self, g: torch.Tensor) -> torch.Tensor:
-        g = g.double()
-        m = self.beta1 * self.exp_avg + (1 - self.beta1) * g
-        v = self.beta2 * self.exp_avg_sq + (1 - self.beta2) * g * g
+    def __post_init__(self) -> None:
+        # the per-parameter constants of the formula, once (the same float64 operations as
+        # evaluating it whole per call, so the same numbers bit for bit)
         k = self.step + 1
-        m_hat = m / (1 - self.beta1**k)
-        v_hat = v / (1 - self.beta2**k)
-        return self.lr * m_hat / (v_hat.sqrt() + self.eps)
+        constants = {
+            "_decayed_m": self.beta1 * self.exp_avg,
+            "_decayed_v": self.beta2 * self.exp_avg_sq,
+            "_one_minus_beta1": 1 - self.beta1,
+            "_one_minus_beta2": 1 - self.beta2,
+            "_bias1": 1 - self.beta1**k,
+            "_bias2": 1 - self.beta2**k,
+        }
+        for name, value in constants.items():
+            object.__setattr__(self, name, value)
+
+    def __call__(self, g: torch.Tensor) -> torch.Tensor:
+        """g [..., P] -> u [..., P] float64 (in-place on its own work tensors only)."""
+        g = g.double()
+        m = torch.mul(self._one_minus_beta1, g).add_(self._decayed_m)
+        v = torch.mul(self._one_minus_beta2, g).mul_(g).add_(self._decayed_v)
+        m.div_(self._bias1)  # m_hat
+        denominator = v.div_(self._bias2).sqrt_().add_(self.eps)  # sqrt(v_hat) + eps
+        return m.mul_(self.lr).div_(denominator)
 
 
 def adam_step(

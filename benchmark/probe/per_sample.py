@@ -74,6 +74,7 @@ class PerSampleGradients:
         engine: str = "auto",
         generator: torch.Generator | None = None,
         raw: bool = False,
+        raw_theta: bool = True,
     ) -> None:
         if engine not in ("auto", "func", "autograd", "split"):
             raise ValueError(f"unknown engine {engine!r}")
@@ -82,6 +83,7 @@ class PerSampleGradients:
         self.subject = subject
         self.step = step
         self.raw = raw
+        self.raw_theta = raw_theta
         # a backbone that cannot be vmapped (supports_vmap False) opts out of torch.func
         if engine == "auto" and not subject.backbone.supports_vmap:
             engine = "autograd"
@@ -109,7 +111,8 @@ class PerSampleGradients:
         """G [n, C, H, W] and g [n, P] (float32, no graph) for the n draws; with
         ``raw=True`` also the raw score term A [n, C, H, W] (``EstimatorOutput.score_term``,
         w eps_hat without any control variate) and its theta-gradients a [n, P]: (G, g, A, a)
-        (A, a are None when the estimator has no score term)."""
+        (A, a are None when the estimator has no score term; a is None with
+        ``raw_theta=False``, which saves the second pullback per sample)."""
         if self.engine == "autograd":
             return self._result(*self._autograd(draws))
         try:
@@ -167,10 +170,11 @@ class PerSampleGradients:
                 lambda p: self._render_x(p, draws.cameras), params, has_aux=True
             )
             grad, raw = self._estimate(x, draws, render)
-            cotangents = grad if raw is None else torch.cat([grad, raw])
+            pull_raw = raw is not None and self.raw_theta
+            cotangents = torch.cat([grad, raw]) if pull_raw else grad
             (grads,) = vmap(pullback)(cotangents[:, None].to(x.dtype))
             flat = self._flat(grads, cotangents.shape[0])
-            return grad, flat[:n], raw, None if raw is None else flat[n:]
+            return grad, flat[:n], raw, flat[n:] if pull_raw else None
 
         def one(p: dict, *fields: torch.Tensor):
             return self._render_x(p, Cameras(*(f.unsqueeze(0) for f in fields)))
@@ -185,7 +189,7 @@ class PerSampleGradients:
         grad, raw = self._estimate(x, draws, {k: v[:, 0] for k, v in render.items()})
         (grads,) = pullback(grad[:, None].to(x.dtype))
         raw_flat = None
-        if raw is not None:
+        if raw is not None and self.raw_theta:
             (raw_grads,) = pullback(raw[:, None].to(x.dtype))
             raw_flat = self._flat(raw_grads, n)
         return grad, self._flat(grads, n), raw, raw_flat
@@ -236,7 +240,8 @@ class PerSampleGradients:
             leaf = rgb.detach().requires_grad_(True)
             x = self.subject.prior.encode(leaf)  # [m, C, h', w'], one graph for the chunk
             grad, raw = self._estimate(x.detach(), draws, render)
-            cotangents = [grad] if raw is None else [grad, raw]
+            pull_raw = raw is not None and self.raw_theta
+            cotangents = [grad, raw] if pull_raw else [grad]
             rgb_cots = []
             for j, cot in enumerate(cotangents):
                 last = j == len(cotangents) - 1
@@ -256,7 +261,7 @@ class PerSampleGradients:
                     rgb_cots.append(c)
         del x, leaf
         flats = [pull(c) for c in rgb_cots]
-        return grad, flats[0], raw, flats[1] if raw is not None else None
+        return grad, flats[0], raw, flats[1] if pull_raw else None
 
     def _autograd(self, draws: MeasureDraws):
         n = len(draws)
@@ -276,7 +281,8 @@ class PerSampleGradients:
             xs = [self.subject.prior.encode(r["rgb"]) for r in renders]
             render = {k: torch.cat([r[k].detach() for r in renders]) for k in renders[0]}
             grad, raw = self._estimate(torch.cat(xs).detach(), draws, render)
-            cotangents = [grad] if raw is None else [grad, raw]
+            pull_raw = raw is not None and self.raw_theta
+            cotangents = [grad, raw] if pull_raw else [grad]
             rows: list[list[torch.Tensor]] = [[] for _ in cotangents]
             for k in range(n):
                 x = xs[0] if draws.shared_camera else xs[k]
@@ -291,4 +297,4 @@ class PerSampleGradients:
                     )
                     rows[j].append(flat(g))
         stacked = [torch.stack(r) for r in rows]
-        return grad, stacked[0], raw, stacked[1] if raw is not None else None
+        return grad, stacked[0], raw, stacked[1] if pull_raw else None

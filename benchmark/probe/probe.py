@@ -65,8 +65,13 @@ Metric names (flat dict, logged by ``run_cell`` at the evaluation step index):
     var/<variant>/cv_gain              benchmark/probe/control.py): the raw score term
     var/<variant>/cv_oracle_coef       w eps_hat's log variance, the nats the method's
     var/<variant>/cv_oracle_gain       control variate removes, its in-sample-optimal
-                                       scale and that scale's gain (+ ``img_`` forms)
+                                       scale and that scale's gain (+ ``img_`` forms);
+                                       the theta-space forms need a second pullback per
+                                       sample and come at the last checkpoint only by
+                                       default (``control_at: last``), the ``img_`` forms
+                                       (free) at every probe
     var/<variant>/update_log_var       log trace variance of the Adam-preconditioned update
+                                       (with the theta-space forms)
     var/split/<part>                   the law-of-total-variance split (eps_var, t_var,
                                        camera_var, total_var, *_share; benchmark/probe/
                                        split.py), at the last probe by default
@@ -142,10 +147,11 @@ def variant_moments(
     twin_gram_dim: int = 131072,
 ) -> dict[str, StreamingMoments]:
     """Moments of the per-sample gradients of ``draws``: ``theta`` and ``image`` (G), with a
-    raw-term sampler also ``raw``/``img_raw`` (A) and ``control``/``img_control`` (A - G),
-    with an ``update`` map the per-sample Adam steps ``update`` (benchmark/probe/control),
-    and with a ``twin`` sampler (SDS at the same theta, benchmark/probe/twin.py) ``twin``
-    (its theta-gradients s) and ``diff`` (g - s, with the Gram matrix the bias z needs)."""
+    raw-term sampler also ``img_raw`` (A) and ``img_control`` (A - G), and ``raw``/``control``
+    (a, a - g) when it pulls A back to theta (``raw_theta``), with an ``update`` map the
+    per-sample Adam steps ``update`` (benchmark/probe/control), and with a ``twin`` sampler
+    (SDS at the same theta, benchmark/probe/twin.py) ``twin`` (its theta-gradients s) and
+    ``diff`` (g - s, with the Gram matrix the bias z needs)."""
     n = len(draws)
     moments = {"theta": StreamingMoments(gram_dim, n), "image": StreamingMoments(gram_dim, n)}
     if twin is not None:
@@ -163,12 +169,10 @@ def variant_moments(
         moments["image"].update(grad.flatten(1))
         if len(out) == 4 and out[2] is not None:
             raw, a = out[2], out[3]
-            for name, value in (
-                ("raw", a),
-                ("control", a - g),
-                ("img_raw", raw.flatten(1)),
-                ("img_control", (raw - grad).flatten(1)),
-            ):
+            pairs = [("img_raw", raw.flatten(1)), ("img_control", (raw - grad).flatten(1))]
+            if a is not None:  # the theta-space view (a second pullback per sample)
+                pairs = [("raw", a), ("control", a - g), *pairs]
+            for name, value in pairs:
                 moments.setdefault(name, StreamingMoments()).update(value)
         if update is not None:
             moments.setdefault("update", StreamingMoments()).update(update(g))
@@ -185,12 +189,16 @@ def _bias_check(
     mean = moments["theta"].mean
     total = torch.zeros(sampler.numel, dtype=torch.float64, device=subject.device)
     twin_total = torch.zeros_like(total) if twin is not None else None
-    for part in reference_chunks(
-        subject, step, draws, variant, config.reference_samples, chunk, seeds
-    ):
-        total += sampler(part)[1].double().sum(0)
-        if twin is not None:
-            twin_total += twin(part)[1].double().sum(0)
+    raw, sampler.raw = sampler.raw, False  # only g of the reference draws is used
+    try:
+        for part in reference_chunks(
+            subject, step, draws, variant, config.reference_samples, chunk, seeds
+        ):
+            total += sampler(part)[1].double().sum(0)
+            if twin is not None:
+                twin_total += twin(part)[1].double().sum(0)
+    finally:
+        sampler.raw = raw
     reference = total / config.reference_samples
     cos = torch.nn.functional.cosine_similarity(mean, reference, dim=0, eps=1e-300)
     rel = ratio(float((mean - reference).norm()), float(reference.norm()))
@@ -236,9 +244,13 @@ def measure_gradient_variance(
         cap = subject.prior.probe_chunk  # a large prior's memory cap
         chunk = min(chunk, cap) if cap else chunk
         gram_dim = config.sketch_dim if config.bootstrap > 0 else 0
+        # the theta-space part of the control-variate view (a second pullback per sample and
+        # the per-sample Adam steps) at the last checkpoint only unless control_at is "all"
+        theta_view = config.control_variate and (final or config.control_at == "all")
         update = None
-        if config.control_variate:
+        if theta_view:
             update = adam_step(subject.optimizer, [p for _, _, p in sampler.theta])
+        sampler.raw_theta = theta_view
         twin = None
         if bias_check and subject.twin is not None:
             metrics["var/claims_sds_mean"] = float(getattr(estimator, "mean_of", None) == "sds")
@@ -270,12 +282,13 @@ def measure_gradient_variance(
                 metrics.update(
                     control_variate_metrics(theta, moments["raw"], moments["control"], prefix)
                 )
+            if "img_raw" in moments:
                 metrics.update(
                     control_variate_metrics(
                         image, moments["img_raw"], moments["img_control"], prefix + "img_"
                     )
                 )
-            if sampler.raw:
+            if sampler.raw and theta_view:
                 steps = moments.get("update")
                 metrics[prefix + "update_log_var"] = (
                     _log_or_neg_inf(steps.var_trace()) if steps is not None else float("nan")

@@ -29,6 +29,45 @@ def format_rate(steps_per_second: float) -> str:
     return f"{1.0 / max(steps_per_second, 1e-12):6.1f} s/it"
 
 
+def probe_share(frame) -> dict[str, float] | None:
+    """Where the cells' time went, from a run's long-format metrics (analysis.load): ``train``
+    = the sum over cells of their last ``train_seconds``, ``eval`` = all ``time/eval``,
+    ``probes`` = all ``var/seconds`` (every probe: its variants, the control-variate view and
+    the bias check), ``share`` = probes / (train + eval + probes). None without probes.
+
+    >>> import pandas as pd
+    >>> rows = [("sds", 0, "var/seconds", 1.0), ("sds", 2, "train_seconds", 2.5),
+    ...         ("sds", 1, "train_seconds", 1.0), ("sds", 2, "var/seconds", 2.0),
+    ...         ("vsd", 2, "train_seconds", 4.0), ("vsd", 2, "time/eval", 0.5)]
+    >>> frame = pd.DataFrame(rows, columns=["method", "step", "metric", "value"])
+    >>> frame["run_id"], frame["prompt"], frame["seed"] = "r", "p", 0
+    >>> probe_share(frame)
+    {'train': 6.5, 'eval': 0.5, 'probes': 3.0, 'share': 0.3}
+    """
+    probes = float(frame.loc[frame["metric"] == "var/seconds", "value"].sum())
+    if probes <= 0:
+        return None
+    keys = [c for c in ("run_id", "method", "prompt", "seed") if c in frame.columns]
+    train_rows = frame[frame["metric"] == "train_seconds"]
+    train = float(train_rows.groupby(keys)["value"].max().sum()) if len(train_rows) else 0.0
+    evaluation = float(frame.loc[frame["metric"] == "time/eval", "value"].sum())
+    total = train + evaluation + probes
+    return {"train": train, "eval": evaluation, "probes": probes, "share": probes / total}
+
+
+def probe_share_line(share: dict[str, float]) -> str:
+    """One summary line from ``probe_share``.
+
+    >>> print(probe_share_line({"train": 6.5, "eval": 0.5, "probes": 3.0, "share": 0.3}))
+    probe share: 30.0% of the cells' time (probes 3.0 s, training 6.5 s, evaluation 0.5 s)
+    """
+    return (
+        f"probe share: {100 * share['share']:.1f}% of the cells' time (probes "
+        f"{share['probes']:.1f} s, training {share['train']:.1f} s, evaluation "
+        f"{share['eval']:.1f} s)"
+    )
+
+
 class Reporter:
     """Console output: a rich progress bar while running and a summary table at the end."""
 
@@ -83,7 +122,19 @@ class Reporter:
                 line = f"{r.method} | {r.prompt} | seed {r.seed}: FAILED at step "
                 self.console.print(f"{line}{r.failed_step}: {r.reason}", markup=False)
         self.print_overview(run_dir)
+        self.print_probe_share(run_dir)
         self.console.print(f"results: {run_dir}", markup=False, highlight=False)
+
+    def print_probe_share(self, run_dir: Path) -> None:
+        """The ``probe_share`` line of the run's metrics (nothing without probes)."""
+        from analysis.load import load_results
+
+        try:
+            share = probe_share(load_results([run_dir]))
+        except (ValueError, KeyError, FileNotFoundError):
+            return
+        if share is not None:
+            self.console.print(probe_share_line(share), markup=False, highlight=False)
 
     def print_overview(self, run_dir: Path) -> None:
         """Per-method tables (analysis.summary.method_overview) of the run's metrics."""
