@@ -10,7 +10,10 @@ changes phi's variance reduction, never the estimator's mean.
 resize_h: bilinear resize of the latent [B, 4, h, w] to the side h = phi_resolution / f (f the
 VAE's downsampling factor, 8) when ``phi_resolution`` differs from the prior's resolution, so
 the decoder emits DPT's input size directly (384 = DPT-hybrid's native side) instead of
-decoding at 512 and downsampling. Both decoders map the SD latent space (x = s_vae z) to RGB
+decoding at 512 and downsampling. The full VAE decoder costs many times TAESD per pixel (its
+128-512-channel stages), so it decodes at ``full_resolution`` (``sd.phi_resolution_full``, 192
+by default, capped at phi_resolution) instead: its cost, and DPT's behind it, scale with the
+pixel count (docs/scale.md). Both decoders map the SD latent space (x = s_vae z) to RGB
 in [0, 1], clamped; TAESD's s_taesd is its config's scaling_factor (1: it decodes the scaled
 latents, as diffusers pipelines use it). ``dtype`` (``sd.phi_dtype``): the decoder's and the
 depth model's compute dtype (bf16 / fp16 / fp32); inputs and outputs stay fp32.
@@ -71,9 +74,15 @@ class PhiDecoder:
         path: str = "",
         resolution: int = 0,
         dtype: torch.dtype = torch.float32,
+        full_resolution: int = 0,
     ) -> None:
         self.prior = prior
         self.kind, folder = resolve_phi_decoder(kind, path, Path(prior.path))
+        #: True when ``auto`` found no TAESD and fell back to the full VAE decoder
+        self.fallback = kind == "auto" and self.kind == "full"
+        self.folder = Path(path) if path else Path(prior.path) / "taesd"
+        if self.kind == "full" and full_resolution:
+            resolution = min(int(full_resolution), int(resolution or prior.resolution))
         self.resolution = int(resolution or prior.resolution)
         self.factor = prior.resolution // prior.shape[-1]
         if self.resolution % self.factor:
@@ -109,6 +118,16 @@ class PhiDecoder:
         else:
             image = self.model.decoder((x / self.scaling).to(self.dtype))  # [-1, 1]
         return ((image.to(torch.float32) + 1.0) * 0.5).clamp(0.0, 1.0)
+
+
+def fallback_notice(decoder: PhiDecoder) -> str:
+    """The one line a run prints when SSD's phi falls back to the full VAE decoder."""
+    return (
+        f"note: SSD's depth baseline decodes with the full VAE decoder at "
+        f"{decoder.resolution} px: no TAESD (diffusers AutoencoderTiny) at {decoder.folder}; "
+        "madebyollin/taesd there (or --set sd.tiny_decoder=PATH) makes SSD's step about "
+        "1.1x SDS's on CPU, with phi decoded at 320 px (docs/scale.md)"
+    )
 
 
 def _autocast(device: torch.device, dtype: torch.dtype, weights: torch.dtype):

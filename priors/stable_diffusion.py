@@ -30,6 +30,7 @@ the prior are fp32.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -65,8 +66,11 @@ class SDPriorConfig:
         phi_decoder: the decoder in front of DPT (priors/decoders.py): ``tiny`` = TAESD
             (AutoencoderTiny at ``tiny_decoder``, empty = ``PATH/taesd``), ``full`` = the VAE
             decoder, ``auto`` = tiny when that directory exists. phi_resolution: RGB side the
-            phi decoder emits (0 = the VAE's); depth_resolution: DPT's input side (0 = its
-            processor's, capped at the decoded side: 320 at the defaults); phi_dtype: their
+            phi decoder emits (0 = the VAE's); phi_resolution_full: the side when that
+            decoder is the full VAE decoder (capped at phi_resolution; 0 = phi_resolution),
+            lower since it costs many times TAESD per pixel; depth_resolution: DPT's input
+            side (0 = its processor's, capped at the decoded side: 320 at the defaults, 192
+            with the full decoder); phi_dtype: their
             compute dtype (``auto`` = the weights dtype).
             Defaults and their measurements: docs/scale.md.
         free_text_encoder: encode every prompt (+ view suffixes, "") at load, then drop the
@@ -85,6 +89,7 @@ class SDPriorConfig:
     phi_decoder: Literal["auto", "tiny", "full"] = "auto"
     tiny_decoder: str = ""
     phi_resolution: int = 320
+    phi_resolution_full: int = 192
     depth_resolution: int = 0
     phi_dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     free_text_encoder: bool = True
@@ -92,8 +97,10 @@ class SDPriorConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.front_threshold <= 180.0 or not 0.0 < self.back_threshold <= 180.0:
             raise ValueError("front_threshold and back_threshold must lie in (0, 180]")
-        if self.phi_resolution < 0 or self.depth_resolution < 0:
-            raise ValueError("phi_resolution and depth_resolution must be >= 0 (0: native)")
+        if min(self.phi_resolution, self.phi_resolution_full, self.depth_resolution) < 0:
+            raise ValueError(
+                "phi_resolution, phi_resolution_full and depth_resolution must be >= 0 (0: native)"
+            )
 
 
 def parse_prior(spec: str) -> tuple[str, str | None]:
@@ -298,7 +305,7 @@ class StableDiffusionPrior(DiffusionPrior):
             )
         key = f"dpt:{path}"
         if key not in self.auxiliary:
-            from priors.decoders import PhiDecoder
+            from priors.decoders import PhiDecoder, fallback_notice
 
             config = self.config
             dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(
@@ -307,13 +314,20 @@ class StableDiffusionPrior(DiffusionPrior):
             try:
                 resolution = min(config.phi_resolution, self.resolution)
                 decoder = PhiDecoder(
-                    self, config.phi_decoder, config.tiny_decoder, resolution, dtype
+                    self,
+                    config.phi_decoder,
+                    config.tiny_decoder,
+                    resolution,
+                    dtype,
+                    config.phi_resolution_full,
                 )
                 self.auxiliary[key] = DPTGeometry(
                     path, self, self.device, decoder, config.depth_resolution, dtype
                 )
             except WeightsError as exc:
                 raise UserError(str(exc)) from None
+            if decoder.fallback:  # once per prior: tell the user that the lever exists
+                print(fallback_notice(decoder), file=sys.stderr, flush=True)
         return self.auxiliary[key]
 
     def _variant(self, component: str) -> str | None:

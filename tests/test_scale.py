@@ -102,6 +102,34 @@ def test_dpt_runs_at_the_decoded_side_when_it_is_below_its_native_size(fixtures)
         assert prior.geometry_estimator("").size == (want, want), sets
 
 
+def test_without_taesd_the_full_decoder_runs_at_phi_resolution_full_and_says_so(
+    fixtures, tmp_path, capsys
+):
+    """auto without PATH/taesd: the full VAE decoder at sd.phi_resolution_full, and one
+    stderr line naming the TAESD lever (once per prior); with TAESD neither happens."""
+    sd = tmp_path / "sd"
+    sd.mkdir()
+    for child in (fixtures / "sd").iterdir():
+        if child.name != "taesd":
+            (sd / child.name).symlink_to(child)
+    config = load_config(
+        None, [*SMALL, "sd.phi_resolution_full=16"], prior=f"sd:{sd}", methods=("ssd",)
+    )
+    capsys.readouterr()
+    prior = build_prior(config, [PROMPT], CPU)
+    decoder = prior.geometry_estimator("").decoder
+    prior.geometry_estimator("")  # loaded once: no second line
+    assert decoder.kind == "full" and decoder.fallback and decoder.resolution == 16
+    assert decoder(torch.randn(1, *prior.shape)).shape == (1, 3, 16, 16)
+    notes = [line for line in capsys.readouterr().err.splitlines() if "TAESD" in line]
+    assert len(notes) == 1 and str(sd / "taesd") in notes[0] and "sd.tiny_decoder" in notes[0]
+    tiny = build_prior(_config(fixtures, "sd.phi_resolution_full=16"), [PROMPT], CPU)
+    decoder = tiny.geometry_estimator("").decoder
+    assert decoder.kind == "tiny" and not decoder.fallback
+    assert decoder.resolution == tiny.resolution > 16  # the VAE's side (phi_resolution caps)
+    assert "TAESD" not in capsys.readouterr().err
+
+
 def test_missing_tiny_decoder_is_a_user_error(fixtures, tmp_path):
     config = _config(fixtures, "sd.phi_decoder=tiny", f"sd.tiny_decoder={tmp_path / 'none'}")
     with pytest.raises(UserError, match="AutoencoderTiny"):
