@@ -199,6 +199,23 @@ def test_scale_check_runs_a_cell_on_the_tiny_fixture(fixtures, tmp_path):
     assert "ssd" in format_table([row])
 
 
+def test_scale_check_without_taesd_shows_the_fallback_note(fixtures, tmp_path):
+    from benchmark.checks.scale_check import format_table, run_method, target_lines, without_taesd
+
+    bare = without_taesd(fixtures / "sd")
+    assert not (bare / "taesd").exists() and (bare / "vae").is_dir()
+    assert without_taesd(fixtures / "sd") == bare  # idempotent
+    row = run_method(bare, "ssd", 1, 1, ["voxel.resolution=8"], 0, tmp_path)
+    assert "error" not in row, row.get("error")
+    assert len(row["notes"]) == 1 and "TAESD" in row["notes"][0]
+    table = format_table([row], taesd=False)
+    assert row["notes"][0] in table.splitlines()
+    sds = {"method": "sds", "s_per_step": 40.0, "peak_rss_gb": 8.8}
+    ssd = {"method": "ssd", "s_per_step": 56.0, "peak_rss_gb": 9.0}
+    (line, _) = target_lines([sds, ssd], taesd=False)
+    assert line == "target SSD <= 1.5x SDS per step without TAESD: 1.40x, met"
+
+
 def test_scale_check_states_its_targets():
     from benchmark.checks.scale_check import target_lines
 
