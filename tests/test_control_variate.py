@@ -99,7 +99,9 @@ def test_theta_space_view_at_the_last_checkpoint_only_by_default(trainers):
     one (no second pullback, no Adam steps); the last probe has both, with the numbers that
     control_at=all gives at every probe, and every shared number is the same bit for bit."""
     sds = trainers["sds"]
-    config = MeasureConfig(samples=4, variants=("all",), bootstrap=0, reference_samples=0)
+    config = MeasureConfig(
+        samples=4, variants=("all",), bootstrap=0, reference_samples=0, split_at="off"
+    )
     middle = measure_gradient_variance(sds.probe_subject(), 1, config)
     last = measure_gradient_variance(sds.probe_subject(), 1, config, final=True)
     every = measure_gradient_variance(sds.probe_subject(), 1, replace(config, control_at="all"))
