@@ -98,9 +98,7 @@ class SDPriorConfig:
         if not 0.0 < self.front_threshold <= 180.0 or not 0.0 < self.back_threshold <= 180.0:
             raise ValueError("front_threshold and back_threshold must lie in (0, 180]")
         if min(self.phi_resolution, self.phi_resolution_full, self.depth_resolution) < 0:
-            raise ValueError(
-                "phi_resolution, phi_resolution_full and depth_resolution must be >= 0 (0: native)"
-            )
+            raise ValueError("phi_resolution(_full) and depth_resolution must be >= 0 (0: native)")
 
 
 def parse_prior(spec: str) -> tuple[str, str | None]:
