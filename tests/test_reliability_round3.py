@@ -108,3 +108,21 @@ def test_train_world_clip_out_naming_a_file_is_refused_untouched(tmp_path, capsy
         main(["--out", str(out)])
     assert exc.value.code == 2 and "not a folder" in one_error_line(capsys)
     assert out.read_bytes() == b"precious"
+
+
+# --------------------------------------------------------- 9: sdi.t_start=1 ran off the end
+
+
+@pytest.mark.parametrize("t_start", [1.0, 0.9995])
+def test_sdi_t_start_one_stays_inside_the_schedule(t_start):
+    from estimators import EstimatorContext
+    from estimators.sdi import SDI, SDIConfig
+    from tests.fakes import LinearPrior
+
+    prior = LinearPrior()
+    est = SDI(SDIConfig(t_start=t_start, t_end=0.25))
+    x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    ctx = EstimatorContext(prompt="p", cameras=None, step=0, generator=torch.Generator())
+    out = est.grad(x, torch.tensor([500]), torch.zeros_like(x), prior, ctx)
+    assert out.diagnostics["t_used"] == 999.0
+    assert bool(torch.isfinite(out.grad).all())
