@@ -34,8 +34,10 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,24 +112,32 @@ def ceiling_log_metrics(ceiling: dict[str, float]) -> dict[str, float]:
     return {name: ceiling[m] for m, (name, _) in QUALITY_METRICS.items() if m in ceiling}
 
 
+class CeilingStopped(KeyboardInterrupt):
+    """A stop (Ctrl-C / SIGTERM) was requested while a ceiling was being fitted: nothing of
+    the fit is kept (no run dir exists yet; a resume fits it again)."""
+
+
 def photometric_fit(
     backbone: Backbone,
     optimizer: torch.optim.Optimizer,
-    cameras: list[Cameras],
-    truths: list[torch.Tensor],
+    targets: Iterable[tuple[Cameras, torch.Tensor]],
     height: int,
     width: int,
+    stop: Callable[[], bool] | None = None,
 ) -> Backbone:
     """Adam steps k = 0..K-1 of L_k = 0.5 ||render(c_k) - truth_k||^2 / B (module docstring).
 
     Args:
-        cameras: K batches of B training cameras c_k.
-        truths: K true RGB batches [B, 3, H, W] in [0, 1], truths[k] seen from cameras[k].
+        targets: K pairs (c_k, truth_k): B training cameras and their true RGB
+            [B, 3, H, W] in [0, 1] (any iterable: ``streamed_targets`` makes them on demand).
+        stop: checked before every step; True raises ``CeilingStopped``.
     Returns:
         ``backbone``, fitted in place.
     """
     state = backbone.initialize_state()
-    for step, (cams, truth) in enumerate(zip(cameras, truths, strict=True)):
+    for step, (cams, truth) in enumerate(targets):
+        if stop is not None and stop():
+            raise CeilingStopped(f"stopped while fitting the quality ceiling (step {step})")
         # as the trainer: densification re-indexes Adam (backbones/base.py, strategy calls)
         state = backbone.step_pre_render(optimizer, state, step)
         info: dict = {}
@@ -144,10 +154,52 @@ def photometric_fit(
     return backbone
 
 
+def streamed_targets(
+    steps: int,
+    draw: Callable[[int], Cameras],
+    render: Callable[[Cameras], torch.Tensor],
+    chunk: int = RENDER_BATCH,
+) -> Iterator[tuple[Cameras, torch.Tensor]]:
+    """(c_k, truth_k) for k = 0..steps-1, drawn and rendered as the fit consumes them.
+
+    The cameras of consecutive steps are rendered ``chunk`` at a time: the same slices as
+    rendering the flat list of every step's cameras in chunks, so the targets are the same,
+    while memory holds at most ``chunk`` + B cameras and their renders, whatever ``steps``.
+
+    >>> from core.cameras import orbit_cameras
+    >>> cams = [orbit_cameras(3, (float(k),), 2.5, 40.0) for k in range(5)]
+    >>> pairs = list(streamed_targets(5, cams.__getitem__, lambda c: c.c2w[:, :3, 3], chunk=4))
+    >>> [len(c) for c, _ in pairs], all(torch.equal(c.position, t) for c, t in pairs)
+    ([3, 3, 3, 3, 3], True)
+    """
+    waiting: deque[Cameras] = deque()  # drawn steps not yet handed out
+    unrendered: list[Cameras] = []  # cameras not yet rendered, in flat order
+    n_unrendered, k = 0, 0
+    truth = None  # rendered targets of ``waiting``'s cameras, in flat order
+    while k < steps or waiting:
+        while k < steps and n_unrendered < chunk:
+            cams = draw(k)
+            waiting.append(cams)
+            unrendered.append(cams)
+            n_unrendered += len(cams)
+            k += 1
+        if n_unrendered >= chunk or (k == steps and n_unrendered):
+            flat = Cameras.cat(unrendered)
+            n = min(chunk, n_unrendered)
+            out = render(flat[0:n])
+            truth = out if truth is None or len(truth) == 0 else torch.cat([truth, out])
+            unrendered = [flat[n:]] if n < n_unrendered else []
+            n_unrendered -= n
+        while waiting and truth is not None and len(waiting[0]) <= len(truth):
+            cams = waiting.popleft()
+            yield cams, truth[: len(cams)]
+            truth = truth[len(cams) :]
+
+
 def ceiling_key(prompt: str, config: RunConfig, device: torch.device) -> dict:
     """Everything the fit's result depends on (JSON-able); its sha256 names the cache file."""
     backbone_config = getattr(config, config.backbone)
-    return {
+    key = {
         "version": CEILING_VERSION,
         "prompt": prompt,
         "backbone": config.backbone,
@@ -165,6 +217,9 @@ def ceiling_key(prompt: str, config: RunConfig, device: torch.device) -> dict:
         "seed": CEILING_SEED,
         "device": torch.device(device).type,
     }
+    if config.backbone != "voxel":  # the true renders' background (the voxel's is in its
+        key["background"] = list(config.voxel.background)  # backbone_config already)
+    return key
 
 
 def key_hash(key: dict) -> str:
@@ -178,9 +233,15 @@ def compute_ceiling(
     make_backbone: Callable[[RunConfig, torch.device, torch.Generator], Backbone],
     make_optimizer: Callable[[Backbone, RunConfig], torch.optim.Optimizer],
     streams_for: StreamsFactory,
+    stop: Callable[[], bool] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, float]:
     """Run the photometric fit of ``prompt`` and return its held-out metrics (``psnr``,
-    ``mask_iou``, ...), the start's (``start/psnr``, ...) and ``seconds``. No cache."""
+    ``mask_iou``, ...), the start's (``start/psnr``, ...) and ``seconds``. No cache.
+
+    The targets are streamed step by step (``streamed_targets``); ``stop`` is checked before
+    every step (``CeilingStopped``); ``progress(k, steps)`` is called at step 0 and then at
+    most every 10 s."""
     from evaluation.heldout import HeldOutEvaluator
 
     started = time.perf_counter()
@@ -204,27 +265,36 @@ def _fit_one(obj, prompt, config, device, make_backbone, make_optimizer, streams
     height, width, steps = config.render.height, config.render.width, config.steps
     start, _ = evaluator(backbone)
 
-    # every step's cameras from the camera stream, as the trainer draws them; their true
-    # renders in batches of RENDER_BATCH cameras (one sphere-tracing pass per batch)
+    # every step's cameras from the camera stream, as the trainer draws them, and their true
+    # renders RENDER_BATCH cameras at a time (one sphere-tracing pass each), made as the fit
+    # consumes them: memory does not grow with the steps
     batch = config.camera.batch_size
-    cameras = [config.camera.sample(batch, streams.generator("camera", k)) for k in range(steps)]
-    flat = Cameras.cat(cameras) if cameras else None
-    truth = torch.cat(
-        [
-            render_object(
-                obj,
-                flat[i : i + RENDER_BATCH],
-                height,
-                width,
-                supersample=config.world.supersample,
-                background=config.voxel.background,
-            )["rgb"]
-            for i in range(0, steps * batch, RENDER_BATCH)
-        ]
-    ).to(device)
-    cameras = [c.to(device) for c in cameras]
+
+    def draw(k: int) -> Cameras:
+        return config.camera.sample(batch, streams.generator("camera", k))
+
+    def render(cams: Cameras) -> torch.Tensor:
+        return render_object(
+            obj,
+            cams,
+            height,
+            width,
+            supersample=config.world.supersample,
+            background=config.voxel.background,
+        )["rgb"]
+
+    pairs = streamed_targets(steps, draw, render)
+    reported = [time.perf_counter()]
+
+    def counted(pairs):
+        for k, (cams, truth) in enumerate(pairs):
+            if progress is not None and (k == 0 or time.perf_counter() - reported[0] >= 10):
+                progress(k, steps)
+                reported[0] = time.perf_counter()
+            yield cams.to(device), truth.to(device)
+
     with torch.enable_grad():
-        photometric_fit(backbone, optimizer, cameras, list(truth.split(batch)), height, width)
+        photometric_fit(backbone, optimizer, counted(pairs), height, width, stop)
     final, _ = evaluator(backbone)
     out = {k: float(v) for k, v in final.items()}
     out.update({f"start/{k}": float(v) for k, v in start.items()})
@@ -239,27 +309,105 @@ def quality_ceiling(
     make_optimizer: Callable[[Backbone, RunConfig], torch.optim.Optimizer],
     streams_for: StreamsFactory,
     cache: Path | None = None,
+    stop: Callable[[], bool] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> dict[str, float]:
     """The cached ceiling of ``prompt`` under ``config`` (``compute_ceiling`` on a miss).
 
-    The entry ``<cache>/<sha256 of ceiling_key>.json`` holds the key and the metrics; a file
-    whose key differs (a hash collision or a hand edit) or that does not parse is recomputed.
+    The entry ``<cache>/<sha256 of ceiling_key>.json`` holds the key and the metrics. An
+    entry that does not parse, is not an object, holds another key (a hash collision or a
+    hand edit) or metrics that are missing, not numbers or not finite is ignored with a
+    warning and the ceiling recomputed (and the entry replaced). A cache folder that cannot
+    be created or written (read-only, full, ``STEINBENCH_CACHE`` naming a file) is a warning:
+    the ceiling is computed without caching. ``stop`` / ``progress``: ``compute_ceiling``.
     """
+    warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
     folder = cache_dir() if cache is None else Path(cache)
     key = ceiling_key(prompt, config, device)
     name = f"{key_hash(key)}.json"
     # the user's cache first; with the default cache also the entries shipped for the
     # default configuration (evaluation/assets/ceilings, computed by this code on CPU)
     for path in (folder / name, *((SHIPPED_DIR / name,) if cache is None else ())):
-        try:
-            entry = json.loads(path.read_text(encoding="utf-8"))
-            if entry.get("key") == json.loads(json.dumps(key)):
-                return dict(entry["metrics"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
+        metrics = read_entry(path, key, warn)
+        if metrics is not None:
+            return metrics
     path = folder / name
-    metrics = compute_ceiling(prompt, config, device, make_backbone, make_optimizer, streams_for)
-    folder.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"key": key, "metrics": metrics}, indent=1, sort_keys=True)
-    atomic_write_bytes(path, text.encode("utf-8"))
+    writable = _usable_folder(folder, warn)
+    metrics = compute_ceiling(
+        prompt, config, device, make_backbone, make_optimizer, streams_for, stop, progress
+    )
+    if writable:
+        text = json.dumps({"key": key, "metrics": metrics}, indent=1, sort_keys=True)
+        try:
+            atomic_write_bytes(path, text.encode("utf-8"))
+        except OSError as exc:
+            warn(f"could not cache the quality ceiling in {folder} ({_reason(exc)}); it is used "
+                 "for this run only")  # fmt: skip
     return metrics
+
+
+def read_entry(path: Path, key: dict, warn: Callable[[str], None]) -> dict[str, float] | None:
+    """The metrics of cache entry ``path`` if it is a valid entry for ``key``, else None
+    (a missing file silently; anything else unusable with a warning)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        if not isinstance(exc, NotADirectoryError):  # a cache root naming a file: said later
+            warn(f"ignoring the unreadable ceiling cache entry {path} ({_reason(exc)})")
+        return None
+    try:
+        entry = json.loads(text)
+    except ValueError:
+        warn(f"ignoring the ceiling cache entry {path}: not valid JSON; computing it again")
+        return None
+    problem = entry_problem(entry, json.loads(json.dumps(key)))
+    if problem is not None:
+        if problem != "another key":  # a hash collision or an older entry: no warning
+            warn(f"ignoring the ceiling cache entry {path}: {problem}; computing it again")
+        return None
+    return {k: float(v) for k, v in entry["metrics"].items()}
+
+
+def entry_problem(entry: Any, key: dict) -> str | None:
+    """What makes a parsed cache entry unusable for ``key`` (None: usable).
+
+    >>> entry_problem({"key": {"a": 1}, "metrics": {"psnr": 20.0, "mask_iou": 0.5}}, {"a": 1})
+    >>> entry_problem({"key": {"a": 1}, "metrics": {"psnr": float("nan")}}, {"a": 1})
+    'metric psnr is not a finite number'
+    >>> entry_problem([1, 2], {"a": 1})
+    'not a JSON object with key and metrics'
+    """
+    if not isinstance(entry, dict) or not isinstance(entry.get("metrics"), dict):
+        return "not a JSON object with key and metrics"
+    if entry.get("key") != key:
+        return "another key"
+    metrics = entry["metrics"]
+    for name, value in metrics.items():
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or not math.isfinite(value):
+            return f"metric {name} is not a finite number"
+    missing = [m for m in QUALITY_METRICS if m not in metrics]
+    if missing:
+        return f"metrics {', '.join(missing)} missing"
+    return None
+
+
+def _usable_folder(folder: Path, warn: Callable[[str], None]) -> bool:
+    """Create ``folder`` and check that a file can be written in it; a warning if not."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return True
+    except OSError as exc:
+        warn(f"cannot use the ceiling cache {folder} ({_reason(exc)}); the quality ceiling "
+             "is computed without caching")  # fmt: skip
+        return False
+
+
+def _reason(exc: OSError) -> str:
+    return f"{exc.strerror or type(exc).__name__}"
