@@ -40,12 +40,19 @@ class RunInfo:
     def finished(self) -> bool:
         return self.manifest.get("status") == "finished"
 
+    @property
+    def prompts(self) -> list[str]:
+        """The run's prompts (the manifest's), which make its file names unique (``slug``)."""
+        prompts = self.manifest.get("prompts")
+        return [p for p in prompts if isinstance(p, str)] if isinstance(prompts, list) else []
+
     def snapshot(self, method: str, prompt: str, seed: int, step: int) -> Path | None:
-        path = self.path / SNAPSHOT_DIR / snapshot_name(method, prompt, seed, step)
+        name = snapshot_name(method, prompt, seed, step, self.prompts)
+        path = self.path / SNAPSHOT_DIR / name
         return path if path.is_file() else None
 
     def truth(self, prompt: str) -> Path | None:
-        path = self.path / SNAPSHOT_DIR / truth_snapshot_name(prompt)
+        path = self.path / SNAPSHOT_DIR / truth_snapshot_name(prompt, self.prompts)
         return path if path.is_file() else None
 
     def snapshot_steps(self, method: str, prompt: str, seed: int) -> list[int]:
@@ -53,7 +60,7 @@ class RunInfo:
         folder = self.path / SNAPSHOT_DIR
         if not folder.is_dir():
             return []
-        prefix = cell_name(method, prompt, seed) + "_step"
+        prefix = cell_name(method, prompt, seed, self.prompts) + "_step"
         steps = []
         for file in folder.glob(f"{prefix}*.png"):
             match = SNAPSHOT_PATTERN.match(file.name)

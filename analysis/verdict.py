@@ -174,6 +174,7 @@ def cell_values(df: pd.DataFrame, manifests: dict[str, dict] | None = None) -> p
     table = table.join(stops[["stop/step", "stop/calls"]], how="left")
     failed = df[df["metric"] == "failed"].groupby(CELL).size()
     table["failed"] = table.index.isin(failed.index)
+    table["unfinished"] = unfinished_cells(table.index, manifests)
     for source in [q.source for q in QUANTITIES] + [CLAIMS]:
         if source in table.columns:
             continue
@@ -186,6 +187,29 @@ def cell_values(df: pd.DataFrame, manifests: dict[str, dict] | None = None) -> p
         if not source.startswith("var/"):
             table.loc[table["failed"], source] = np.nan
     return table.reset_index()
+
+
+def unfinished_cells(index: pd.Index, manifests: dict[str, dict] | None) -> np.ndarray:
+    """For each cell (run_id, method, prompt, seed) of ``index``: True when its run's
+    manifest says the run did not finish and does not list the cell among its finished
+    ones (a killed or interrupted run's cells still training). False without a manifest.
+
+    >>> idx = pd.MultiIndex.from_tuples([("r", "sds", "p", 0), ("r", "sds", "p", 1)], names=CELL)
+    >>> manifest = {"status": "running", "cells": [{"method": "sds", "prompt": "p", "seed": 0}]}
+    >>> unfinished_cells(idx, {"r": manifest}).tolist()
+    [False, True]
+    """
+    out = np.zeros(len(index), dtype=bool)
+    for i, (run_id, method, prompt, seed) in enumerate(index):
+        manifest = (manifests or {}).get(run_id) or {}
+        cells = manifest.get("cells")
+        if manifest.get("status") in (None, "finished") or not isinstance(cells, list):
+            continue
+        done = {
+            (c.get("method"), c.get("prompt"), c.get("seed")) for c in cells if isinstance(c, dict)
+        }
+        out[i] = (method, prompt, int(seed)) not in done
+    return out
 
 
 def method_table(
@@ -317,7 +341,8 @@ def resolved(e) -> str:
 
 
 def summary_frame(estimates: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
-    """summary.csv: one row per method (label) with ``cells`` / ``cells_ok``, ``estimand``
+    """summary.csv: one row per method (label) with ``cells`` (all), ``cells_ok`` (finished
+    without failing), ``cells_unfinished`` (a killed run's cells still training), ``estimand``
     (what the CIs are about, in words) and per quantity q: q, q_lo, q_hi (mean and 95% CI,
     clustered by prompt), q_n (prompts behind the CI), q_cells (cells with a value),
     q_vs_sds, q_vs_sds_lo, q_vs_sds_hi (the comparison with SDS: paired difference; for nsr
@@ -333,7 +358,8 @@ def summary_frame(estimates: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
         row: dict[str, object] = {
             "method": label,
             "cells": len(mine),
-            "cells_ok": int((~mine["failed"]).sum()),
+            "cells_ok": int((~mine["failed"] & ~mine["unfinished"]).sum()),
+            "cells_unfinished": int(mine["unfinished"].sum()),
             "estimand": ests["estimand"].iloc[0] if len(ests) else "",
         }
         for est in ests.itertuples(index=False):
@@ -357,7 +383,8 @@ def terminal_frame(estimates: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame
     rows, sentences = {}, []
     for label in sort_labels(cells["label"]):
         mine = cells[cells["label"] == label]
-        row = {"cells": f"{int((~mine['failed']).sum())}/{len(mine)} ok"}
+        ok = int((~mine["failed"] & ~mine["unfinished"]).sum())
+        row = {"cells": f"{ok}/{len(mine)} ok"}
         ests = estimates[estimates["label"] == label].set_index("quantity")
         for name in TERMINAL:
             e = ests.loc[name]

@@ -54,8 +54,10 @@ def collect(run_dirs: list[Path], size: int = 32) -> dict[str, np.ndarray]:
         wide = df.pivot_table(
             index=["method", "prompt", "seed", "step"], columns="metric", values="value"
         )
+        among = list(df["prompt"].unique())  # the run's prompts make its file names unique
         for (method, prompt, seed, step), metrics in wide.iterrows():
-            path = run / SNAPSHOT_DIR / snapshot_name(method, prompt, int(seed), int(step))
+            name = snapshot_name(method, prompt, int(seed), int(step), among)
+            path = run / SNAPSHOT_DIR / name
             if prompt not in prompts or not path.is_file() or metrics.isna().any():
                 continue
             if int(step) == 0 and backbone == "voxel":

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from typing import Any
 
 METRIC_COLUMNS = ("run_id", "method", "prompt", "seed", "step", "metric", "value")
@@ -37,14 +38,34 @@ SNAPSHOT_PATTERN = re.compile(
 )
 
 
-def slug(text: str) -> str:
-    """File-name-safe form of a prompt: 'a red sphere' -> 'a-red-sphere'."""
+def base_slug(text: str) -> str:
+    """File-name-safe form of a prompt: 'a red sphere' -> 'a-red-sphere' (not unique)."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "prompt"
 
 
-def cell_name(method: str, prompt: str, seed: int) -> str:
-    """``<method>_<prompt slug>_s<seed>``: a cell's name in file names and messages."""
-    return f"{method}_{slug(prompt)}_s{seed}"
+def slug(text: str, among: Iterable[str] = ()) -> str:
+    """File-name-safe form of a prompt, unique among the prompts ``among`` of its run.
+
+    ``base_slug(text)``; when another prompt of ``among`` has the same base slug (``a cat``
+    and ``A cat!``), every such prompt gets ``--`` and 8 hex digits of the SHA-1 of its text
+    appended: stable, a prompt whose slug is unique in its run keeps its plain name, and a
+    suffixed name never equals a plain one (``base_slug`` never writes ``--``).
+
+    >>> slug("A cat!"), slug("A cat!", among=["a dog", "A cat!"])
+    ('a-cat', 'a-cat')
+    >>> slug("a cat", ["a cat", "A cat!"]), slug("A cat!", ["a cat", "A cat!"])
+    ('a-cat--008bd0f0', 'a-cat--9144e1de')
+    """
+    base = base_slug(text)
+    if any(other != text and base_slug(other) == base for other in among):
+        return f"{base}--{hashlib.sha1(text.encode('utf-8')).hexdigest()[:8]}"
+    return base
+
+
+def cell_name(method: str, prompt: str, seed: int, among: Iterable[str] = ()) -> str:
+    """``<method>_<prompt slug>_s<seed>``: a cell's name in file names and messages;
+    ``among``: the run's prompts (``slug``)."""
+    return f"{method}_{slug(prompt, among)}_s{seed}"
 
 
 def overrides_hash(point: dict[str, Any]) -> str:
@@ -53,20 +74,22 @@ def overrides_hash(point: dict[str, Any]) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
 
 
-def cell_id(method: str, prompt: str, seed: int, point: dict[str, Any]) -> str:
+def cell_id(
+    method: str, prompt: str, seed: int, point: dict[str, Any], among: Iterable[str] = ()
+) -> str:
     """Stable, readable sweep cell id: ``cell_name`` plus ``_<8 hex>`` of the grid point."""
-    base = cell_name(method, prompt, seed)
+    base = cell_name(method, prompt, seed, among)
     return f"{base}_{overrides_hash(point)}" if point else base
 
 
-def snapshot_name(method: str, prompt: str, seed: int, step: int) -> str:
+def snapshot_name(method: str, prompt: str, seed: int, step: int, among: Iterable[str] = ()) -> str:
     """File name of a cell's held-out renders at ``step``."""
-    return f"{cell_name(method, prompt, seed)}_step{step:05d}.png"
+    return f"{cell_name(method, prompt, seed, among)}_step{step:05d}.png"
 
 
-def truth_snapshot_name(prompt: str) -> str:
+def truth_snapshot_name(prompt: str, among: Iterable[str] = ()) -> str:
     """File name of the true object's renders at the held-out cameras."""
-    return f"truth_{slug(prompt)}.png"
+    return f"truth_{slug(prompt, among)}.png"
 
 
 def is_machine_metric(name: str) -> bool:

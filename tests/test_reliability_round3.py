@@ -297,3 +297,34 @@ def test_shipped_ceilings_still_match_the_default_configuration():
     config = load_config(None, [])
     for prompt in known_prompts():
         assert (SHIPPED_DIR / f"{key_hash(ceiling_key(prompt, config, 'cpu'))}.json").is_file()
+
+
+# ------------------------------------------------ 5: cell names unique for any prompt set
+
+
+def test_cell_names_are_unique_for_any_prompt_set_and_plain_names_stay():
+    import random
+
+    from results.schema import cell_id, cell_name, snapshot_name, truth_snapshot_name
+
+    prompts = ["a cat", "A cat!", "a  cat", "a-cat", "a red sphere", "!!!", "???", "a snowman"]
+    prompts += ["a cat 008bd0f0", "prompt"]  # a plain slug equal to a suffixed one
+    names = {cell_name("sds", p, 0, prompts) for p in prompts}
+    assert len(names) == len(prompts)
+    assert len({truth_snapshot_name(p, prompts) for p in prompts}) == len(prompts)
+    assert len({snapshot_name("sds", p, 0, 5, prompts) for p in prompts}) == len(prompts)
+    assert len({cell_id("sds", p, 0, {"a": 1}, prompts) for p in prompts}) == len(prompts)
+    # a prompt whose slug is unique in its run keeps the name old runs and the golden file use
+    assert cell_name("sds", "a red sphere", 0, prompts) == "sds_a-red-sphere_s0"
+    assert cell_name("sds", "a red sphere", 0) == "sds_a-red-sphere_s0"
+    # stable: the same prompt gets the same suffix in any colliding set
+    assert cell_name("sds", "A cat!", 0, prompts) == cell_name(
+        "sds", "A cat!", 0, ["A cat!", "a cat"]
+    )
+    rng = random.Random(0)
+    alphabet = "aA !-b"
+    for _ in range(200):
+        batch = list(
+            {"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 5))) for _ in range(8)}
+        )
+        assert len({cell_name("m", p, 0, batch) for p in batch}) == len(batch), batch
