@@ -141,7 +141,7 @@ CEILING_PROMPT = "a wooden table"
 
 
 def _ceiling_config(steps=6, extra=()):
-    from benchmark.config import load_config
+    from benchmark.run.config import load_config
 
     return load_config(None, [*CEILING_TINY, *extra], steps=steps)
 
@@ -181,7 +181,7 @@ def test_ceiling_targets_are_streamed_and_equal_the_whole_list_rendering():
 
 
 def test_ceiling_of_a_million_steps_starts_at_once_reports_progress_and_stops():
-    from benchmark.factories import build_backbone, build_optimizer
+    from benchmark.run.factories import build_backbone, build_optimizer
     from benchmark.streams import RandomStreams
     from evaluation.ceiling import CeilingStopped, compute_ceiling
 
@@ -209,14 +209,14 @@ class _Counting:
         self.calls = 0
 
     def __call__(self, config, device, generator):
-        from benchmark.factories import build_backbone
+        from benchmark.run.factories import build_backbone
 
         self.calls += 1
         return build_backbone(config, device, generator)
 
 
 def _ceiling(config, cache, builder, warnings):
-    from benchmark.factories import build_optimizer
+    from benchmark.run.factories import build_optimizer
     from benchmark.streams import RandomStreams
     from evaluation.ceiling import quality_ceiling
 
@@ -290,7 +290,7 @@ def test_ceiling_key_includes_the_true_renders_background(backbone):
 
 
 def test_shipped_ceilings_still_match_the_default_configuration():
-    from benchmark.config import load_config
+    from benchmark.run.config import load_config
     from evaluation.ceiling import SHIPPED_DIR, ceiling_key, key_hash
     from world.objects import known_prompts
 
