@@ -39,6 +39,18 @@ def _ring(path: Path, size: int) -> np.ndarray:
     return row.reshape(size, v, size, 3).transpose(1, 3, 0, 2).copy()
 
 
+def run_prompts(run: Path, df) -> list[str]:
+    """The run's prompts as its manifest lists them (the writer named its files among
+    these); the prompts of its rows when the manifest is missing or unreadable."""
+    try:
+        prompts = json.loads((run / "manifest.json").read_text(encoding="utf-8"))["prompts"]
+        if isinstance(prompts, list) and all(isinstance(p, str) for p in prompts):
+            return prompts
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return [str(p) for p in df["prompt"].unique()]
+
+
 def collect(run_dirs: list[Path], size: int = 32) -> dict[str, np.ndarray]:
     """The snapshot arrays (module docstring) of ``run_dirs``."""
     import pandas as pd
@@ -54,7 +66,7 @@ def collect(run_dirs: list[Path], size: int = 32) -> dict[str, np.ndarray]:
         wide = df.pivot_table(
             index=["method", "prompt", "seed", "step"], columns="metric", values="value"
         )
-        among = list(df["prompt"].unique())  # the run's prompts make its file names unique
+        among = run_prompts(run, df)  # the run's prompts make its file names unique
         for (method, prompt, seed, step), metrics in wide.iterrows():
             name = snapshot_name(method, prompt, int(seed), int(step), among)
             path = run / SNAPSHOT_DIR / name

@@ -223,18 +223,20 @@ def _run_locked(
         if config.eval.snapshots:
             for prompt, evaluator in evaluators.items():
                 if evaluator.truth is not None:
-                    store.save_image(truth_snapshot_name(prompt), image_row(evaluator.truth["rgb"]))
+                    name = truth_snapshot_name(prompt, prompts)
+                    store.save_image(name, image_row(evaluator.truth["rgb"]))
     except OSError as exc:
         raise UserError(f"cannot write the run dir {store.path}: {_os_reason(exc)}") from None
 
-    finished = {cell_name(r.method, r.prompt, r.seed) for r in results}
+    # Cells are keyed by (method, prompt, seed); file names are unique among the run's prompts.
+    finished = {(r.method, r.prompt, r.seed) for r in results}
     cells = [(m, p, s) for m in methods for p in prompts for s in config.seeds]
     rank = {cell: i for i, cell in enumerate(cells)}
     store.cell_order = rank
     for cell in cells:
-        if cell_name(*cell) in finished:
-            checkpoint_path(store.path, cell_name(*cell)).unlink(missing_ok=True)
-    pending = [cell for cell in cells if cell_name(*cell) not in finished]
+        if cell in finished:
+            checkpoint_path(store.path, cell_name(*cell, prompts)).unlink(missing_ok=True)
+    pending = [cell for cell in cells if cell not in finished]
     workers = cell_workers(config, device)
     manifest["workers"] = workers
     manifest["threads_per_cell"] = threads_per_cell(config.threads, workers)
@@ -246,7 +248,7 @@ def _run_locked(
         cell_prior = prior if workers == 1 else copy.copy(prior)  # its own n_evals counter
         return _run_one_cell(
             config, method, prompt, seed, cell_prior, device, evaluators[prompt], store,
-            reporter, should_stop, before_step, ceilings.get(prompt),
+            reporter, should_stop, before_step, ceilings.get(prompt), prompts,
         )  # fmt: skip
 
     def on_done(cell, result):
@@ -255,7 +257,7 @@ def _run_locked(
         store.flush_metrics()
         manifest["cells"] = [asdict(r) for r in results]
         store.write_json("manifest.json", manifest)
-        checkpoint_path(store.path, cell_name(*cell)).unlink(missing_ok=True)
+        checkpoint_path(store.path, cell_name(*cell, prompts)).unlink(missing_ok=True)
 
     try:
         with reporter, StopRequest(reporter.console) as stop:
@@ -359,9 +361,11 @@ def _run_one_cell(
     stop,
     before_step,
     ceiling=None,
+    among=(),
 ) -> CellResult:
-    """One cell into ``store``: from its checkpoint if there is one, else from step 0."""
-    name = cell_name(method, prompt, seed)
+    """One cell into ``store``: from its checkpoint if there is one, else from step 0.
+    ``among``: the run's prompts, which make the cell's file names unique."""
+    name = cell_name(method, prompt, seed, among)
     ckpt_file = checkpoint_path(store.path, name)
     start = load_checkpoint(ckpt_file, device, config.steps) if ckpt_file.exists() else None
     trainer = CellTrainer(config, method, prompt, seed, prior, device)
@@ -381,7 +385,7 @@ def _run_one_cell(
             metrics.update(quality_metrics(metrics, initial, ceiling))
             metrics.update(ceiling_log_metrics(ceiling) if step == 0 else {})
         if config.eval.snapshots:
-            store.save_image(snapshot_name(method, prompt, seed, step), image_row(renders))
+            store.save_image(snapshot_name(method, prompt, seed, step, among), image_row(renders))
         return metrics
 
     def log(step, metrics):

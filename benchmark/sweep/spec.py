@@ -225,7 +225,7 @@ def expand(
     seen: dict[str, str] = {}
     points = [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
     for method, prompt, seed, point in itertools.product(methods, prompts, spec.seeds, points):
-        cid = cell_id(method, prompt, seed, point)
+        cid = cell_id(method, prompt, seed, point, prompts)
         if cid in seen:
             raise ConfigError(
                 f"sweep spec {source}: prompts '{seen[cid]}' and '{prompt}' give "
