@@ -20,7 +20,9 @@ no probe unless ``--probe K``), so a cell's peak RSS is its process's high-water
 SSD's phi then decodes with the full VAE decoder at ``sd.phi_resolution_full``, the run prints
 a ``note:`` line naming the TAESD lever (shown under the table), and the SSD target is 1.5x SDS.
 
-Printed as a table and written as JSON (``--out``). Cells run one after another, never two
+Printed as a table and written as JSON (``--out``, rewritten after every method). Every
+argument is checked first; an existing ``DIR/sd`` that is not the full-size fixture (a real
+SD download) is refused, never replaced. Cells run one after another, never two
 at once; each waits until ``--min-available-gb`` of memory is available (checked by psutil)
 and refuses to start otherwise.
 """
@@ -37,19 +39,90 @@ import tempfile
 import time
 from pathlib import Path
 
+from core.errors import UserError, printable_line
+
 DEFAULT_DIR = Path(os.environ.get("STEINBENCH_SCALE_DIR", "~/.cache/steinbench/full-size"))
 
 
-def ensure_full_size(root: Path) -> Path:
-    """ROOT/sd, built by ``make-fixtures --full-size ROOT`` when its model_index.json is
-    missing."""
-    sd = root / "sd"
-    if not (sd / "model_index.json").is_file() or not (sd / "taesd").is_dir():
-        from priors.fixtures_full import make_full_size
+def is_full_size_fixture(sd: Path) -> bool:
+    """True when ``sd`` is a complete full-size fixture (model_index.json and taesd/)."""
+    return (sd / "model_index.json").is_file() and (sd / "taesd").is_dir()
 
-        print(f"building full-size fixtures in {root} (about a minute)", flush=True)
-        make_full_size(root)
+
+def check_fixture_dir(root: Path) -> Path:
+    """ROOT/sd when it is a complete full-size fixture or absent (then built later); anything
+    else there (a real SD download has no taesd/, a killed build, a file) is a UserError and
+    is left untouched: this check never deletes what it did not build."""
+    if root.exists() and not root.is_dir():
+        raise UserError(f"--dir {root} is not a folder")
+    sd = root / "sd"
+    if (sd.exists() or sd.is_symlink()) and not is_full_size_fixture(sd):
+        raise UserError(
+            f"{sd} exists and is not the full-size fixture (no model_index.json or taesd/); "
+            "it was left untouched: give --dir an empty or new folder"
+        )
     return sd
+
+
+def ensure_full_size(root: Path) -> Path:
+    """ROOT/sd, built (like ``make-fixtures --full-size ROOT``) when absent: into a temp
+    folder beside it, renamed to ROOT/sd once complete, so a killed build leaves no
+    half-built ROOT/sd. An existing ROOT/sd that is not the fixture is refused untouched."""
+    import shutil
+
+    sd = check_fixture_dir(root)
+    if sd.exists():
+        return sd
+    from priors.fixtures_full import build_full_size
+    from priors.weights import quiet_loading
+
+    print(f"building full-size fixtures in {root} (about a minute)", flush=True)
+    root.mkdir(parents=True, exist_ok=True)
+    building = root / f".sd.building-{os.getpid()}"
+    try:
+        with quiet_loading():
+            build_full_size(building)
+        building.rename(sd)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)  # only our own temp folder
+    return sd
+
+
+def check_arguments(args: argparse.Namespace) -> list[str]:
+    """Every argument checked before anything is built, deleted or run; the methods to run.
+    A bad one is a UserError (one line, exit 2)."""
+    import math
+
+    from benchmark.run.config import load_config
+    from benchmark.run.factories import validate_methods
+
+    methods = validate_methods([m.strip() for m in args.methods.split(",") if m.strip()])
+    for name in ("steps", "threads"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.probe < 0:
+        raise UserError(f"--probe must be 0 or more, got {args.probe}")
+    if not math.isfinite(args.min_available_gb) or args.min_available_gb < 0:
+        raise UserError(f"--min-available-gb must be a number >= 0, got {args.min_available_gb}")
+    load_config(None, list(args.overrides))  # a bad --set is a ConfigError (a UserError)
+    if args.out.is_dir():
+        raise UserError(f"--out {args.out} is a folder; give a JSON file name")
+    if not args.out.parent.is_dir():
+        raise UserError(f"--out {args.out}: folder {args.out.parent} does not exist")
+    if args.work is not None and args.work.exists() and not args.work.is_dir():
+        raise UserError(f"--work {args.work} is not a folder")
+    check_fixture_dir(args.dir.expanduser())
+    return methods
+
+
+def write_report(out: Path, report: dict) -> None:
+    """``out`` rewritten atomically (after every method: a later crash keeps the rows)."""
+    from results.atomic import atomic_write_text
+
+    try:
+        atomic_write_text(out, json.dumps(report, indent=2))
+    except OSError as exc:
+        raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
 
 
 def without_taesd(sd: Path) -> Path:
@@ -220,13 +293,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        return _main(args)
+    except UserError as exc:
+        print(f"error: {printable_line(str(exc))}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
+    methods = check_arguments(args)
     sd = ensure_full_size(args.dir.expanduser())
     if args.without_taesd:
         sd = without_taesd(sd)
-    results = []
+    results: list[dict] = []
+    report = {"dir": str(sd), "steps": args.steps, "overrides": args.overrides, "rows": results}
+    report["taesd"] = not args.without_taesd
     with tempfile.TemporaryDirectory(prefix="steinbench-scale-") as tmp:
         tmp = args.work or tmp
-        for method in args.methods.split(","):
+        for method in methods:
             available = _available_gb()
             if available < args.min_available_gb:
                 print(
@@ -241,11 +325,9 @@ def main(argv: list[str] | None = None) -> int:
                     sd, method, args.steps, args.threads, args.overrides, args.probe, Path(tmp)
                 )
             )
-    table = format_table(results, taesd=not args.without_taesd)
-    print(table)
-    report = {"dir": str(sd), "steps": args.steps, "overrides": args.overrides, "rows": results}
-    report["taesd"] = not args.without_taesd
-    args.out.write_text(json.dumps(report, indent=2), encoding="utf-8")
+            write_report(args.out, report)
+    print(format_table(results, taesd=not args.without_taesd))
+    write_report(args.out, report)
     print(f"wrote {args.out}")
     return 0 if results and all("error" not in r for r in results) else 1
 
