@@ -95,7 +95,35 @@ def load_run_info(path: str | Path) -> RunInfo:
         config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
         pass
+    manifest = clean_manifest(manifest)
+    config = config if isinstance(config, dict) else {}
     return RunInfo(path, str(manifest.get("run_id", path.name)), manifest, config)
+
+
+#: manifest fields the readers use and the type each must have; a damaged one is dropped.
+MANIFEST_TYPES = {"cells": list, "prompts": list, "methods": list, "seeds": list, "resumed": list}
+
+
+def clean_manifest(manifest: object) -> dict:
+    """``manifest`` as the readers expect it: a dict whose list fields are lists (cells:
+    of dicts); a damaged file (not an object, a field of the wrong type) loses those parts
+    instead of crashing a report.
+
+    >>> clean_manifest([1, 2])
+    {}
+    >>> clean_manifest({"run_id": "r", "cells": "x", "prompts": ["a", 5]})
+    {'run_id': 'r', 'prompts': ['a']}
+    """
+    if not isinstance(manifest, dict):
+        return {}
+    out = {k: v for k, v in manifest.items() if isinstance(v, MANIFEST_TYPES.get(k, object))}
+    if "cells" in out:
+        out["cells"] = [c for c in out["cells"] if isinstance(c, dict)]
+    if "prompts" in out:
+        out["prompts"] = [p for p in out["prompts"] if isinstance(p, str)]
+    if "methods" in out:
+        out["methods"] = [m for m in out["methods"] if isinstance(m, str)]
+    return out
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, object]:

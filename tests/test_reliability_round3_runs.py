@@ -202,3 +202,155 @@ def test_scale_check_writes_its_json_after_every_method(tmp_path, monkeypatch, c
     import json
 
     assert json.loads(out.read_text())["rows"] == [{"method": "sds", "s_per_step": 1.0}]
+
+
+# ------------------------ 2 and 11: report --out never lands on a run's files; damaged runs
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> Path:
+    """A one-cell world run with its report.html and summary.csv."""
+    from benchmark.checks.tiny_runs import small_run
+
+    out = tmp_path_factory.mktemp("small")
+    return small_run(out, methods=("sds",), steps=4, seeds=(0,), every=2, report=True)
+
+
+def _copy_run(run: Path, where: Path, name: str | None = None) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(run, where / (name or run.name)))
+
+
+def _report(*argv: str) -> int:
+    from benchmark.cli.commands import main
+
+    return main(["report", *argv])
+
+
+@pytest.mark.parametrize(
+    "target", ["metrics.parquet", "manifest.json", "config.yaml", "summary.csv", "snapshots/x.html"]
+)
+def test_report_out_on_the_runs_own_files_is_refused_untouched(small, tmp_path, capsys, target):
+    run = _copy_run(small, tmp_path)
+    before = snapshot_tree(run)
+    assert _report(str(run), "--out", str(run / target)) == 2
+    assert "error: " in one_error_line(capsys)
+    assert snapshot_tree(run) == before
+
+
+def test_report_of_two_runs_into_one_of_them_is_refused_untouched(small, tmp_path, capsys):
+    a, b = _copy_run(small, tmp_path, "a"), _copy_run(small, tmp_path, "b")
+    before = snapshot_tree(tmp_path)
+    assert _report(str(a), str(b), "--out", str(b / "report.html")) == 2
+    assert str(b) in one_error_line(capsys)
+    assert snapshot_tree(tmp_path) == before
+    # a run's own report, regenerated in place, is allowed (what the run itself writes)
+    assert _report(str(a), "--out", str(a / "report.html")) == 0
+    assert (a / "report.html").read_bytes().startswith(b"<!DOCTYPE html>")
+
+
+def test_report_out_into_another_run_dir_is_refused(small, tmp_path, capsys):
+    a, b = _copy_run(small, tmp_path, "a"), _copy_run(small, tmp_path, "b")
+    before = snapshot_tree(b)
+    assert _report(str(a), "--out", str(b / "report.html")) == 2
+    one_error_line(capsys)
+    assert snapshot_tree(b) == before
+
+
+def _damage(run: Path, how: str) -> None:
+    import json
+
+    manifest = json.loads((run / "manifest.json").read_text())
+    if how == "truncated-parquet":
+        (run / "metrics.parquet").write_bytes((run / "metrics.parquet").read_bytes()[:100])
+    elif how == "manifest-list":
+        (run / "manifest.json").write_text("[1, 2]")
+    elif how == "manifest-cells-str":
+        (run / "manifest.json").write_text(json.dumps({**manifest, "cells": "x"}))
+    elif how == "manifest-prompts-int":
+        (run / "manifest.json").write_text(json.dumps({**manifest, "prompts": 5, "methods": 7}))
+    elif how == "config-list":
+        (run / "config.yaml").write_text("[1, 2]\n")
+    elif how == "parquet-wrong-columns":
+        pd.DataFrame({"a": [1]}).to_parquet(run / "metrics.parquet")
+    elif how == "parquet-no-rows":
+        pd.read_parquet(run / "metrics.parquet").iloc[:0].to_parquet(run / "metrics.parquet")
+    elif how == "parquet-text-values":
+        frame = pd.read_parquet(run / "metrics.parquet").assign(value="x")
+        frame.to_parquet(run / "metrics.parquet")
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "truncated-parquet", "manifest-list", "manifest-cells-str", "manifest-prompts-int",
+        "config-list", "parquet-wrong-columns", "parquet-no-rows", "parquet-text-values",
+    ],
+)  # fmt: skip
+def test_report_on_a_damaged_run_is_one_line_or_a_report(small, tmp_path, capsys, how):
+    run = _copy_run(small, tmp_path)
+    _damage(run, how)
+    before = snapshot_tree(run)
+    code = _report(str(run), "--out", str(tmp_path / "r.html"))
+    if code == 2:
+        assert str(run) in one_error_line(capsys)
+    else:
+        assert code == 0 and (tmp_path / "r.html").is_file(), capsys.readouterr().err
+    assert snapshot_tree(run) == before
+
+
+def test_report_when_summary_csv_cannot_be_written_is_one_line(small, tmp_path, capsys):
+    (tmp_path / "summary.csv").mkdir()
+    assert _report(str(small), "--out", str(tmp_path / "r.html")) == 2
+    assert "summary.csv" in one_error_line(capsys)
+
+
+# ------------------------------- 4 and 6: the lock is the run dir's own descriptor, not .lock
+
+
+def test_a_lock_symlink_is_never_followed(tmp_path):
+    from benchmark.run.runlock import RunLock
+
+    run, victim = tmp_path / "run", tmp_path / "victim.txt"
+    run.mkdir()
+    victim.write_bytes(b"precious\n")
+    (run / ".lock").symlink_to(victim)
+    with RunLock(run) as lock:
+        assert lock.held
+        assert victim.read_bytes() == b"precious\n"  # not truncated, no pid written into it
+        assert not (run / ".lock").is_symlink()
+        assert (run / ".lock").read_text().strip() == str(os.getpid())
+    assert victim.read_bytes() == b"precious\n"
+
+
+def test_a_deleted_or_replaced_lock_file_still_refuses_a_second_writer(tmp_path):
+    from benchmark.run.runlock import RunLock
+    from core.errors import UserError
+
+    with RunLock(tmp_path) as lock:
+        (tmp_path / ".lock").unlink()  # what let a second resume in
+        with pytest.raises(UserError, match=r"in use by another process \(pid unknown\)"):
+            RunLock(tmp_path).acquire()
+        (tmp_path / ".lock").write_text("999999\n")  # a swapped file changes nothing either
+        with pytest.raises(UserError, match="in use by another process"):
+            RunLock(tmp_path).acquire()
+        assert lock.held
+    with RunLock(tmp_path) as again:
+        assert again.held
+
+
+def test_a_lock_fifo_does_not_hang_and_a_missing_run_dir_is_one_line(tmp_path):
+    from benchmark.run.runlock import RunLock
+    from core.errors import UserError
+
+    os.mkfifo(tmp_path / ".lock")
+    with RunLock(tmp_path) as lock:
+        assert lock.held
+        with pytest.raises(UserError, match="in use by another process"):
+            RunLock(tmp_path).acquire()
+    with pytest.raises(UserError, match="cannot lock run"):
+        RunLock(tmp_path / "nope").acquire()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="cannot lock run"):
+        RunLock(tmp_path / "file").acquire()

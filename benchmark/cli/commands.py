@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from benchmark.cli.parser import build_parser
 from benchmark.run.inputs import check_fixture_targets, check_out_dir, unique_seeds
@@ -124,25 +123,33 @@ def cmd_prompts(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def cmd_report(args: argparse.Namespace, argv: list[str]) -> int:
+    from analysis.load import DamagedRun
     from analysis.runs import check_run_dir
+    from benchmark.run.inputs import check_report_out
 
     for path in args.run_dirs:
         try:
             check_run_dir(path)
         except FileNotFoundError as exc:
             raise UserError(str(exc)) from None
+    out = check_report_out(args.run_dirs, args.out)
+    summary = out.with_name("summary.csv")
+    if summary.is_dir():
+        raise UserError(f"cannot write {summary}: it is a folder")
     from analysis.report import write_report
-
-    try:
-        out = write_report(
-            args.run_dirs, args.out, title=args.title, psnr_threshold=args.psnr_threshold
-        )
-    except OSError as exc:
-        raise UserError(f"cannot write {args.out}: {exc.strerror or exc}") from None
-    print(f"report: {out}")
     from analysis.verdict import write_summary_csv
 
-    print(f"summary: {write_summary_csv(args.run_dirs, Path(out).with_name('summary.csv'))}")
+    try:
+        written = write_report(
+            args.run_dirs, out, title=args.title, psnr_threshold=args.psnr_threshold
+        )
+        print(f"report: {written}")
+        print(f"summary: {write_summary_csv(args.run_dirs, summary)}")
+    except DamagedRun as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        where = exc.filename or out
+        raise UserError(f"cannot write {where}: {exc.strerror or exc}") from None
     return EXIT_OK
 
 

@@ -55,3 +55,35 @@ def check_fixture_targets(root: str | Path, names: list[str], force: bool) -> No
                 f"{target} is not empty; make-fixtures would replace it: pass --force to "
                 "overwrite, or choose another DIR"
             )
+
+
+#: What a run dir holds besides report.html: ``report --out`` never writes over these.
+RUN_FILES = ("metrics.parquet", "manifest.json", "config.yaml", "summary.csv", ".lock")
+
+
+def check_report_out(run_dirs: list[str | Path], out: str | Path) -> Path:
+    """``report RUN... --out OUT``: OUT as a Path, checked before anything is read or written.
+
+    The report goes to OUT and summary.csv beside it, so OUT may not be a folder, be named
+    summary.csv, or lie in a run dir (one given or any other: a folder with a manifest.json
+    or metrics.parquet), except ``RUN/report.html`` for the single run RUN (what the run
+    itself writes). Anything else would replace a run's own files; it is a UserError.
+    """
+    out = Path(out)
+    target = out.resolve()
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give a file name such as report.html")
+    if target.name in RUN_FILES:
+        raise UserError(f"--out {out} would replace a run's {target.name}; give report.html")
+    runs = [Path(p).resolve() for p in run_dirs]
+    own = len(runs) == 1 and target == runs[0] / "report.html"
+    for run in runs:
+        if target.is_relative_to(run) and not own:
+            raise UserError(
+                f"--out {out} is inside the run dir {run} and would replace its own report "
+                "and summary.csv; write the report elsewhere"
+            )
+    folder = target.parent
+    if not own and any((folder / name).exists() for name in RUN_FILES[:2]):
+        raise UserError(f"--out {out} is inside the run dir {folder}; write the report elsewhere")
+    return out

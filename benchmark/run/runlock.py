@@ -1,17 +1,22 @@
 """The run-dir lock: one process at a time writes a run dir (``run``, ``resume``, a sweep cell).
 
-An OS lock (``fcntl.flock``, exclusive, non-blocking) on ``RUN_DIR/.lock`` is taken before
-anything in the run dir is read for resuming or written, and held for the run's whole life.
-The kernel drops it when the holder exits, however it exits (``kill -9`` included), so a
-stale lock cannot exist and there is no liveness check to race: a second ``resume`` of a run
-that is still going fails at once with the holder's pid, which the holder writes into the
-lock file after it has the lock.
+An OS lock (``fcntl.flock``, exclusive, non-blocking) on the run directory's own descriptor
+(``open(RUN_DIR, O_DIRECTORY)``) is taken before anything in the run dir is read for resuming
+or written, and held for the run's whole life. The lock belongs to the directory itself, not
+to a file in it: deleting, replacing or symlinking ``RUN_DIR/.lock`` changes nothing. The
+kernel drops it when the holder exits, however it exits (``kill -9`` included), so a stale
+lock cannot exist and there is no liveness check to race.
+
+``RUN_DIR/.lock`` only tells a second process who holds the lock: the holder writes its pid
+there after taking the lock, by an atomic rename (a symlink or FIFO at that name is replaced,
+never followed or opened), and the pid is read with ``O_NOFOLLOW | O_NONBLOCK``.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 from core.errors import UserError
@@ -19,9 +24,24 @@ from core.errors import UserError
 LOCK_FILE = ".lock"
 
 
+def read_holder(path: Path) -> str:
+    """The pid written at ``path``, or "unknown" (missing, a symlink, not a regular file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return "unknown"
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return "unknown"
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        return text if text.isdigit() else "unknown"
+    finally:
+        os.close(fd)
+
+
 class RunLock:
     """``with RunLock(run_dir):`` holds the run dir's lock; ``acquire`` raises a one-line
-    UserError when another process holds it or the lock file cannot be created."""
+    UserError when another process holds it or the run dir cannot be opened."""
 
     def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
@@ -32,28 +52,34 @@ class RunLock:
         if self.fd is not None:
             return self
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = os.open(self.run_dir, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as exc:
-            raise UserError(
-                f"cannot lock run {self.run_dir}: {exc.strerror or exc} ({self.path})"
-            ) from None
+            reason = "not a folder" if isinstance(exc, NotADirectoryError) else exc.strerror
+            raise UserError(f"cannot lock run {self.run_dir}: {reason or exc}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
             raise UserError(
-                f"run {self.run_dir} is in use by another process (pid {holder}); "
+                f"run {self.run_dir} is in use by another process (pid {read_holder(self.path)}); "
                 "wait for it to end or stop it first"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
         self.fd = fd
+        self._write_holder()
         return self
 
+    def _write_holder(self) -> None:
+        """Our pid into ``.lock`` by an atomic rename; best effort (a read-only run dir
+        still runs into its first write, which says so in one line)."""
+        from results.atomic import atomic_write_text
+
+        try:
+            atomic_write_text(self.path, f"{os.getpid()}\n")
+        except OSError:
+            pass
+
     def release(self) -> None:
-        """Drop the lock (the file stays: removing it would let two processes lock two
-        different files of the same name)."""
+        """Drop the lock (``.lock`` stays: it only names the last holder)."""
         if self.fd is None:
             return
         fd, self.fd = self.fd, None
