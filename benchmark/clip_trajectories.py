@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -50,8 +51,6 @@ def trajectories(
 
 
 def main(argv: list[str] | None = None) -> int:
-    import torch
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--methods", default="sds,vsd,ssd")
@@ -61,23 +60,58 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    from benchmark.run.config import load_config
     from benchmark.run.factories import validate_methods
     from core.errors import UserError, printable_line
 
     try:
-        at = sorted({int(s) for s in args.at.split(",")})
+        try:
+            at = sorted({int(s) for s in args.at.split(",")})
+        except ValueError:
+            raise UserError(f"--at must be step numbers separated by commas: {args.at!r}") from None
         methods = validate_methods(args.methods.split(","))
         if args.steps < 1 or args.views < 1 or not all(0 <= k <= args.steps for k in at):
             raise UserError("need --steps >= 1, --views >= 1 and every --at step in [0, steps]")
+        if args.out.is_dir():
+            raise UserError(f"--out {args.out} is a folder; give a file name such as traj.pt")
         if not args.out.parent.is_dir():
             raise UserError(f"no folder {args.out.parent} for --out")
-    except (UserError, ValueError) as exc:
+        # threads, seed, steps and methods as a run would check them
+        load_config(None, [f"threads={args.threads}"], methods=methods, steps=args.steps,
+                    seeds=[args.seed])  # fmt: skip
+        data = trajectories(methods, args.steps, at, args.views, args.seed, args.threads)
+        save(data, args.out)
+    except UserError as exc:
         print(f"error: {printable_line(str(exc))}", file=sys.stderr)
         return 2
-    data = trajectories(methods, args.steps, at, args.views, args.seed, args.threads)
-    torch.save(data, args.out)
     print(json.dumps(data["config"]))
     return 0
+
+
+def save(data: dict, out: Path) -> None:
+    """``data`` to ``out`` atomically. When ``out`` cannot be written (full disk, the folder
+    gone or read-only) the data goes to a temp file instead and the UserError names it."""
+    import io
+    import tempfile
+
+    import torch
+
+    from core.errors import UserError
+    from results.atomic import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    torch.save(data, buffer)
+    try:
+        atomic_write_bytes(out, buffer.getvalue())
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        fd, spare = tempfile.mkstemp(prefix="clip_trajectories-", suffix=".pt")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(buffer.getvalue())
+        except OSError:
+            raise UserError(f"cannot write {out} ({reason}); the data is lost") from None
+        raise UserError(f"cannot write {out} ({reason}); the data was saved to {spare}") from None
 
 
 if __name__ == "__main__":

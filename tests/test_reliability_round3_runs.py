@@ -354,3 +354,59 @@ def test_a_lock_fifo_does_not_hang_and_a_missing_run_dir_is_one_line(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="cannot lock run"):
         RunLock(tmp_path / "file").acquire()
+
+
+# ---------------------------- 10: clip_trajectories checks everything before computing
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--out", "{tmp}"], "is a folder"),
+        (["--out", "{tmp}/x.pt", "--threads", "0"], "threads"),
+        (["--out", "{tmp}/x.pt", "--seed", "-1"], "seeds"),
+        (["--out", "{tmp}/x.pt", "--seed", "99999999999999999999999"], "64-bit"),
+        (["--out", "{tmp}/x.pt", "--at", "0,a"], "--at"),
+        (["--out", "{tmp}/no/x.pt"], "no folder"),
+    ],
+)
+def test_clip_trajectories_bad_arguments_are_one_line_before_any_work(
+    tmp_path, capsys, monkeypatch, argv, needle
+):
+    import benchmark.clip_trajectories as ct
+
+    def never(*args, **kwargs):
+        raise AssertionError("computed before the arguments were checked")
+
+    monkeypatch.setattr(ct, "trajectories", never)
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert ct.main(argv) == 2
+    assert needle in one_error_line(capsys)
+
+
+def test_clip_trajectories_writes_its_file_atomically_or_says_why(tmp_path, capsys, monkeypatch):
+    import torch
+
+    import benchmark.clip_trajectories as ct
+
+    monkeypatch.setattr(ct, "trajectories", lambda *a, **k: {"config": {"n": 1}, "x": [1]})
+    out = tmp_path / "t.pt"
+    out.write_bytes(b"old")
+    assert ct.main(["--out", str(out), "--steps", "1", "--at", "0,1"]) == 0
+    assert torch.load(out, weights_only=True) == {"config": {"n": 1}, "x": [1]}
+
+    # --out turned into a folder while computing: one line, the folder untouched, the
+    # computed data saved elsewhere and named (hours of training are not lost)
+    def blocked(*a, **k):
+        out.unlink()
+        (out / "inside").mkdir(parents=True)
+        return {"config": {}, "x": [2]}
+
+    monkeypatch.setattr(ct, "trajectories", blocked)
+    assert ct.main(["--out", str(out), "--steps", "1", "--at", "0,1"]) == 2
+    line = one_error_line(capsys)
+    assert "cannot write" in line and "saved to " in line, line
+    saved = Path(line.split("saved to ")[1].split()[0].rstrip(";,"))
+    assert torch.load(saved, weights_only=True)["x"] == [2]
+    saved.unlink()
+    assert [p.name for p in out.iterdir()] == ["inside"]
