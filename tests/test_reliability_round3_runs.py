@@ -410,3 +410,32 @@ def test_clip_trajectories_writes_its_file_atomically_or_says_why(tmp_path, caps
     assert torch.load(saved, weights_only=True)["x"] == [2]
     saved.unlink()
     assert [p.name for p in out.iterdir()] == ["inside"]
+
+
+# ------------------------------------------------ 12: summary.csv of a killed run; 1e-8
+
+
+def test_summary_csv_of_a_killed_run_counts_its_unfinished_cells(small, tmp_path):
+    import json
+
+    from analysis.verdict import write_summary_csv
+
+    run = _copy_run(small, tmp_path)
+    manifest = json.loads((run / "manifest.json").read_text())
+    finished = pd.read_csv(write_summary_csv([run], tmp_path / "a.csv"))
+    assert finished[["cells", "cells_ok", "cells_unfinished"]].values.tolist() == [[1, 1, 0]]
+    # as a kill leaves it: status running, the cell still training is not among "cells"
+    manifest.update(status="running", cells=[])
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    killed = pd.read_csv(write_summary_csv([run], tmp_path / "b.csv"))
+    assert killed[["cells", "cells_ok", "cells_unfinished"]].values.tolist() == [[1, 0, 1]]
+
+
+@pytest.mark.parametrize("text, value", [("1e-8", 1e-8), ("1E2", 100.0), ("-2.5e-3", -2.5e-3)])
+def test_exponent_numbers_are_numbers(text, value):
+    from benchmark.run.config import load_config
+    from core.errors import ConfigError
+
+    assert load_config(None, [f"sds.guidance_scale={text}"]).sds.guidance_scale == value
+    with pytest.raises(ConfigError, match="expected a number"):
+        load_config(None, ["sds.guidance_scale=1e-8x"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
@@ -21,6 +22,20 @@ from core.errors import ConfigError
 #: field hold NaN or +-inf (none of the shipped configs does).
 ALLOW_NONFINITE = "allow_nonfinite"
 INT64 = (-(2**63), 2**63 - 1)
+#: A decimal number YAML 1.1 reads as a string (``1e-8``, ``1E2``: no dot or no exponent sign).
+NUMBER_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def number_text(value: Any) -> Any:
+    """``value`` as a float when it is a string in plain decimal notation that YAML left a
+    string (``1e-8``); anything else unchanged.
+
+    >>> number_text("1e-8"), number_text("-2E3"), number_text("abc"), number_text("nan")
+    (1e-08, -2000.0, 'abc', 'nan')
+    """
+    if isinstance(value, str) and NUMBER_TEXT.fullmatch(value.strip()):
+        return float(value)
+    return value
 
 
 def from_dict(cls: type, data: Any, path: str = "") -> Any:
@@ -108,6 +123,7 @@ def convert(annotation: Any, value: Any, path: str, finite: bool = True) -> Any:
             raise ConfigError(f"bad value for '{path}': {value} does not fit in a 64-bit integer")
         return value
     if annotation is float:
+        value = number_text(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"bad value for '{path}': expected a number, got {value!r}")
         try:
