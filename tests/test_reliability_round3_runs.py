@@ -439,3 +439,27 @@ def test_exponent_numbers_are_numbers(text, value):
     assert load_config(None, [f"sds.guidance_scale={text}"]).sds.guidance_scale == value
     with pytest.raises(ConfigError, match="expected a number"):
         load_config(None, ["sds.guidance_scale=1e-8x"])
+
+
+# ------------------------------------------- 11: resume of a manifest naming an unknown prompt
+
+
+@pytest.mark.parametrize("prompts", [["a red sphere", "a unicorn"], ["a red sphere", 5], []])
+def test_resume_of_a_manifest_with_bad_prompts_is_one_line_untouched(
+    small, tmp_path, capsys, prompts
+):
+    import json
+
+    from benchmark.cli.commands import main
+
+    run = _copy_run(small, tmp_path)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest.update(status="running", prompts=prompts)
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    before = snapshot_tree(run)
+    assert main(["resume", str(run), "--quiet", "--no-report"]) == 2
+    assert "prompt" in one_error_line(capsys)
+    after = snapshot_tree(run)
+    after.pop(".lock", None)
+    before.pop(".lock", None)
+    assert after == before

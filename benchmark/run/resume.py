@@ -48,6 +48,26 @@ def _read_manifest(run_dir: Path) -> dict:
     return manifest
 
 
+def _manifest_prompts(path: Path, manifest: dict, prior: str) -> list[str]:
+    """The manifest's prompts: a non-empty list of distinct strings, each known to the world
+    when the run's prior is the world (what ``run`` checked); else a UserError."""
+    prompts = manifest["prompts"]
+    where = f"{path}/manifest.json"
+    if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+        raise UserError(f"{where} is corrupt (prompts must be non-empty strings); cannot resume")
+    if len(set(prompts)) != len(prompts):
+        raise UserError(f"{where} is corrupt (a prompt is listed twice); cannot resume")
+    if prior == "world":
+        from benchmark.run.prompts import validate_prompts
+        from world.objects import known_prompts
+
+        try:
+            validate_prompts(prompts, known_prompts())
+        except UserError as exc:
+            raise UserError(f"{where}: {exc}; cannot resume") from None
+    return list(prompts)
+
+
 def open_run(run_dir: str | Path):
     """(config, methods, prompts, ResumeState) of an interrupted run at ``run_dir``; the
     state holds the run dir's lock (released by ``run_benchmark`` at the end)."""
@@ -80,7 +100,7 @@ def _open_locked(path: Path, run_dir: str | Path, lock: RunLock):
     except ConfigError as exc:
         raise UserError(f"cannot resume {run_dir}: {exc}") from None
     methods = validate_methods(list(manifest["methods"]))
-    prompts = list(manifest["prompts"])
+    prompts = _manifest_prompts(path, manifest, config.prior)
     if list(manifest["seeds"]) != list(config.seeds):
         raise UserError(f"{path}: manifest seeds {manifest['seeds']} != config {config.seeds}")
     try:
