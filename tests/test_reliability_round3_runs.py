@@ -463,3 +463,46 @@ def test_resume_of_a_manifest_with_bad_prompts_is_one_line_untouched(
     after.pop(".lock", None)
     before.pop(".lock", None)
     assert after == before
+
+
+# ---------------------------------- 11: the sweep driver when its folder turns read-only
+
+
+@pytest.mark.parametrize("fail_at", [1, 2, 3])  # the first manifest, mid-sweep, the last one
+def test_sweep_driver_whose_folder_turns_read_only_is_one_line(
+    tmp_path, capsys, monkeypatch, fail_at
+):
+    import errno
+
+    import yaml
+
+    import benchmark.sweep.driver as driver
+    from benchmark.cli.commands import main
+
+    spec = {
+        "name": "t", "methods": ["sds"], "prompts": ["a red sphere"], "seeds": [0], "steps": 2,
+        "base_config": {
+            "render": {"height": 16, "width": 16}, "voxel": {"resolution": 16},
+            "world": {"n_azimuth": 4, "elevations": [0.0, 30.0], "supersample": 1},
+            "measure": {"every": 0}, "eval": {"every": 2, "snapshots": False, "n_views": 2},
+        },
+    }  # fmt: skip
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    real, calls = driver._write_json, []
+
+    def write_json(path, data):
+        calls.append(path)
+        if len(calls) >= fail_at:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        real(path, data)
+
+    monkeypatch.setattr(driver, "_write_json", write_json)
+    out = tmp_path / "sweep"
+    code = main(["sweep", str(tmp_path / "spec.yaml"), "--out", str(out), "--quiet"])
+    assert code == 2
+    line = one_error_line(capsys)
+    assert "Read-only file system" in line and str(out) in line, line
+    from benchmark.run.runlock import RunLock
+
+    with RunLock(out) as lock:  # the driver let go of its lock
+        assert lock.held

@@ -93,6 +93,15 @@ def _prepare_dir(sweep: Sweep, out: Path) -> dict:
     return {}
 
 
+def _write_failed(out: Path, exc: OSError, what: str) -> UserError:
+    """The one line for a sweep dir that cannot be written (read-only, full disk)."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    return UserError(
+        f"cannot write the sweep dir {out}: {exc.strerror or exc}{where}; {what}; once "
+        "writable, run the same command again (finished cells are kept and skipped)"
+    )
+
+
 def combine_metrics(sweep: Sweep, out: Path, finished: list[str]) -> Path:
     """``out/metrics.parquet``: the finished cells' rows + ``cell_id`` + one column per grid
     key (mixed-type or structured grid values are stored as JSON text)."""
@@ -134,6 +143,9 @@ def run_sweep(
     try:
         previous = _prepare_dir(sweep, out)
         lock = RunLock(out).acquire()  # one driver per sweep dir
+    except OSError as exc:
+        executor.shutdown(cancel=True)
+        raise _write_failed(out, exc, "before any cell ran") from None
     except BaseException:
         executor.shutdown(cancel=True)
         raise
@@ -173,7 +185,12 @@ def run_sweep(
             todo.append(cell)
         manifest["cells"][cell.cell_id] = entry
     manifest_path = out / "sweep_manifest.json"
-    _write_json(manifest_path, manifest)
+    try:
+        _write_json(manifest_path, manifest)
+    except OSError as exc:
+        lock.release()
+        executor.shutdown(cancel=True)
+        raise _write_failed(out, exc, "before any cell ran") from None
     skipped = len(sweep.cells) - len(todo)
     say(
         f"sweep {sweep.spec.name}: {len(sweep.cells)} cells, {skipped} already finished, "
@@ -200,7 +217,7 @@ def run_sweep(
     limit = workers or (len(todo) if executor.name == "ray" else 1)
     inflight: dict[Any, tuple[Cell, float]] = {}
     done_count = 0
-    status = "interrupted"
+    status, write_error = "interrupted", None
     try:
         while todo or inflight:
             while todo and len(inflight) < max(limit, 1):
@@ -246,14 +263,14 @@ def run_sweep(
                     )
                 _write_json(manifest_path, manifest)
         status = "finished"
+    except OSError as exc:  # the sweep dir turned read-only or full: stop, say so below
+        status, write_error = "failed", exc
     finally:
         executor.shutdown(cancel=status != "finished", handles=list(inflight))
         for entry in manifest["cells"].values():
             if entry["status"] == "running":
                 entry["status"] = "pending"
         finished = [c.cell_id for c in sweep.cells if cell_finished(cells_root, c.cell_id)]
-        if status == "finished":
-            combine_metrics(sweep, out, finished)
         manifest.update(
             status=status,
             finished=_now(),
@@ -263,8 +280,16 @@ def run_sweep(
                 for s in ("finished", "failed", "pending")
             },
         )
-        _write_json(manifest_path, manifest)
-        lock.release()
+        try:
+            if status == "finished":
+                combine_metrics(sweep, out, finished)
+            _write_json(manifest_path, manifest)
+        except OSError as exc:  # an exception on its way out (Ctrl-C) keeps going
+            write_error = write_error or exc
+        finally:
+            lock.release()
+    if write_error is not None:
+        raise _write_failed(out, write_error, "the sweep stopped")
     counts = manifest["counts"]
     diverged = sum(e.get("result") == "diverged" for e in manifest["cells"].values())
     say(
