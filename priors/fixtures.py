@@ -26,6 +26,7 @@ import gzip
 import hashlib
 import json
 import math
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -294,9 +295,27 @@ FIXTURES: dict[str, Callable[..., None]] = {
 }
 
 
+def build_into(target: Path, build: Callable[[Path], None]) -> Path:
+    """``build(folder)`` into a temp folder beside ``target``, then ``target`` replaced by it:
+    a build that fails (full disk, Ctrl-C) removes only its temp folder and leaves an
+    existing ``target`` as it was, never half-written."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    building = target.with_name(f".{target.name}.building-{os.getpid()}")
+    shutil.rmtree(building, ignore_errors=True)
+    try:
+        build(building)
+        if target.exists():
+            shutil.rmtree(target)
+        building.rename(target)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return target
+
+
 def make_fixtures(root: str | Path, names: list[str] | None = None, seed: int = 0) -> list[Path]:
     """Build the fixtures ``names`` (default: all) under ``root``; returns their directories.
-    An existing fixture directory is replaced."""
+    An existing fixture directory is replaced once its new build is complete (``build_into``)."""
     from priors.weights import quiet_loading
 
     root = Path(root)
@@ -304,10 +323,7 @@ def make_fixtures(root: str | Path, names: list[str] | None = None, seed: int = 
     for name in names or list(FIXTURES):
         if name not in FIXTURES:
             raise KeyError(name)
-        target = root / name
-        if target.exists():
-            shutil.rmtree(target)
         with quiet_loading():
-            FIXTURES[name](target, seed)
-        written.append(target)
+            build_into(root / name, lambda folder, name=name: FIXTURES[name](folder, seed))
+        written.append(root / name)
     return written

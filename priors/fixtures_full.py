@@ -160,14 +160,11 @@ def build_full_size(directory: Path, seed: int = 0, dtype=torch.float16) -> None
 
 
 def make_full_size(root: str | Path, seed: int = 0) -> list[Path]:
-    """``make-fixtures --full-size ROOT``: writes ROOT/sd (replacing it); returns [ROOT/sd]."""
-    import shutil
-
+    """``make-fixtures --full-size ROOT``: writes ROOT/sd (replacing it once the new build is
+    complete: ``priors.fixtures.build_into``); returns [ROOT/sd]."""
+    from priors.fixtures import build_into
     from priors.weights import quiet_loading
 
-    target = Path(root) / "sd"
-    if target.exists():
-        shutil.rmtree(target)
     with quiet_loading():
-        build_full_size(target, seed)
+        target = build_into(Path(root) / "sd", lambda folder: build_full_size(folder, seed))
     return [target]

@@ -506,3 +506,37 @@ def test_sweep_driver_whose_folder_turns_read_only_is_one_line(
 
     with RunLock(out) as lock:  # the driver let go of its lock
         assert lock.held
+
+
+# ------------------------------------------------------- 11: make-fixtures on a full disk
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 200 KB tmpfs (needs root and mount; skipped otherwise): a real full disk."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(folder)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+@pytest.mark.parametrize("name", ["dpt", "clip"])
+def test_make_fixtures_on_a_full_disk_is_one_line_and_leaves_nothing_half_built(
+    tiny_disk, capsys, name
+):
+    from benchmark.cli.commands import main
+
+    (tiny_disk / name).mkdir()
+    (tiny_disk / name / "old.txt").write_bytes(b"old fixture")
+    assert main(["make-fixtures", str(tiny_disk), "--only", name, "--force"]) == 2
+    assert "No space left" in one_error_line(capsys)
+    # the old folder is as it was, no temp folder is left
+    assert snapshot_tree(tiny_disk) == {f"{name}/old.txt": b"old fixture"}
+    assert sorted(p.name for p in tiny_disk.iterdir()) == [name]

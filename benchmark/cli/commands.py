@@ -31,11 +31,32 @@ def cmd_make_fixtures(args: argparse.Namespace, argv: list[str]) -> int:
             written = make_full_size(args.directory, args.seed)
         else:
             written = make_fixtures(args.directory, args.only, args.seed)
-    except OSError as exc:
-        raise UserError(f"cannot write fixtures to {args.directory}: {exc.strerror}") from None
+    except Exception as exc:  # noqa: BLE001 - a full disk is OSError, SafetensorError, ...
+        reason = write_failure(exc)
+        if reason is None:
+            raise
+        raise UserError(f"cannot write fixtures to {args.directory}: {reason}") from None
     for path in written:
         print(path)
     return EXIT_OK
+
+
+def write_failure(exc: BaseException) -> str | None:
+    """The one-line reason when ``exc`` is a failed write (OSError; safetensors' or torch's
+    error for a full disk or an I/O error); None for anything else (a bug: a traceback).
+
+    >>> write_failure(OSError(28, "No space left on device"))
+    'No space left on device'
+    >>> write_failure(RuntimeError("Error while serializing: I/O error (os error 28)"))
+    'Error while serializing: I/O error (os error 28)'
+    >>> write_failure(ValueError("bad")) is None
+    True
+    """
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    text = " ".join(str(exc).split())
+    markers = ("I/O error", "os error", "failed writing", "No space left")
+    return text[:300] if any(m in text for m in markers) else None
 
 
 RUN_OPTIONS = (
