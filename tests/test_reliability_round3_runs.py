@@ -540,3 +540,63 @@ def test_make_fixtures_on_a_full_disk_is_one_line_and_leaves_nothing_half_built(
     # the old folder is as it was, no temp folder is left
     assert snapshot_tree(tiny_disk) == {f"{name}/old.txt": b"old fixture"}
     assert sorted(p.name for p in tiny_disk.iterdir()) == [name]
+
+
+# ------------------------------------- 12: a Ray --address at a service that is not Ray
+
+
+def _serve(reply: bytes | None):
+    """A TCP server on 127.0.0.1 that accepts and answers ``reply`` (None: says nothing)."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def loop():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            if reply is not None:
+                conn.recv(64)
+                conn.sendall(reply)
+            threading.Timer(3.0, conn.close).start()
+
+    threading.Thread(target=loop, daemon=True).start()
+    return server
+
+
+@pytest.mark.parametrize(
+    "reply", [b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", b"+OK redis\r\n", None]
+)
+def test_ray_address_at_a_non_ray_service_fails_fast(reply):
+    import time
+
+    from benchmark.sweep.executors import probe_address
+    from core.errors import UserError
+
+    server = _serve(reply)
+    began = time.perf_counter()
+    try:
+        with pytest.raises(UserError, match="is not a Ray head"):
+            probe_address(f"127.0.0.1:{server.getsockname()[1]}", timeout=1.0)
+    finally:
+        server.close()
+    assert time.perf_counter() - began < 5
+
+
+def test_ray_address_at_a_grpc_server_passes_the_probe():
+    grpc = pytest.importorskip("grpc")
+    from concurrent import futures
+
+    from benchmark.sweep.executors import probe_address
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        probe_address(f"127.0.0.1:{port}", timeout=5.0)
+        probe_address(f"ray://127.0.0.1:{port}", timeout=5.0)
+    finally:
+        server.stop(0)

@@ -178,9 +178,24 @@ class RayExecutor:
         self.owned = False
 
 
+#: HTTP/2 client preface and an empty SETTINGS frame: every gRPC server (Ray's GCS at
+#: HOST:PORT and the Ray Client server at ray://HOST:PORT) answers with a SETTINGS frame.
+HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def speaks_grpc(reply: bytes) -> bool:
+    """True when ``reply`` starts with an HTTP/2 SETTINGS frame header (type 4, stream 0).
+
+    >>> speaks_grpc(bytes([0, 0, 6, 4, 0, 0, 0, 0, 0])), speaks_grpc(b"HTTP/1.1 400 Bad")
+    (True, False)
+    """
+    return len(reply) >= 9 and reply[3] == 4 and reply[5:9] == bytes(4)
+
+
 def probe_address(address: str, timeout: float = 5.0) -> None:
     """Fail fast (one line) when a ``HOST:PORT`` / ``ray://HOST:PORT`` Ray address does not
-    answer: ``ray.init`` itself retries for minutes. ``auto`` and ``local`` pass as is."""
+    answer, or answers but is no gRPC server (a web server, another service): ``ray.init``
+    itself retries for minutes. ``auto`` and ``local`` pass as is."""
     import socket
 
     if address in ("auto", "local"):
@@ -189,9 +204,23 @@ def probe_address(address: str, timeout: float = 5.0) -> None:
     if not sep or not host or not port.isdigit():
         raise UserError(f"bad --address {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
+        with socket.create_connection((host, int(port)), timeout=timeout) as conn:
+            conn.sendall(HTTP2_HELLO)
+            reply = b""
+            while len(reply) < 9:
+                chunk = conn.recv(9 - len(reply))
+                if not chunk:
+                    break
+                reply += chunk
+    except TimeoutError:
+        reply = b""
     except OSError as exc:
         raise UserError(f"cannot reach Ray at {address}: {exc.strerror or exc}") from None
+    if not speaks_grpc(reply):
+        raise UserError(
+            f"{address} answers but is not a Ray head (no gRPC reply within {timeout:g} s): "
+            "check the port (Ray's GCS, default 6379, or ray://HOST:10001 for Ray Client)"
+        )
 
 
 def make_executor(kind: str, workers: int | None, resources: Resources, address: str | None):
