@@ -249,7 +249,7 @@ def compute_ceiling(
     best: dict[str, float] | None = None
     for obj in instances(prompt):
         out = _fit_one(obj, prompt, config, device, make_backbone, make_optimizer, streams_for,
-                       evaluator)  # fmt: skip
+                       evaluator, stop, progress)  # fmt: skip
         if best is None or out["psnr"] > best["psnr"]:
             best = out
     assert best is not None
@@ -257,7 +257,10 @@ def compute_ceiling(
     return best
 
 
-def _fit_one(obj, prompt, config, device, make_backbone, make_optimizer, streams_for, evaluator):
+def _fit_one(
+    obj, prompt, config, device, make_backbone, make_optimizer, streams_for, evaluator,
+    stop=None, progress=None,
+):  # fmt: skip
     """The photometric fit to one object (an instance of ``prompt``), scored by ``evaluator``."""
     streams = streams_for(CEILING_SEED, prompt)
     backbone = make_backbone(config, device, streams.generator("init", 0))
