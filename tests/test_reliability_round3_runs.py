@@ -600,3 +600,26 @@ def test_ray_address_at_a_grpc_server_passes_the_probe():
         probe_address(f"ray://127.0.0.1:{port}", timeout=5.0)
     finally:
         server.stop(0)
+
+
+# ----------------------- 12: resume on a machine with another CPU count keeps the layout
+
+
+def test_resume_with_fewer_cpus_keeps_the_thread_layout_and_the_numbers(
+    small, tmp_path, monkeypatch
+):
+    import json
+
+    import benchmark.run.parallel_cells as parallel
+    from benchmark.cli.commands import main
+
+    original = json.loads((small / "manifest.json").read_text())
+    assert original["workers"] == 2, "the fixture ran 2 cells' worth of workers (auto)"
+    run = _copy_run(small, tmp_path)
+    manifest = dict(original, status="interrupted", cells=[])  # its one cell to run again
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setattr(parallel, "available_cpus", lambda: 1)  # another machine
+    assert main(["resume", str(run), "--quiet", "--no-report"]) == 0
+    resumed = json.loads((run / "manifest.json").read_text())
+    assert (resumed["workers"], resumed["threads_per_cell"]) == (2, 1)
+    pd.testing.assert_frame_equal(_rows(small), _rows(run))

@@ -62,6 +62,23 @@ def cell_workers(config, device) -> int:
     return config.workers
 
 
+def resumed_workers(config, device, manifest: dict) -> int:
+    """``cell_workers`` for a resumed run: with ``workers = 0`` (auto) the count the run
+    started with (its manifest's ``workers``), so a resume on a machine with another number
+    of CPUs keeps the thread layout, hence the numbers, bit for bit.
+
+    >>> from types import SimpleNamespace as NS
+    >>> cfg, cpu = NS(workers=0, threads=2, prior="world"), NS(type="cpu")
+    >>> resumed_workers(cfg, cpu, {"workers": 2})
+    2
+    """
+    recorded = manifest.get("workers")
+    if config.workers == 0 and isinstance(recorded, int) and not isinstance(recorded, bool):
+        if recorded >= 1 and (recorded == 1 or (device.type == "cpu" and config.prior == "world")):
+            return recorded
+    return cell_workers(config, device)
+
+
 def threads_per_cell(threads: int, workers: int) -> int:
     """Torch threads of each cell: ``threads`` alone, else an equal share (at least 1).
 

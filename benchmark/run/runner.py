@@ -21,7 +21,12 @@ from benchmark.run.checkpoint import (
 )
 from benchmark.run.config import RunConfig, config_to_yaml
 from benchmark.run.factories import build_backbone, build_optimizer, build_prior, resolve_device
-from benchmark.run.parallel_cells import cell_workers, run_cells, threads_per_cell
+from benchmark.run.parallel_cells import (
+    cell_workers,
+    resumed_workers,
+    run_cells,
+    threads_per_cell,
+)
 from benchmark.run.reporter import Reporter, format_rate  # noqa: F401 - format_rate re-exported
 from benchmark.run.runlock import RunLock
 from benchmark.run.store import RunStore
@@ -237,7 +242,12 @@ def _run_locked(
         if cell in finished:
             checkpoint_path(store.path, cell_name(*cell, prompts)).unlink(missing_ok=True)
     pending = [cell for cell in cells if cell not in finished]
-    workers = cell_workers(config, device)
+    # a resumed run keeps the thread layout it started with (auto workers: the CPU count)
+    workers = (
+        cell_workers(config, device)
+        if resume is None
+        else resumed_workers(config, device, manifest)
+    )
     manifest["workers"] = workers
     manifest["threads_per_cell"] = threads_per_cell(config.threads, workers)
     status, write_error = "interrupted", None
