@@ -95,3 +95,26 @@ def reference_labels(cells: pd.DataFrame, reference: str) -> tuple[dict[str, str
         else:
             notes.append(f"no unique {reference.upper()} to pair '{label}' with")
     return out, notes
+
+
+def unfinished_cells(index: pd.Index, manifests: dict[str, dict] | None) -> list[bool]:
+    """For each cell (run_id, method, prompt, seed) of ``index``: True when its run's
+    manifest says the run did not finish and does not list the cell among its finished
+    ones (a killed or interrupted run's cells still training). False without a manifest.
+
+    >>> idx = pd.MultiIndex.from_tuples([("r", "sds", "p", 0), ("r", "sds", "p", 1)], names=CELL)
+    >>> manifest = {"status": "running", "cells": [{"method": "sds", "prompt": "p", "seed": 0}]}
+    >>> unfinished_cells(idx, {"r": manifest})
+    [False, True]
+    """
+    out = [False] * len(index)
+    for i, (run_id, method, prompt, seed) in enumerate(index):
+        manifest = (manifests or {}).get(run_id) or {}
+        cells = manifest.get("cells")
+        if manifest.get("status") in (None, "finished") or not isinstance(cells, list):
+            continue
+        done = {
+            (c.get("method"), c.get("prompt"), c.get("seed")) for c in cells if isinstance(c, dict)
+        }
+        out[i] = (method, prompt, int(seed)) not in done
+    return out

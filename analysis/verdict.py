@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.cells import CELL, REFERENCE, add_labels, sort_labels
+from analysis.cells import CELL, REFERENCE, add_labels, sort_labels, unfinished_cells
 from analysis.compute import equal_compute_table, probe_series
 from analysis.convergence import stop_table
 from analysis.stats import (
@@ -187,29 +187,6 @@ def cell_values(df: pd.DataFrame, manifests: dict[str, dict] | None = None) -> p
         if not source.startswith("var/"):
             table.loc[table["failed"], source] = np.nan
     return table.reset_index()
-
-
-def unfinished_cells(index: pd.Index, manifests: dict[str, dict] | None) -> np.ndarray:
-    """For each cell (run_id, method, prompt, seed) of ``index``: True when its run's
-    manifest says the run did not finish and does not list the cell among its finished
-    ones (a killed or interrupted run's cells still training). False without a manifest.
-
-    >>> idx = pd.MultiIndex.from_tuples([("r", "sds", "p", 0), ("r", "sds", "p", 1)], names=CELL)
-    >>> manifest = {"status": "running", "cells": [{"method": "sds", "prompt": "p", "seed": 0}]}
-    >>> unfinished_cells(idx, {"r": manifest}).tolist()
-    [False, True]
-    """
-    out = np.zeros(len(index), dtype=bool)
-    for i, (run_id, method, prompt, seed) in enumerate(index):
-        manifest = (manifests or {}).get(run_id) or {}
-        cells = manifest.get("cells")
-        if manifest.get("status") in (None, "finished") or not isinstance(cells, list):
-            continue
-        done = {
-            (c.get("method"), c.get("prompt"), c.get("seed")) for c in cells if isinstance(c, dict)
-        }
-        out[i] = (method, prompt, int(seed)) not in done
-    return out
 
 
 def method_table(
