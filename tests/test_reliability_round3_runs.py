@@ -623,3 +623,32 @@ def test_resume_with_fewer_cpus_keeps_the_thread_layout_and_the_numbers(
     resumed = json.loads((run / "manifest.json").read_text())
     assert (resumed["workers"], resumed["threads_per_cell"]) == (2, 1)
     pd.testing.assert_frame_equal(_rows(small), _rows(run))
+
+
+# ------------------------- 7: the ceiling phase of a run: progress, and SIGTERM is exit 130
+
+
+@pytest.mark.slow
+def test_sigterm_while_the_ceiling_is_fitted_is_exit_130_with_a_line(tmp_path):
+    import signal
+    import time
+
+    (tmp_path / "p.txt").write_text("a red sphere\n")
+    env = dict(_env(), STEINBENCH_CACHE=str(tmp_path / "cache"))  # a miss: the fit runs
+    sets = ["eval.ceiling=true", "render.height=16", "render.width=16", "voxel.resolution=16"]
+    sets += ["measure.every=0", "threads=1"]
+    cmd = [sys.executable, "-m", "benchmark", "run", "--prompts", "p.txt", "--methods", "sds"]
+    cmd += ["--steps", "1000000", "--out", str(tmp_path / "runs"), "--no-report"]
+    for item in sets:
+        cmd += ["--set", item]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    began = time.perf_counter()
+    line = proc.stderr.readline()
+    while line and "quality ceiling" not in line and time.perf_counter() - began < 300:
+        line = proc.stderr.readline()
+    assert "fit step 0 of 1,000,000" in line, line  # progress at once, not after the targets
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, rest
+    assert "interrupted" in rest
+    assert not list((tmp_path / "runs").glob("*/metrics.parquet"))

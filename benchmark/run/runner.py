@@ -73,8 +73,9 @@ class StopRequest:
 
     SIGNALS = ("SIGINT", "SIGTERM")
 
-    def __init__(self, console) -> None:
+    def __init__(self, console, message: str | None = None) -> None:
         self.console = console
+        self.message = message or "stopping after this step (writing a checkpoint)"
         self.requested = False
         self.previous: dict = {}
 
@@ -98,10 +99,7 @@ class StopRequest:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        self.console.print(
-            "[yellow]stopping after this step (writing a checkpoint); "
-            "press Ctrl-C again to abort now[/yellow]"
-        )
+        self.console.print(f"[yellow]{self.message}; press Ctrl-C again to abort now[/yellow]")
 
     def __call__(self) -> bool:
         return self.requested
@@ -145,12 +143,7 @@ def run_benchmark(
     prior = build_prior(config, prompts, device)
     clip = load_clip_scorer(resolve_clip_spec(config.eval.clip, config.prior), device)
     evaluators = {p: _evaluator(p, config, device, clip) for p in prompts}
-    # quality ceilings (evaluation/ceiling.py): cached per config, computed on a cache miss
-    ceilings = {
-        p: quality_ceiling(p, config, device, build_backbone, build_optimizer, RandomStreams)
-        for p, evaluator in evaluators.items()
-        if config.eval.ceiling and evaluator.truth is not None
-    }
+    ceilings = _ceilings(config, evaluators, device, quiet)
 
     if resume is None:
         try:
@@ -167,6 +160,41 @@ def run_benchmark(
         )  # fmt: skip
     finally:
         lock.release()
+
+
+def _ceilings(config, evaluators, device, quiet: bool) -> dict[str, dict]:
+    """Quality ceilings (evaluation/ceiling.py), cached per config, computed on a cache
+    miss with a progress line (stderr, at most every 10 s) and the stop handler installed
+    first: Ctrl-C / SIGTERM stops the fit (``CeilingStopped``, exit 130; no run dir exists
+    yet, so nothing is lost)."""
+    wanted = [p for p, e in evaluators.items() if config.eval.ceiling and e.truth is not None]
+    if not wanted:
+        return {}
+    from rich.console import Console
+
+    console = Console(stderr=True, quiet=quiet)
+
+    def progress(prompt: str):
+        def say(k: int, steps: int) -> None:
+            text = f"quality ceiling of '{prompt}': fit step {k:,} of {steps:,}"
+            console.print(text, markup=False, highlight=False)
+
+        return say
+
+    with StopRequest(console, "stopping the quality ceiling's fit") as stop:
+        return {
+            p: quality_ceiling(
+                p,
+                config,
+                device,
+                build_backbone,
+                build_optimizer,
+                RandomStreams,
+                stop=stop,
+                progress=progress(p),
+            )  # fmt: skip
+            for p in wanted
+        }
 
 
 def clip_manifest(evaluators: dict) -> dict | None:
