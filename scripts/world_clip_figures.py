@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.before is not None:
         clips[after_name] = args.clip
     if args.banks_cache is not None and args.banks_cache.is_file():
-        banks = torch.load(args.banks_cache)
+        banks = torch.load(args.banks_cache, weights_only=True)  # a user file: no code runs
     else:
         banks = {p: ladder_images(p) for p in known_prompts()}
         if args.banks_cache is not None:
