@@ -282,7 +282,9 @@ class LoRAEpsPhi(VariationalScoreModel):
       each other's adapters.
     - Camera condition c = flattened 4x4 camera-to-world matrix [B, 16] through
       M = TimestepEmbedding(16, time_embed_dim), set as the UNet's ``class_embedding`` (its
-      output is added to the timestep embedding, as threestudio/ProlificDreamer).
+      output is added to the timestep embedding, as threestudio/ProlificDreamer); a prior
+      with ``lora_class_embedding`` (the learned class-conditional UNet2DModel) wraps it with
+      its own class embedding instead (E[class] + M(c)).
     - Init (no global RNG: module construction runs inside ``fork_rng``, then values are drawn
       from ``generator``): lora_A kaiming-uniform (peft's default), lora_B = 0, M's first layer
       kaiming-uniform and its last layer = 0, so at init eps_phi equals the pretrained
@@ -318,21 +320,28 @@ class LoRAEpsPhi(VariationalScoreModel):
         time_embed_dim = unet.time_embedding.linear_2.out_features
         device = next(unet.parameters()).device
         with torch.random.fork_rng(devices=[]):
-            unet.add_adapter(
-                LoraConfig(
-                    r=rank,
-                    lora_alpha=alpha,
-                    target_modules=list(LORA_TARGET_MODULES),
-                    init_lora_weights=True,
-                )
+            lora = LoraConfig(
+                r=rank,
+                lora_alpha=alpha,
+                target_modules=list(LORA_TARGET_MODULES),
+                init_lora_weights=True,
             )
+            if hasattr(unet, "add_adapter"):  # UNet2DConditionModel (PeftAdapterMixin)
+                unet.add_adapter(lora)
+            else:  # UNet2DModel: what add_adapter does, through peft directly
+                from peft import inject_adapter_in_model
+
+                inject_adapter_in_model(lora, unet)
             camera_embedding = TimestepEmbedding(16, time_embed_dim)
         for param in unet.parameters():
             if param.requires_grad:  # the adapters: fp32 master weights under an fp16 UNet
                 param.data = param.data.to(torch.float32)
         camera_embedding.to(device=device, dtype=torch.float32)
         self._reset_parameters(unet, camera_embedding, generator)
-        unet.class_embedding = camera_embedding
+        # a prior whose UNet is already class-conditional (the learned prior) keeps its classes
+        # and adds the camera (``lora_class_embedding``); SD's UNet gets the camera alone
+        wrap = getattr(prior, "lora_class_embedding", None)
+        unet.class_embedding = camera_embedding if wrap is None else wrap(unet, camera_embedding)
         self.unet = unet
         self.n_evals = 0
 

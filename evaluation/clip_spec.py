@@ -34,7 +34,8 @@ def check_clip_spec(spec: str) -> str:
 
 
 def resolve_clip_spec(spec: str, prior: str) -> str:
-    """'auto' -> 'world' when the prior is the world, else 'none'; other specs unchanged."""
+    """'auto' -> 'world' when the prior is the world (or learned on it), else 'none'; other
+    specs unchanged."""
     if spec == "auto":
-        return "world" if prior == "world" else "none"
+        return "world" if prior == "world" or prior.partition(":")[0] == "learned" else "none"
     return spec

@@ -112,8 +112,8 @@ class RunConfigBase:
             parse_prior(self.prior)
         except ValueError:
             raise ConfigError(
-                f"bad value for 'prior': {self.prior!r}; expected 'world' or 'sd:PATH' "
-                "(a diffusers Stable Diffusion directory)"
+                f"bad value for 'prior': {self.prior!r}; expected 'world', 'learned[:PATH]' "
+                "(a learned-prior folder) or 'sd:PATH' (a diffusers Stable Diffusion directory)"
             ) from None
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
@@ -162,7 +162,7 @@ RunConfig = make_dataclass(
         ("workers", int, 0),  # cells at once (0: auto, benchmark/run/parallel_cells.py)
         ("checkpoint_every", int, 50),
         ("backbone", Literal[tuple(BACKBONES)], "voxel"),
-        ("prior", str, "world"),  # "world" or "sd:PATH" (a diffusers Stable Diffusion dir)
+        ("prior", str, "world"),  # "world", "learned[:PATH]" or "sd:PATH" (diffusers SD dir)
         *_sections(BACKBONES),
         ("world", WorldPriorConfig, _section(WorldPriorConfig)),
         ("camera", CameraConfig, _section(CameraConfig)),

@@ -2,7 +2,7 @@
 
     METHODS    (estimators/registry.py)  name -> config section, builder, cost model
     BACKBONES  (backbones/registry.py)   name -> config section, builder
-    PRIORS     (here)                    ``world`` | ``sd:PATH`` -> builder
+    PRIORS     (here)                    ``world`` | ``learned[:PATH]`` | ``sd:PATH`` -> builder
 
 Config sections are looked up by registry name (``method_config``, ``backbone_config``);
 nothing else in the harness reads a section by a computed attribute name.
@@ -84,6 +84,26 @@ def _sd_prior(config, prompts: list[str], device: torch.device) -> DiffusionPrio
     return prior
 
 
+def _learned_prior(config, prompts: list[str], device: torch.device) -> DiffusionPrior:
+    """``--prior learned[:PATH]``: the UNet trained on the world's exact score
+    (priors/learned.py; default the shipped final checkpoint, ``learned:early`` the early
+    one); the world prior beside it gives the exact parts (SSD's geometry, exact eps*)."""
+    from priors.learned import LearnedPrior, parse_learned
+    from priors.weights import WeightsError
+
+    path = parse_learned(config.prior)
+    try:
+        prior = LearnedPrior(path, _world_prior(config, prompts, device), device, prompts)
+    except (WeightsError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    if prior.shape[1:] != (config.render.height, config.render.width):
+        raise UserError(
+            f"the learned prior at {path} is {prior.shape[1]}x{prior.shape[2]}; set "
+            f"render.height/width to match (got {config.render.height}x{config.render.width})"
+        )
+    return prior
+
+
 @dataclass(frozen=True)
 class PriorSpec:
     name: str
@@ -96,6 +116,7 @@ PRIORS: dict[str, PriorSpec] = {
     for spec in (
         PriorSpec("world", _world_prior, "the ground-truth world's analytic prior"),
         PriorSpec("sd", _sd_prior, "a local diffusers Stable Diffusion directory (sd:PATH)"),
+        PriorSpec("learned", _learned_prior, "the UNet trained on the world (learned[:PATH])"),
     )
 }
 
