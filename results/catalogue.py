@@ -128,6 +128,9 @@ CATALOGUE: tuple[MetricInfo, ...] = (
     # the gradient-variance probe (benchmark/probe)
     MetricInfo("var/seconds", "probe seconds", "machine"),
     MetricInfo("var/n_evals", "probe network evaluations", "cost"),
+    # a learned prior whose exact score is known (priors/learned.py), at the probe's draws
+    MetricInfo("var/prior_err", "prior error: relative squared eps error", "diagnostic", "lower"),
+    MetricInfo("var/prior_err_x0", "prior error: relative squared x0 error", "diagnostic", "lower"),
     MetricInfo(_V + "seconds", "probe seconds of a variant", "machine"),
     MetricInfo(_V + "var_trace", "trace variance (theta)", "variance", "lower"),
     MetricInfo(_V + "var_trace/<g>", "trace variance of a parameter group", "variance", "lower"),

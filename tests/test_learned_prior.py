@@ -5,6 +5,7 @@ errors and resume, and the shipped error table reproduced from the shipped weigh
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -256,3 +257,30 @@ def test_shipped_error_table_is_reproduced_from_the_weights(name):
             assert got[row][band] == pytest.approx(value, rel=1e-3), (row, band)
     assert provenance["parameters"] < 2_000_000
     assert (ASSETS / name / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size < 8e6
+
+
+@pytest.mark.slow
+def test_every_estimator_runs_on_the_learned_prior_and_the_probe_logs_its_error(tmp_path):
+    """A tiny end-to-end run (16x16, a random UNet of the shipped architecture): SDS, VSD
+    (peft LoRA eps_phi) and SSD (the world's Bayes depth) train, and the probe logs
+    var/prior_err beside the variance."""
+    import pandas as pd
+
+    from benchmark.tiny_runs import small_run
+
+    table = ClassTable(("a red sphere",))
+    torch.manual_seed(0)
+    folder = save_learned(build_unet(table.n_classes, sample_size=16), table, tmp_path / "m16")
+    run = small_run(
+        tmp_path / "runs",
+        methods=("sds", "vsd", "ssd"),
+        steps=2,
+        seeds=(0,),
+        every=1,
+        overrides=(f"prior=learned:{folder}", "measure.bootstrap=0"),
+    )
+    rows = pd.read_parquet(run / "metrics.parquet")
+    err = rows[rows.metric == "var/prior_err"]
+    assert set(err.method) == {"sds", "vsd", "ssd"}
+    assert (err.value > 0).all() and err.value.map(math.isfinite).all()
+    assert set(rows[rows.metric == "psnr"].method) == {"sds", "vsd", "ssd"}

@@ -78,6 +78,11 @@ Metric names (flat dict, logged by ``run_cell`` at the evaluation step index):
     var/<variant>/sds_*, bias_*        SDS at the same theta and draws and the bias check
                                        against it (benchmark/probe/twin.py)
     var/claims_sds_mean                the estimator claims SDS's expectation (1 / 0)
+    var/prior_err                      a prior that knows its exact score (``exact_eps``:
+    var/prior_err_x0                   the learned prior) at the K draws of ``all``:
+                                       sum ||eps_c - eps*||^2 / sum ||eps*||^2 of the
+                                       conditional branch at x_t = alpha encode(render(c_k))
+                                       + sigma eps_k, and the same of the x0 predictions
     var/mu_uninformed                  1 on a probe whose estimator's control coefficient
                                        has seen no sample yet (SSD at step 0): leave such
                                        rows out of comparisons
@@ -217,6 +222,38 @@ def _bias_check(
     return out
 
 
+@torch.no_grad()
+def prior_error(subject: ProbeSubject, draws) -> dict[str, float]:
+    """``var/prior_err`` and ``var/prior_err_x0`` (module doc) when the prior has
+    ``exact_eps``, else {}. The network evaluations are not counted (n_evals is restored
+    by the caller)."""
+    exact_eps = getattr(subject.prior, "exact_eps", None)
+    if exact_eps is None:
+        return {}
+    from core.interfaces import PriorContext
+    from core.schedule import add_noise, alpha_sigma
+
+    prior = subject.prior
+    cameras = draws.cameras
+    if len(cameras) == 1 and len(draws) > 1:
+        cameras = type(cameras).cat([cameras] * len(draws))
+    rgb = subject.backbone.render(cameras, subject.height, subject.width)["rgb"]
+    x = prior.encode(rgb)
+    x_t = add_noise(x, draws.t, draws.eps, prior.alphas_cumprod)
+    ctx = PriorContext(subject.prompt, cameras)
+    net = prior.predict_branch(x_t, draws.t, ctx, conditional=True)
+    star = exact_eps(x_t, draws.t, ctx, conditional=True)
+    alpha, sigma = alpha_sigma(prior.alphas_cumprod, draws.t)
+    scale = (sigma / alpha).view(-1, 1, 1, 1).to(x_t)
+    x0_star = (x_t - sigma.view(-1, 1, 1, 1).to(x_t) * star) / alpha.view(-1, 1, 1, 1).to(x_t)
+    err = float(((net - star) ** 2).sum())
+    err_x0 = float(((scale * (net - star)) ** 2).sum())
+    return {
+        "var/prior_err": ratio(err, float((star**2).sum())),
+        "var/prior_err_x0": ratio(err_x0, float((x0_star**2).sum())),
+    }
+
+
 def measure_gradient_variance(
     subject: ProbeSubject, step: int, config: MeasureConfig, final: bool = False
 ) -> dict[str, float]:
@@ -318,6 +355,7 @@ def measure_gradient_variance(
             metrics.update(split_metrics(sampler, nested, c, t, j))
             metrics["var/split/seconds"] = time.perf_counter() - began
         metrics["var/n_evals"] = float(subject.prior.n_evals - prior_evals)
+        metrics.update(prior_error(subject, draws))
     finally:
         subject.prior.n_evals = prior_evals
         if not _state_equal(snapshot, estimator.state_dict()):
