@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from core.interfaces import DiffusionPrior, PriorContext
-from priors.learned_classes import ClassTable, ExactTargets
+from priors.learned_classes import ClassTable
 from priors.weights import WeightsError, _read_json, weights_variant
 
 LEARNED = "learned"
@@ -109,14 +109,24 @@ class LearnedPrior(DiffusionPrior):
     """The learned UNet as a pixel-space ``DiffusionPrior`` ([-1, 1], frozen, fp32).
 
     Args:
-        path: the folder; world: the run's WorldPrior (exact geometry for SSD; its
-            references give the exact targets); prompts: must all be in the class table.
+        path: the folder; world: the run's WorldPrior (exact geometry for SSD);
+        prompts: must all be in the class table; exact_targets: ``table -> targets`` with
+            ``targets.eps(x_t, t, labels)`` the exact eps*_k (world.class_targets
+            .ExactTargets over the world's references; injected: priors/ does not import
+            world/), or None (no ``exact_eps``).
     """
 
     eps_phi_kind = "lora"
     supports_negative = True
 
-    def __init__(self, path: str | Path, world, device: torch.device | str = "cpu", prompts=()):
+    def __init__(
+        self,
+        path: str | Path,
+        world,
+        device: torch.device | str = "cpu",
+        prompts=(),
+        exact_targets=None,
+    ) -> None:
         super().__init__()
         from diffusers import DDPMScheduler, UNet2DModel
 
@@ -154,7 +164,8 @@ class LearnedPrior(DiffusionPrior):
                 f"its prompts: {', '.join(self.table.prompts)}"
             )
         self.world = world
-        self._targets: ExactTargets | None = None
+        self._exact_targets = exact_targets
+        self._targets = None
         self.provenance = (
             json.loads((self.path / "provenance.json").read_text("utf-8"))
             if (self.path / "provenance.json").is_file()
@@ -208,10 +219,17 @@ class LearnedPrior(DiffusionPrior):
         return self.world.geometry_estimator(depth_model)
 
     @property
-    def targets(self) -> ExactTargets:
-        """The exact targets over the world's references of the table's prompts (built once)."""
+    def knows_exact_score(self) -> bool:
+        """True when ``exact_eps`` works (built with exact targets): the probe logs the error."""
+        return self._exact_targets is not None
+
+    @property
+    def targets(self):
+        """The exact targets of the table's classes (built once from ``exact_targets``)."""
         if self._targets is None:
-            self._targets = ExactTargets(self.table, self.world.references, self.alphas_cumprod)
+            if self._exact_targets is None:
+                raise ValueError("this learned prior was built without exact targets")
+            self._targets = self._exact_targets(self.table)
         return self._targets
 
     @torch.no_grad()

@@ -1,4 +1,5 @@
-"""The learned prior's classes, its UNet architecture and its exact training targets.
+"""The learned prior's classes and its UNet architecture (the exact training targets of these
+classes are world.class_targets.ExactTargets: priors/ does not import world/).
 
 Classes (Stable Diffusion's view-dependent prompting, as classes): one class per (prompt,
 view bin) with the bins of threestudio by azimuth (world azimuth 0 = the front),
@@ -30,8 +31,6 @@ from dataclasses import dataclass
 
 import torch
 
-from world.prior import mixture_posterior_mean
-
 #: view bins, in class order within a prompt
 VIEWS: tuple[str, ...] = ("front", "side", "back")
 FRONT_DEGREES = 45.0
@@ -45,11 +44,6 @@ def view_bin(azimuth: torch.Tensor) -> torch.Tensor:
     out[a.abs() < FRONT_DEGREES] = 0
     out[a.abs() > 180.0 - BACK_DEGREES] = 2
     return out
-
-
-def direction_azimuth(directions: torch.Tensor) -> torch.Tensor:
-    """Azimuth in degrees of unit view directions [N, 3] (origin -> camera, z up)."""
-    return torch.rad2deg(torch.atan2(directions[:, 1], directions[:, 0]))
 
 
 @dataclass(frozen=True)
@@ -123,67 +117,3 @@ def build_unet(n_classes: int, sample_size: int = 32, **overrides):
 
     kwargs = {**UNET_ARCHITECTURE, "sample_size": sample_size, **overrides}
     return UNet2DModel(num_class_embeds=n_classes, **kwargs)
-
-
-class ExactTargets:
-    """eps*_k(x_t) of every class k over a fixed reference bank (see module docstring).
-
-    Attributes:
-        images: [N, D] all references ([-1, 1], flattened), prompt by prompt.
-        prompt_of: [N] prompt index; labels: [N] class label of each reference.
-        alphas_cumprod: [T].
-    """
-
-    def __init__(self, table: ClassTable, references: dict, alphas_cumprod: torch.Tensor):
-        images, prompt_of, labels = [], [], []
-        for p, prompt in enumerate(table.prompts):
-            refs = references[prompt]
-            images.append(refs.images)
-            prompt_of.append(torch.full((refs.images.shape[0],), p, dtype=torch.int64))
-            bins = view_bin(direction_azimuth(refs.directions))
-            labels.append(p * len(table.views) + bins)
-        self.table = table
-        self.images = torch.cat(images).to(torch.float32)
-        self.prompt_of = torch.cat(prompt_of)
-        self.labels = torch.cat(labels)
-        self.alphas_cumprod = alphas_cumprod.to(torch.float32)
-        counts = torch.bincount(self.prompt_of, minlength=len(table.prompts)).to(torch.float32)
-        # null class: uniform over prompts, uniform over each prompt's references
-        self._null_log_prior = -counts.log()[self.prompt_of]
-
-    def log_prior(self, labels: torch.Tensor) -> torch.Tensor:
-        """[B, N] log mixture weights (up to a constant) of each label's references
-        (-1e30 outside the class)."""
-        member = labels[:, None] == self.labels[None, :]
-        null = (labels == self.table.null)[:, None]
-        out = torch.where(member, 0.0, -1e30)  # finite: an all-outside chunk stays NaN-free
-        return torch.where(null, self._null_log_prior[None, :].expand_as(out), out)
-
-    def eps(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Exact eps*_k(x_t) for x_t [B, 3, H, W], t [B], labels [B] -> [B, 3, H, W]."""
-        abar = self.alphas_cumprod[t]
-        alpha, sigma = abar.sqrt(), (1.0 - abar).sqrt()
-        x0 = mixture_posterior_mean(
-            x_t.flatten(1),
-            alpha,
-            sigma,
-            self.images,
-            self.log_prior(labels),
-            chunk_size=self.images.shape[0],
-        )
-        shape = (-1, 1, 1, 1)
-        return (x_t - alpha.view(shape) * x0.view_as(x_t)) / sigma.view(shape)
-
-    def sample(self, n: int, generator: torch.Generator, prompt: int | None = None):
-        """n references, uniform over prompts (or of prompt ``prompt``) then uniform within:
-        returns (x_0 [n, 3, H, W] flattened view of images, labels [n], prompt index [n])."""
-        n_prompts = len(self.table.prompts)
-        if prompt is None:
-            prompts = torch.randint(n_prompts, (n,), generator=generator)
-        else:
-            prompts = torch.full((n,), prompt, dtype=torch.int64)
-        u = torch.rand(n, generator=generator, dtype=torch.float64)
-        starts = torch.searchsorted(self.prompt_of, torch.arange(n_prompts))
-        counts = torch.bincount(self.prompt_of, minlength=n_prompts)
-        index = starts[prompts] + (u * counts[prompts]).long().clamp_max(counts[prompts] - 1)
-        return self.images[index], self.labels[index], prompts

@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     from core.cameras import CameraConfig
     from priors.learned import LearnedPrior, parse_learned
     from priors.weights import WeightsError
+    from world.class_targets import ExactTargets
     from world.prior import WorldPrior
 
     path = parse_learned(f"learned:{args.checkpoint}")
@@ -76,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         table_prompts = json.loads((Path(path) / "classes.json").read_text())["prompts"]
         distance, fovy = CameraConfig().center()
         world = WorldPrior(table_prompts, 32, 32, distance, fovy)
-        prior = LearnedPrior(path, world, "cpu", table_prompts)
+        ac = world.alphas_cumprod
+        prior = LearnedPrior(
+            path, world, "cpu", table_prompts, lambda t: ExactTargets(t, world.references, ac)
+        )
     except (OSError, KeyError, ValueError, WeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -94,7 +94,8 @@ def build_world(prompts: list[str]):
     """The world prior at the run defaults (references rendered here) and the exact targets."""
     from core.cameras import CameraConfig
     from core.schedule import ddpm_alphas_cumprod
-    from priors.learned_classes import ClassTable, ExactTargets
+    from priors.learned_classes import ClassTable
+    from world.class_targets import ExactTargets
     from world.prior import WorldPrior
 
     render = {"height": 32, "width": 32}
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume and not state_path.exists():
         print(f"error: --resume but no {state_path}", file=sys.stderr)
         return 2
-    from benchmark.prompts import read_prompts
+    from benchmark.run.prompts import read_prompts
 
     prompts = read_prompts(args.prompts)
     world, targets = build_world(prompts)

@@ -23,8 +23,9 @@ from priors.learned import (
     parse_learned,
     save_learned,
 )
-from priors.learned_classes import ClassTable, ExactTargets, build_unet, view_bin
+from priors.learned_classes import ClassTable, build_unet, view_bin
 from priors.weights import WeightsError
+from world.class_targets import ExactTargets
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ("a red sphere", "a blue cube")
@@ -50,7 +51,11 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def prior(folder, world):
-    return LearnedPrior(folder, world, "cpu", list(PROMPTS))
+    return LearnedPrior(folder, world, "cpu", list(PROMPTS), _exact(world))
+
+
+def _exact(world):
+    return lambda table: ExactTargets(table, world.references, world.alphas_cumprod)
 
 
 def _ctx(prompt: str, azimuths: list[float]) -> PriorContext:
@@ -249,7 +254,7 @@ def test_shipped_error_table_is_reproduced_from_the_weights(name):
     prompts = provenance["data"]["prompts"]
     distance, fovy = CameraConfig().center()
     world = WorldPrior(prompts, 32, 32, distance, fovy)
-    prior = LearnedPrior(ASSETS / name, world, "cpu", prompts)
+    prior = LearnedPrior(ASSETS / name, world, "cpu", prompts, _exact(world))
     rows = [0, len(prompts)]
     got = error_table(prior.unet, prior.targets, table["samples_per_cell"], table["seed"], rows)
     for row in (prompts[0], "(null)"):
@@ -266,7 +271,7 @@ def test_every_estimator_runs_on_the_learned_prior_and_the_probe_logs_its_error(
     var/prior_err beside the variance."""
     import pandas as pd
 
-    from benchmark.tiny_runs import small_run
+    from benchmark.checks.tiny_runs import small_run
 
     table = ClassTable(("a red sphere",))
     torch.manual_seed(0)

@@ -78,7 +78,7 @@ Metric names (flat dict, logged by ``run_cell`` at the evaluation step index):
     var/<variant>/sds_*, bias_*        SDS at the same theta and draws and the bias check
                                        against it (benchmark/probe/twin.py)
     var/claims_sds_mean                the estimator claims SDS's expectation (1 / 0)
-    var/prior_err                      a prior that knows its exact score (``exact_eps``:
+    var/prior_err                      a prior that knows its exact score (``exact_eps``,
     var/prior_err_x0                   the learned prior) at the K draws of ``all``:
                                        sum ||eps_c - eps*||^2 / sum ||eps*||^2 of the
                                        conditional branch at x_t = alpha encode(render(c_k))
@@ -224,12 +224,12 @@ def _bias_check(
 
 @torch.no_grad()
 def prior_error(subject: ProbeSubject, draws) -> dict[str, float]:
-    """``var/prior_err`` and ``var/prior_err_x0`` (module doc) when the prior has
-    ``exact_eps``, else {}. The network evaluations are not counted (n_evals is restored
-    by the caller)."""
-    exact_eps = getattr(subject.prior, "exact_eps", None)
-    if exact_eps is None:
+    """``var/prior_err`` and ``var/prior_err_x0`` (module doc) when the prior
+    ``knows_exact_score`` (``exact_eps``), else {}. Its network evaluations are not counted
+    (the caller restores n_evals)."""
+    if not getattr(subject.prior, "knows_exact_score", False):
         return {}
+    exact_eps = subject.prior.exact_eps
     from core.interfaces import PriorContext
     from core.schedule import add_noise, alpha_sigma
 

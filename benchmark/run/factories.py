@@ -90,10 +90,16 @@ def _learned_prior(config, prompts: list[str], device: torch.device) -> Diffusio
     one); the world prior beside it gives the exact parts (SSD's geometry, exact eps*)."""
     from priors.learned import LearnedPrior, parse_learned
     from priors.weights import WeightsError
+    from world.class_targets import ExactTargets
 
     path = parse_learned(config.prior)
+    world = _world_prior(config, prompts, device)
+
+    def exact_targets(table):
+        return ExactTargets(table, world.references, world.alphas_cumprod.cpu())
+
     try:
-        prior = LearnedPrior(path, _world_prior(config, prompts, device), device, prompts)
+        prior = LearnedPrior(path, world, device, prompts, exact_targets)
     except (WeightsError, ValueError) as exc:
         raise UserError(str(exc)) from None
     if prior.shape[1:] != (config.render.height, config.render.width):
