@@ -56,6 +56,11 @@ class DiffusionPrior(ABC):
         vmap_encode: ``encode`` can run under torch.func.vmap (False: the variance probe
             vmaps the render only and encodes with batched autograd).
         probe_chunk: most probe samples vectorised at once (a memory cap), None: no cap.
+        knows_exact_score: ``exact_eps`` gives the exact eps* the prior approximates (the
+            learned prior: the world's exact score of its training classes); the variance
+            probe then logs the prior's error at its draws.
+        lora_class_embedding(network, camera_embedding): the class embedding of a LoRA
+            eps_phi's copy (default: the camera embedding alone).
         geometry_estimator(depth_model): the depth/normal model SSD's baseline uses.
         prepare(prompts): build per-prompt state before cells share the prior on threads.
     """
@@ -72,6 +77,8 @@ class DiffusionPrior(ABC):
     vmap_encode: bool = True
     #: most probe samples vectorised at once (a memory cap); None: no cap
     probe_chunk: int | None = None
+    #: True when ``exact_eps`` works (the exact score the prior approximates is known)
+    knows_exact_score: bool = False
 
     def __init__(self) -> None:
         self.n_evals = 0
@@ -114,6 +121,19 @@ class DiffusionPrior(ABC):
         e.g. with LoRA adapters) under this prior's text conditioning and output convention;
         ``class_labels`` [B, K] feed the network's class embedding. Not counted here."""
         raise UserError(f"prior {type(self).__name__} has no noise network to adapt")
+
+    def lora_class_embedding(
+        self, network: torch.nn.Module, camera_embedding: torch.nn.Module
+    ) -> torch.nn.Module:
+        """The class embedding of a LoRA copy of ``denoiser()``: the camera embedding alone
+        (a class-conditional network keeps its classes and adds the camera)."""
+        return camera_embedding
+
+    def exact_eps(
+        self, x_t: torch.Tensor, t: torch.Tensor, ctx: PriorContext, conditional: bool = True
+    ) -> torch.Tensor:
+        """The exact eps* [B, C, h, w] this prior approximates (``knows_exact_score``)."""
+        raise UserError(f"prior {type(self).__name__} does not know its exact score")
 
     def geometry_estimator(self, depth_model: str = "") -> GeometryEstimator:
         """The monocular depth/normal estimator on this prior's (noisy) images."""

@@ -340,8 +340,7 @@ class LoRAEpsPhi(VariationalScoreModel):
         self._reset_parameters(unet, camera_embedding, generator)
         # a prior whose UNet is already class-conditional (the learned prior) keeps its classes
         # and adds the camera (``lora_class_embedding``); SD's UNet gets the camera alone
-        wrap = getattr(prior, "lora_class_embedding", None)
-        unet.class_embedding = camera_embedding if wrap is None else wrap(unet, camera_embedding)
+        unet.class_embedding = prior.lora_class_embedding(unet, camera_embedding)
         self.unet = unet
         self.n_evals = 0
 

@@ -156,7 +156,8 @@ class LearnedPrior(DiffusionPrior):
                 f"classes.json {self.table.n_classes}"
             )
         side = int(self.unet.config.sample_size)
-        self.shape = (3, side, side)
+        #: the renders' (H, W) it was trained at (its space is the render's RGB: shape None)
+        self.resolution = (side, side)
         unknown = [p for p in prompts if p not in self.table.prompts]
         if unknown:
             raise ValueError(
@@ -188,9 +189,16 @@ class LearnedPrior(DiffusionPrior):
             return torch.full((n,), self.table.null, dtype=torch.int64, device=self.device)
         return self.table.labels(ctx.prompt, ctx.cameras.azimuth).to(self.device)
 
-    def encoder_hidden_states(self, ctx: PriorContext, conditional: bool) -> torch.Tensor:
-        """The conditioning LoRAEpsPhi hands back to ``run_unet``: the class labels."""
-        return self.class_labels(ctx, conditional)
+    def denoiser(self) -> torch.nn.Module:
+        """The frozen UNet (a LoRA eps_phi copies its module tree, sharing its tensors)."""
+        return self.unet
+
+    def predict_with(self, network, x_t, t, ctx, class_labels=None):
+        """Conditional eps from ``network`` (a LoRA copy of the UNet, its class embedding
+        ``ClassAndCamera``) at the camera's (prompt, view bin) class; ``class_labels`` the
+        flattened c2w [B, 16]. On SD the LoRA sees the view-independent prompt; no class here
+        is view-independent, so it sees the camera's class and starts exactly at eps_cond."""
+        return self.run_unet(network, x_t, t, self.class_labels(ctx, True), class_labels)
 
     def lora_class_embedding(self, unet, camera_embedding: torch.nn.Module) -> torch.nn.Module:
         """The class embedding of a LoRA copy: its own classes plus the camera (VSD)."""

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         return uncond + args.guidance * (cond - uncond)
 
     generator = torch.Generator().manual_seed(args.seed)
-    side = prior.shape[1]
+    side = prior.resolution[0]
     x = sample(eps_fn, len(labels), side, prior.alphas_cumprod, args.steps, args.eta, generator)
     rgb = ((x.clamp(-1, 1) + 1) / 2).flatten(1)
     refs = (targets.images + 1) / 2

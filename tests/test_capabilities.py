@@ -55,6 +55,9 @@ def prior_of_row(request, world_prior_small):
     def build(name: str) -> DiffusionPrior:
         if name == "world":
             return world_prior_small
+        if name == "learned":  # the shipped checkpoint (trained at 32x32; encode is any size)
+            config = load_config(None, [], prior="learned")
+            return build_prior(config, [PROMPT], torch.device("cpu"))
         path = request.getfixturevalue("sd_fixture")
         config = load_config(None, [f"render.height={H}", f"render.width={W}"], prior=f"sd:{path}")
         return build_prior(config, [PROMPT], torch.device("cpu"))
@@ -63,7 +66,7 @@ def prior_of_row(request, world_prior_small):
 
 
 def test_every_prior_row_has_a_contract_case():
-    assert set(PRIORS) == {"world", "sd"}
+    assert set(PRIORS) == {"world", "sd", "learned"}
 
 
 @pytest.mark.parametrize("name", list(PRIORS))

@@ -227,7 +227,7 @@ def prior_error(subject: ProbeSubject, draws) -> dict[str, float]:
     """``var/prior_err`` and ``var/prior_err_x0`` (module doc) when the prior
     ``knows_exact_score`` (``exact_eps``), else {}. Its network evaluations are not counted
     (the caller restores n_evals)."""
-    if not getattr(subject.prior, "knows_exact_score", False):
+    if not subject.prior.knows_exact_score:
         return {}
     exact_eps = subject.prior.exact_eps
     from core.interfaces import PriorContext

@@ -102,9 +102,9 @@ def _learned_prior(config, prompts: list[str], device: torch.device) -> Diffusio
         prior = LearnedPrior(path, world, device, prompts, exact_targets)
     except (WeightsError, ValueError) as exc:
         raise UserError(str(exc)) from None
-    if prior.shape[1:] != (config.render.height, config.render.width):
+    if prior.resolution != (config.render.height, config.render.width):
         raise UserError(
-            f"the learned prior at {path} is {prior.shape[1]}x{prior.shape[2]}; set "
+            f"the learned prior at {path} is {prior.resolution[0]}x{prior.resolution[1]}; set "
             f"render.height/width to match (got {config.render.height}x{config.render.width})"
         )
     return prior
