@@ -41,8 +41,6 @@ from core.interfaces import DiffusionPrior, PriorContext
 from core.schedule import alpha_sigma
 from priors.weights import WeightsError, _read_json, quiet_loading, weights_variant
 
-SD_PREFIX = "sd:"
-
 #: subfolder -> (files that must exist, diffusers/transformers class names accepted)
 SD_COMPONENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "unet": (("config.json", "diffusion_pytorch_model.safetensors"), ("UNet2DConditionModel",)),
@@ -99,25 +97,6 @@ class SDPriorConfig:
             raise ValueError("front_threshold and back_threshold must lie in (0, 180]")
         if min(self.phi_resolution, self.phi_resolution_full, self.depth_resolution) < 0:
             raise ValueError("phi_resolution(_full) and depth_resolution must be >= 0 (0: native)")
-
-
-def parse_prior(spec: str) -> tuple[str, str | None]:
-    """'world' -> ('world', None); 'sd:PATH' -> ('sd', PATH); 'learned' -> ('learned', None);
-    'learned:PATH' -> ('learned', PATH); ValueError otherwise.
-
-    >>> parse_prior("learned:early"), parse_prior("sd:/m")
-    (('learned', 'early'), ('sd', '/m'))
-    """
-    if spec in ("world", "learned"):
-        return spec, None
-    if spec.startswith(SD_PREFIX) and spec[len(SD_PREFIX) :].strip():
-        return "sd", spec[len(SD_PREFIX) :].strip()
-    if spec.startswith("learned:") and spec[len("learned:") :].strip():
-        return "learned", spec[len("learned:") :].strip()
-    raise ValueError(
-        f"'prior' must be 'world', 'learned[:PATH]' (a learned-prior folder) or 'sd:PATH' "
-        f"(a diffusers Stable Diffusion directory), got {spec!r}"
-    )
 
 
 def check_sd_directory(path: str | Path) -> Path:

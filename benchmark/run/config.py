@@ -16,7 +16,8 @@ from core.cameras import CameraConfig
 from core.errors import ConfigError
 from estimators.registry import METHODS
 from evaluation.clip_spec import check_clip_spec
-from priors.stable_diffusion import SDPriorConfig, parse_prior
+from priors.spec import parse_prior
+from priors.stable_diffusion import SDPriorConfig
 from world.prior import WorldPriorConfig
 
 DeviceName = Literal["cpu", "cuda"]

@@ -74,7 +74,8 @@ def _world_prior(config, prompts: list[str], device: torch.device) -> DiffusionP
 def _sd_prior(config, prompts: list[str], device: torch.device) -> DiffusionPrior:
     """``--prior sd:PATH``: a local diffusers Stable Diffusion directory (priors/stable_diffusion);
     a missing, incomplete or wrong directory and over-long prompts are one-line user errors."""
-    from priors.stable_diffusion import StableDiffusionPrior, WeightsError, parse_prior
+    from priors.spec import parse_prior
+    from priors.stable_diffusion import StableDiffusionPrior, WeightsError
 
     _, path = parse_prior(config.prior)
     try:
