@@ -1,5 +1,6 @@
-"""Equal compute (DESIGN.md section 4, CARV): cost per step, variance x cost, quality at
-SDS's budget. Per cell (run, method, prompt, seed), from the long-format results:
+"""Equal compute (docs/manual.md, "Equal compute and the verdict"; CARV): cost per step,
+variance x cost, quality at SDS's budget. Per cell (run, method, prompt, seed), from the
+long-format results:
 
     nfe_<kind>/step     network evaluations per step by kind (prior: ``n_evals``, phi:
                         ``n_evals_phi``, depth: ``n_evals_depth``), the slope of the

@@ -5,7 +5,7 @@ what is missing instead of an error.
 
     plot_variance(df, space)        log gradient variance vs step, per method, CI bands,
                                     one column per randomness variant, next to the PSNR
-                                    it bought (DESIGN.md section 4)
+                                    it bought (docs/manual.md, "Gradient variance")
     plot_convergence(df, metric)    an eval metric vs step / network calls / wall-clock
     plot_render_grid(run, prompt)   held-out renders: methods x checkpoints, next to the truth
 """

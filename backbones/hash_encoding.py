@@ -14,7 +14,7 @@ The output [N, L*F] is level-major, and the table T is one flat parameter ``para
 [sum_l size_l * F] in tinycudann's memory order (entry i of level l at rows off_l + i), so a
 state dict moves between the ``torch`` and ``tcnn`` implementations unchanged.
 
-The torch path is written for CPU speed (PLATFORM.md): the hash is computed in int32
+The torch path is written for CPU speed (docs/hashgrid.md): the hash is computed in int32
 (two's-complement wrap-around equals uint32 arithmetic bit for bit; the low bits of the
 pattern are the uint32 modulo of a power-of-two size) on contiguous [.., N] rows (points
 last, which vectorises), the 8 corners of all levels are gathered and weighted in one

@@ -1,6 +1,6 @@
 """DDIM inversion and sampling over any noise predictor (pure functions over tensors).
 
-Notation as DESIGN.md section 2: abar_t = alphas_cumprod[t] (the one schedule,
+Notation as docs/manual.md, "The estimators": abar_t = alphas_cumprod[t] (the one schedule,
 core/schedule.py), alpha = sqrt(abar), sigma = sqrt(1 - abar), and a timestep t < 0 stands
 for the clean image (abar = 1). One deterministic DDIM move of x from timestep a to b with
 the noise prediction e = eps(x, a):

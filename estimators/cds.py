@@ -14,7 +14,7 @@ step. In the variance-exploding parameterisation, sigma^VE_t = sqrt((1 - abar_t)
 G is the gradient on x of the loss the original minimises: ``compute_grad_consistency``
 returns grad_latents = w (eps_next - eps) (with ``recon_std_rescale`` = 0, pred_epsilon =
 noise_pred) and the loss 0.5 ||x - sg(x + grad_latents)||^2, whose gradient is
--grad_latents. (../shared/FAMILY.md writes the bracket the other way round; descending that
+-grad_latents. (an earlier design note wrote the bracket the other way round; descending that
 sign pushes x away from the data: on a Gaussian prior the distance to the mean grows,
 tests/test_family.py.) s (the original's ``t_next``, ``cur_steps``) follows the original's
 deterministic schedule with ``s_anneal`` (configs/consistency-coarse.yaml: ``cur_steps

@@ -1,4 +1,4 @@
-"""A learned Stein baseline for SSD (``ssd.baseline=learned``, issue 23).
+"""A learned Stein baseline for SSD (``ssd.baseline=learned``).
 
 SteinDreamer's identity admits any baseline; its depth baseline explains <= 0.1% of the
 gradient variance in the world. Here the baseline is a small network N_psi, conditioned on the

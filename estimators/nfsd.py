@@ -9,7 +9,7 @@ negative prompt (NFSD_NEGATIVE; the world: its degraded distribution). No noise 
 subtracted: the noise term is what delta_D avoids. s = 7.5 in the paper.
 
 CFG convention: NFSD's own (delta_C scaled by s, no conditional term; ``cfg_mode`` unused).
-No public code (project page orenkatzir/nfsd); this follows Eq. 6 as FAMILY.md and the
+No public code (project page orenkatzir/nfsd); this follows Eq. 6 as the paper and the
 threestudio-style ``compute_grad_nfsd`` re-implementations write it. NFE per step: 3 (the
 negative branch is evaluated at every t so the cost does not depend on t).
 """

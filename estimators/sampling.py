@@ -1,4 +1,4 @@
-"""CARV's Monte Carlo levers for any estimator (FAMILY.md, arXiv 2605.21489): amortised reuse
+"""CARV's Monte Carlo levers for any estimator (arXiv 2605.21489): amortised reuse
 (one render, K (t, eps) draws averaged), importance-sampled t and stratified t.
 
 ``SampledEstimator`` wraps any ``GradientEstimator``. For a batch x [B] with the harness's

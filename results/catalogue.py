@@ -1,4 +1,4 @@
-"""The metric catalogue: one row per metric a run can log (DESIGN.md section 4).
+"""The metric catalogue: one row per metric a run can log (docs/manual.md, "Gradient variance").
 
 Each row names the metric (a pattern: ``<v>`` is a probe variant, ``<g>`` a parameter group,
 ``<s>`` a time section), its title for tables and plots, its kind (``quality``, ``variance``,

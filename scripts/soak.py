@@ -1,4 +1,4 @@
-"""Soak test of issue 22 (not part of ``make test``): kills at random moments, then a check
+"""Soak test (not part of ``make test``): kills at random moments, then a check
 that every metric equals an undisturbed run's.
 
 1. A sweep of 16 tiny cells (2 methods x 2 prompts x 2 seeds x 2 grid values) on the local

@@ -172,7 +172,7 @@ CASES = [
     pytest.param(
         lambda d: ["--set", "steps"], ["--set", "key=value", "'steps'"], id="set-no-equals"
     ),
-    # issue 22 (reliability; more in tests/test_reliability.py)
+    # reliability (more in tests/test_reliability.py)
     pytest.param(
         lambda d: ["--seeds", str(2**63)],
         ["--seeds", "[0, 2**63)", str(2**63)],

@@ -1,4 +1,4 @@
-"""Does the shipped world CLIP rank assets like the exact metrics (issue 17 item 3)?
+"""Does the shipped world CLIP rank assets like the exact metrics?
 
 Claims checked on the shipped weights (evaluation/assets/world_clip), on the held-out ring
 (elevation 20, 8 azimuths), which CLIP training never sees (evaluation/clip_data.py excludes

@@ -33,3 +33,29 @@ def test_no_pointer_outside_the_repository():
         assert not re.search(r"\.\./shared|shared/(DESIGN|ARCHITECTURE|FAMILY|PLATFORM)", text), (
             path
         )
+
+
+def test_nothing_points_at_design_notes_or_issue_numbers():
+    """Every tracked text file: no path to the developers' design notes outside the repository
+    and no issue numbers (the reader of the repository has neither)."""
+    import subprocess
+
+    files = subprocess.run(
+        ["git", "ls-files", "*.py", "*.md", "*.yaml", "*.toml", "Makefile", "*.txt"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    pattern = re.compile(
+        r"\.\./shared|\b(DESIGN|ARCHITECTURE|FAMILY|PLATFORM)\.md|\b[Ii]ssues? #?\d+\b"
+    )
+    hits = []
+    for name in files:
+        path = ROOT / name
+        if not path.is_file():
+            continue
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if pattern.search(line) and "github.com" not in line:
+                hits.append(f"{name}:{i}: {line.strip()}")
+    assert not [h for h in hits if not h.startswith("tests/test_docs.py")], hits

@@ -1,4 +1,4 @@
-"""The score-distillation family (issue 19): exact identities, definitions, cost models, DDIM.
+"""The score-distillation family: exact identities, definitions, cost models, DDIM.
 
 Identities are exact (torch.equal) where the computation is the same sequence of float ops,
 otherwise allclose with the float32 tolerance stated at the assertion.
@@ -413,7 +413,7 @@ def test_cds_sign_on_a_gaussian_prior_pulls_the_noised_render_to_the_mean():
 
     a positive multiple of x_t - m: descending G moves the noised render x_t = x + sigma_t eps*
     to the mean (CDS's fixed point is x = m - sigma_t eps*, offset by the fixed noise), while
-    the bracket the other way round (FAMILY.md's) diverges from it. Checked to 1e-4 relative,
+    the bracket the other way round (the design note's) diverges from it. Checked to 1e-4 relative,
     and 100 plain steps x -= 2 G shrink |x_t - m| 10-fold."""
     g = torch.Generator().manual_seed(0)
     mean, var = torch.rand(1, 3, 8, 8, generator=g) * 2 - 1, 0.05

@@ -1,4 +1,4 @@
-"""The import graph, checked from the source (ARCHITECTURE.md's rules stay true):
+"""The import graph, checked from the source (docs/manual.md, "Developer guide"):
 
 - no import circles between the project's packages, nor between its modules (inside a package
   too: a shared piece lives in the lower module);

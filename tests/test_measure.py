@@ -488,7 +488,7 @@ def test_cameras_getitem_list_used_for_shared_camera():
 
 
 def test_ssd_with_phi_one_mu_one_reports_exactly_sds_numbers(world_prior_small):
-    """Issue 8: SSD(constant phi = 1, fixed mu = 1) has S = eps, so G_ssd = G_sds bit for bit
+    """SSD(constant phi = 1, fixed mu = 1) has S = eps, so G_ssd = G_sds bit for bit
     and the probe reports SDS's numbers exactly, eps-only variant (camera and t fixed)
     included; SDS's eps-only variance is a finite, positive number."""
     config = ["measure.samples=4", "measure.bootstrap=20"]

@@ -56,7 +56,7 @@ def test_a_fraction_reached_at_the_start_does_not_count():
 
 def test_psnr_threshold_is_never_the_start_when_nothing_improved():
     """Without quality metrics: a prompt whose best final PSNR is below the start (the desk
-    lamp of issue 17: threshold 12.43 = its start, steps 0) gets no threshold."""
+    lamp: threshold 12.43 = its start, steps 0) gets no threshold."""
     rows = []
     for prompt, end in (("lamp", 11.6), ("sphere", 30.0)):
         rows += [("r", "sds", prompt, 0, 0, "psnr", 12.4), ("r", "sds", prompt, 0, 50, "psnr", end)]

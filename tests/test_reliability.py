@@ -1,4 +1,4 @@
-"""Issue 22: the defects adversarial testing found, one test each (the ``run`` flag cases are
+"""Reliability: the defects adversarial testing found, one test each (the ``run`` flag cases are
 rows of tests/test_cli_errors.py CASES). Most run in-process in well under a second; the two
 that train (the concurrent-resume / write-error run and the dead-worker sweep) are slow.
 """

@@ -1,4 +1,4 @@
-"""Issue 22, the slow end-to-end cases: a write error mid-run followed by two concurrent
+"""Reliability, the slow end-to-end cases: a write error mid-run followed by two concurrent
 resumes (the run lock), and a sweep whose worker dies mid-cell (the retry charge). The fast
 cases are in tests/test_reliability.py."""
 

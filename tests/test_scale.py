@@ -1,4 +1,4 @@
-"""Real scale (issue 21, docs/scale.md): the full-size fixture architectures, SSD's phi decoder
+"""Real scale (docs/scale.md): the full-size fixture architectures, SSD's phi decoder
 levers, the memory levers (text encoder dropped, LoRA sharing the UNet's weights), the probe's
 ``split`` engine on a latent prior, and ``scale_check`` on the tiny fixtures.
 

@@ -1,4 +1,4 @@
-"""The analytic diffusion prior of the ground-truth world (DESIGN.md section 3).
+"""The analytic diffusion prior of the ground-truth world (docs/world.md).
 
 The data distribution for prompt y is a mixture over reference renders {x_i} (i = 1..N) of
 its object from fixed cameras, each optionally smoothed: x_0 ~ sum_i pi_i N(x_i, tau^2 I).
@@ -45,7 +45,7 @@ class WorldPriorConfig:
     nearest references, blended only within a few degrees of the midpoints). At the former
     0.05 (13 degrees) about 8 references were blended per camera, thin parts (table and chair
     legs, the lamp's arm and base) averaged away and SDS gained -0.8..+1.2 dB on them; at 0.001
-    it gains 8-13 dB (docs/world_fidelity.md, issue 17).
+    it gains 8-13 dB (docs/world_fidelity.md).
 
     ``unconditional``: ``objects`` (the library's objects, uniform over objects) or
     ``generic`` (``n_generic`` random objects of world/generic.py: every shape and colour).

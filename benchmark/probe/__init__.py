@@ -1,4 +1,4 @@
-"""The gradient-variance probe (DESIGN.md section 4).
+"""The gradient-variance probe (docs/manual.md, "Gradient variance").
 
 Modules: ``subject`` (what is probed: ``ProbeSubject``, built by the trainer), ``draws``
 (the K draws of (camera, t, eps) from the ``measure`` stream), ``per_sample`` (per-sample

@@ -9,7 +9,7 @@ from typing import Literal
 
 @dataclass
 class MeasureConfig:
-    """Gradient-variance probe (DESIGN.md section 4, benchmark/probe/): every ``every``
+    """Gradient-variance probe (docs/manual.md, "Gradient variance"): every ``every``
     steps (0 = off) and at step 0 and the last step, K = ``samples`` draws of (camera, t, eps)
     from the ``measure`` stream, theta frozen. ``chunk`` samples are vectorised at once
     (memory O(chunk x parameters)); ``engine`` picks torch.func or plain autograd ("auto":

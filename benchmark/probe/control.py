@@ -1,4 +1,4 @@
-"""The control-variate view of a probe (DESIGN.md section 4, revised protocol).
+"""The control-variate view of a probe (docs/manual.md, "Gradient variance").
 
 Every estimator's G is a raw score term minus a control variate: G_k = A_k - C_k with
 A_k = w eps_hat (``EstimatorOutput.score_term``, the same for SDS, VSD and SSD) and

@@ -1,4 +1,5 @@
-"""Gradient-variance probe (DESIGN.md section 4): per-sample gradients at a frozen checkpoint.
+"""Gradient-variance probe (docs/manual.md, "Gradient variance"): per-sample gradients at a
+frozen checkpoint.
 
 At a checkpoint ``step`` theta, the optimiser and the estimator's own state (LoRA, mu) are
 frozen: no optimiser step, no ``estimator.update``. ``grad`` has no side effects but its

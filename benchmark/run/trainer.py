@@ -1,6 +1,6 @@
 """The training loop of one cell (method x prompt x seed), method-agnostic.
 
-One step, as data (DESIGN.md section 1):
+One step, as data (docs/manual.md, "The estimators"):
     camera c, t, eps  <- named random streams
     backbone(theta).render(c) -> rgb, depth, opacity
     x = prior.encode(rgb)

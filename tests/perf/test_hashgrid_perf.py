@@ -2,7 +2,7 @@
 forward + backward to every parameter, on 2 threads. `make perf` measures; `make test` runs
 each once as a smoke test (--benchmark-disable).
 
-- ``field``: the field alone, query(points) -> sigma, colour (PLATFORM.md's figure; targets,
+- ``field``: the field alone, query(points) -> sigma, colour (docs/hashgrid.md's figure; targets,
   medians: hash grid (default HashGridConfig) <= 0.5 s, voxel grid 64^3 <= 50 ms);
 - ``render``: the whole render (ray set-up, blob, nerfacc compositing) + backward.
 
