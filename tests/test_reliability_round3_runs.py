@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from results.schema import is_machine_metric
+from tests.test_reliability_round3 import one_error_line, snapshot_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,19 +116,6 @@ def test_colliding_prompt_slugs_keep_their_files_and_resume_after_a_kill(sd_dir,
         a = (full_run / "snapshots" / name).read_bytes()
         assert (killed_run / "snapshots" / name).read_bytes() == a, name
     assert sorted(p.name for p in (killed_run / "snapshots").glob("*.png")) == snaps
-
-
-def snapshot_tree(folder: Path) -> dict[str, bytes]:
-    """relative path -> bytes of every file under ``folder`` (the byte-for-byte check)."""
-    return {
-        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
-    }
-
-
-def one_error_line(capsys) -> str:
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    return lines[0]
 
 
 # --------------------------- 1: scale_check never deletes a DIR/sd it did not build; args first
