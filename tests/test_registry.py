@@ -129,7 +129,7 @@ def test_every_row_builds_an_estimator_whose_grad_is_pure(world_prior_small, met
 
 
 def test_priors_table():
-    assert set(PRIORS) == {"world", "sd"}
+    assert set(PRIORS) == {"world", "sd", "learned"}
 
 
 def test_run_help_names_every_method_and_backbone():
