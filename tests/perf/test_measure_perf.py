@@ -139,9 +139,76 @@ def test_probe_k8_vs_one_training_step(benchmark, setup):
     ratio = t_probe / t_step
     benchmark.extra_info.update(step_ms=1000 * t_step, probe_ms=1000 * t_probe, ratio=ratio)
     print(f"\nprobe K=8 {1000 * t_probe:.1f} ms / step {1000 * t_step:.1f} ms = {ratio:.2f}x")
-    # missed on a quiet 2-core machine on 2026-12-07 (5.6, load 1.2): printed, not asserted,
-    # until the probe is made cheaper (a flaky pass just inside the slack guards nothing)
+    # missed on a quiet 2-core machine on 2026-12-07 (5.6, load 1.2) and out of reach: the
+    # floor of K per-sample render passes is ~0.7 step each (test_probe_k8_vs_its_render_floor,
+    # which asserts the probe against that floor); printed here, not asserted
     check_ratio(benchmark, "probe_k8_over_one_step", ratio, target=4.0, enforce=False)
+
+
+#: one K = 8 probe (variant ``all``, no bootstrap) costs at most this many times its floor, the
+#: K single-view render forward + backward passes that any per-sample gradient needs
+PROBE_K8_FLOOR_TARGET = 1.5
+
+
+def test_probe_k8_vs_its_render_floor(benchmark, setup):
+    """Why "K = 8 probe <= 4x one step" cannot be met, and what is guarded instead.
+
+    A per-sample gradient g_k = J_k^T G_k needs one render forward and one backward per draw:
+    nothing is shared between K cameras. Its floor is K single-view render passes
+    (``backbone.render`` + ``autograd.grad``, the probe's own draws), which on the voxel world
+    cost ~0.7 of a training step each (the step adds the prior, the estimator and Adam), so
+    the floor of K = 8 is ~5.6 steps. The 4x target dates from a step that made two
+    ``grid_sample`` lookups (density, colour); the stacked lookup made the step ~1.5x cheaper
+    and the probe's ratio to it rose. Asserted: the probe within PROBE_K8_FLOOR_TARGET of its
+    floor (the prior's batched evaluation and the streamed statistics on top); printed: the
+    floor's own ratio to a step (extra_info['floor_over_one_step'])."""
+    from benchmark.probe.draws import draw_measure_inputs
+
+    config, trainer = setup
+    probe_config = replace(config.measure, samples=8, chunk=8, variants=("all",), bootstrap=0)
+    subject = trainer.probe_subject()
+    cameras = draw_measure_inputs(subject, 10, 8).cameras
+    backbone = subject.backbone
+    theta = [p for p in backbone.parameters() if p.requires_grad]
+    counter = iter(range(10**7, 10**9))
+
+    def floor():
+        start = time.perf_counter()
+        for k in range(len(cameras)):
+            rgb = backbone.render(cameras[[k]], subject.height, subject.width)["rgb"]
+            torch.autograd.grad(rgb, theta, torch.ones_like(rgb))
+        return time.perf_counter() - start
+
+    def probe():
+        start = time.perf_counter()
+        measure_gradient_variance(trainer.probe_subject(), 10, probe_config)
+        return time.perf_counter() - start
+
+    def one_step():
+        start = time.perf_counter()
+        trainer.step(next(counter))
+        return time.perf_counter() - start
+
+    repeats = 1 if benchmark.disabled else 9
+
+    def measure():
+        rows = [(floor(), probe(), one_step()) for _ in range(repeats)]
+        return [statistics.median(column) for column in zip(*rows, strict=True)]
+
+    t_floor, t_probe, t_step = benchmark.pedantic(measure, rounds=1, iterations=1)
+    benchmark.extra_info.update(
+        floor_ms=1000 * t_floor,
+        probe_ms=1000 * t_probe,
+        step_ms=1000 * t_step,
+        floor_over_one_step=t_floor / t_step,
+    )
+    print(
+        f"\nK=8: probe {1000 * t_probe:.1f} ms, floor {1000 * t_floor:.1f} ms "
+        f"(= {t_floor / t_step:.2f} steps), step {1000 * t_step:.1f} ms"
+    )
+    check_ratio(
+        benchmark, "probe_k8_over_floor", t_probe / t_floor, target=PROBE_K8_FLOOR_TARGET, slack=1.2
+    )
 
 
 def test_probe_share_of_a_default_cell(benchmark, setup):
