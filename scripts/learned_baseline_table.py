@@ -13,8 +13,12 @@ not in summary.csv): ``cv_oracle_gain`` (the in-sample-optimal scale of the meth
 variate), the image-space ``img_cv_gain``, and the same on the probe variant
 ``fixed_camera_t`` (``fixed_*``: camera and t fixed, eps only: the part of the variance any
 Stein control variate can act on), and ``log_var`` with the camera fixed and with camera and
-t fixed (where the variance comes from). Prints a markdown table; writes one CSV row per
-method.
+t fixed (where the variance comes from). The variance split by the
+law of total variance (summary.csv's ``eps_share``, ``t_share``, ``camera_share`` and
+``eps_var``: E_{c,t}[Var_eps(G | c, t)], the part a Stein control variate can act on, with
+prompt-clustered CIs) is read from summary.csv like every verdict column; the single-draw
+``fixed_*`` columns appear only for runs that logged that variant. Prints a markdown table;
+writes one CSV row per method.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ COLUMNS = (
     ("fixed_cv_gain", "cv_gain, eps only", 3),
     ("fixed_img_cv_gain", "image cv_gain, eps only", 3),
     ("log_var", "log var", 2),
+    ("eps_share", "eps share (split)", 2),
+    ("t_share", "t share (split)", 2),
+    ("camera_share", "camera share (split)", 2),
+    ("eps_var", "E[Var_eps] (split)", 4),
     ("log_var_fixed_camera", "log var, camera fixed", 2),
     ("log_var_eps_only", "log var, eps only", 2),
     ("nsr", "NSR", 1),
