@@ -119,8 +119,22 @@ def grid(args) -> None:
         labels.append(f"vsd particle {k}")
     image = torch.cat([torch.cat(list(r), dim=-1) for r in rows], dim=-2)
     array = (image.permute(1, 2, 0).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
-    Image.fromarray(array).resize((array.shape[1] * 3, array.shape[0] * 3), 0).save(args.out)
+    big = Image.fromarray(array).resize((array.shape[1] * 3, array.shape[0] * 3), 0)
+    label_rows(big, labels).save(args.out)
     emit(exp="grid", out=args.out, rows=labels)
+
+
+def label_rows(image, labels: list[str], margin: int = 120):
+    """``image`` (PIL, len(labels) equal rows) with a white left margin naming each row."""
+    from PIL import Image, ImageDraw
+
+    out = Image.new("RGB", (image.width + margin, image.height), "white")
+    out.paste(image, (margin, 0))
+    draw = ImageDraw.Draw(out)
+    row = image.height / len(labels)
+    for k, text in enumerate(labels):
+        draw.text((6, int(k * row + row / 2 - 5)), text, fill="black")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
