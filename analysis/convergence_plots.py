@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from analysis.cells import CELL, add_labels, sort_labels
 from analysis.convergence import QUALITY, stop_table
-from analysis.plots import _style, message_figure
+from analysis.plots import _style, message_figure, plain_log_axis
 from results.catalogue import title as metric_title
 
 #: the signals drawn, in order (those a run logged)
@@ -66,7 +66,7 @@ def plot_convergence_signals(df: pd.DataFrame, max_prompts: int = 12) -> Figure:
                     if step is not None and step in series.index:
                         ax.plot([step], [series.loc[step]], "x", color=colors[prompt], ms=8)
                 if metric in LOG_AXIS and (data.loc[data["metric"] == metric, "value"] > 0).any():
-                    ax.set_yscale("log")
+                    plain_log_axis(ax)
                 if i == 0:
                     ax.set_title(label)
                 if j == 0:

@@ -71,6 +71,20 @@ def line_styles(labels) -> dict[str, dict]:
     }
 
 
+def plain_log_axis(ax, axis: str = "y") -> None:
+    """A log ``axis`` with plain tick labels (1, 2, 5 per decade as ``%g``): the report draws
+    with mathtext off (``text.parse_math`` False, so that user text such as prompts is never
+    parsed), and matplotlib's default log labels are mathtext (``$10^{k}$``), which would show
+    as raw strings."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+    target.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    target.set_minor_formatter(NullFormatter())
+
+
 def palette(labels) -> dict[str, tuple]:
     """Colour per label; SDS, VSD and SSD keep the same colour in every figure."""
     import seaborn as sns

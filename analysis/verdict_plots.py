@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from analysis.cells import add_labels, sort_labels
 from analysis.compute import quality_curve
-from analysis.plots import _style, line_styles, message_figure, palette
+from analysis.plots import _style, line_styles, message_figure, palette, plain_log_axis
 from analysis.stats import mean_ci
 
 
@@ -73,13 +73,7 @@ def plot_nsr_vs_step(df: pd.DataFrame) -> Figure:
         for label in sort_labels(rows["label"].unique()):
             part = rows[rows["label"] == label].assign(x=lambda r: r["step"].astype(float))
             _line(ax, part, label, "x", colors, marks, inverse=True)
-        ax.set_yscale("log")
-        # plain tick labels (the report turns mathtext off, so no 10^{k} labels)
-        from matplotlib.ticker import FuncFormatter, LogLocator
-
-        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+        plain_log_axis(ax)
         ax.set_xlabel("step")
         ax.set_ylabel("NSR = tr Var / ||mu||^2 (theta, unbiased)")
         ax.set_title(
