@@ -17,11 +17,13 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
+import time
 from pathlib import Path
 
 from core.errors import UserError
 
 LOCK_FILE = ".lock"
+_POLL_S = 0.1  # how often ``acquire(wait=...)`` tries again
 
 
 def read_holder(path: Path) -> str:
@@ -41,24 +43,31 @@ def read_holder(path: Path) -> str:
 
 class RunLock:
     """``with RunLock(run_dir):`` holds the run dir's lock; ``acquire`` raises a one-line
-    UserError when another process holds it or the run dir cannot be opened."""
+    UserError when another process holds it (after waiting up to ``wait`` seconds for it to
+    let go) or the run dir cannot be opened."""
 
     def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / LOCK_FILE
         self.fd: int | None = None
 
-    def acquire(self) -> RunLock:
+    def acquire(self, wait: float = 0.0) -> RunLock:
         if self.fd is not None:
             return self
+        deadline = time.monotonic() + wait
         try:
             fd = os.open(self.run_dir, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as exc:
             reason = "not a folder" if isinstance(exc, NotADirectoryError) else exc.strerror
             raise UserError(f"cannot lock run {self.run_dir}: {reason or exc}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() < deadline:
+                    time.sleep(_POLL_S)
+                    continue
             os.close(fd)
             raise UserError(
                 f"run {self.run_dir} is in use by another process (pid {read_holder(self.path)}); "
