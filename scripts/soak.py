@@ -2,12 +2,15 @@
 result with an undisturbed sweep and run of the same inputs.
 
 1. Sweep: a 16-cell sweep (``benchmark sweep``, 4 methods x 2 prompts x 2 seeds, tiny world
-   settings, local executor, 2 workers). Its driver is killed with SIGKILL twice, each time a
-   random number of cells after the previous start plus a random fraction of a second (so
-   cells are running), and the same command is run again; the third driver runs to the end.
-2. Run: one ``benchmark run`` of 2 cells, stopped five times at random moments of its training
-   by SIGKILL, SIGINT or SIGTERM (mixed, at least one of each), each time continued with
-   ``benchmark resume``; the sixth process runs to the end.
+   settings, 150 steps, local executor, 2 workers). Its driver is killed with SIGKILL twice,
+   each time once a random number (1-4) of cells have finished since it started and another
+   cell is training (it has a checkpoint), plus a random 0-1 s; then the same command is run
+   again. The third driver runs to the end.
+2. Run: one ``benchmark run`` of 2 cells (400 steps each, one after the other), stopped five
+   times by SIGKILL, SIGINT or SIGTERM (mixed, at least one of each) at random moments of its
+   training (5-85% of the undisturbed run's training time, seconds counted from the moment
+   the process has the lock and trains), each time continued with ``benchmark resume``; the
+   sixth process runs to the end.
 
 Compared with the undisturbed sweep and run, exactly (no tolerance): every row of each
 ``metrics.parquet`` (all columns but ``run_id``, a timestamped id for a run; rows of machine
@@ -54,7 +57,7 @@ FULL = {
     "methods": ["sds", "ssd", "csd", "nfsd"],
     "prompts": ["a red sphere", "a snowman"],
     "seeds": [0, 1],
-    "sweep_steps": 60,
+    "sweep_steps": 150,
     "run_steps": 400,
     "sweep_kills": 2,
     "run_kills": 5,
@@ -63,7 +66,7 @@ SMALL = {
     "methods": ["sds", "ssd"],
     "prompts": ["a red sphere"],
     "seeds": [0, 1],
-    "sweep_steps": 40,
+    "sweep_steps": 100,
     "run_steps": 200,
     "sweep_kills": 1,
     "run_kills": 2,
@@ -179,11 +182,14 @@ class Soak:
             before = sum(cell_state(d) == "finished" for d in cell_dirs(out))
             left = n_cells - before
             target = before + self.rng.randint(1, max(1, min(left - 2, n_cells // 4)))
-            delay = self.rng.uniform(0.2, 2.0)
-            while driver.poll() is None:
-                if sum(cell_state(d) == "finished" for d in cell_dirs(out)) >= target:
+            delay = self.rng.uniform(0.0, 1.0)
+            while driver.poll() is None:  # `target` cells finished, then one cell training
+                if sum(cell_state(d) == "finished" for d in cell_dirs(out)) >= target and any(
+                    cell_state(d) != "finished" and any((d / "checkpoints").glob("*.pt"))
+                    for d in cell_dirs(out)
+                ):
                     break
-                time.sleep(0.05)
+                time.sleep(0.02)
             time.sleep(delay)
             if driver.poll() is not None:
                 self.incomplete.append(f"sweep attempt {attempt} ended before its kill")
@@ -203,7 +209,8 @@ class Soak:
             if gone is None:
                 self.problems.append(f"sweep attempt {attempt}: its workers outlived the driver")
             self.row("sweep", attempt, "KILL",
-                     f"{target - before} cell(s) in + {delay:.1f} s ({killed_at - began:.0f} s)",
+                     f"{target - before} cell(s) done, a cell training, + {delay:.1f} s "
+                f"({killed_at - began:.0f} s in)",
                      f"{done}/{n_cells} cells finished, {partial} partial ({ckpts} checkpoints)",
                      f"{outcome}; {stopped}")  # fmt: skip
         wall = time.perf_counter() - began
@@ -267,6 +274,8 @@ class Soak:
         plan = plan[:kills]
         self.rng.shuffle(plan)
         root = self.work / "run_soak"
+        # the kills at these fractions of the undisturbed run's training time (both cells)
+        points = sorted(self.rng.uniform(0.05, 0.85) for _ in range(kills))
         began, trained = time.perf_counter(), 0.0
         process = self.start("run", *args, "--out", str(root))
         for attempt in range(1, kills + 2):
@@ -281,7 +290,7 @@ class Soak:
                 and read_json(run_dir_of(root) / "manifest.json").get("pid") != process.pid
             ):
                 time.sleep(0.01)  # the pid is written once it holds the lock and trains
-            delay = self.rng.uniform(0.1, 0.3) * max(train - trained, 0.5)
+            delay = max(0.05, points[attempt - 1] * train - trained)
             time.sleep(delay)
             name = plan[attempt - 1]
             if process.poll() is not None:
