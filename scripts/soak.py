@@ -8,16 +8,17 @@ result with an undisturbed sweep and run of the same inputs.
    again. The third driver runs to the end.
 2. Run: one ``benchmark run`` of 2 cells (400 steps each, one after the other), stopped five
    times by SIGKILL, SIGINT or SIGTERM (mixed, at least one of each) at random moments of its
-   training (5-85% of the undisturbed run's training time, seconds counted from the moment
-   the process has the lock and trains), each time continued with ``benchmark resume``; the
-   sixth process runs to the end.
+   training: once it has logged a random 5-90% of the undisturbed run's rows (sorted, so the
+   kills move through both cells; rows are flushed with each checkpoint), plus a random
+   0-0.3 s; each time continued with ``benchmark resume``. The sixth process runs to the end.
 
 Compared with the undisturbed sweep and run, exactly (no tolerance): every row of each
 ``metrics.parquet`` (all columns but ``run_id``, a timestamped id for a run; rows of machine
 metrics, wall-clock seconds and memory, ``results.schema.is_machine_metric``, left out); each
 cell's results in the manifests (all fields but ``train_seconds``); ``config.yaml`` (all keys
 but ``out``, the results folder); ``summary.csv`` (all columns but the ``*seconds*`` ones);
-and the names of the files left in every run dir.
+and the names of the files left in every run dir (but ``.lock``, which only names the last
+holder).
 
 Prints a table (part, attempt, signal, moment, state at the kill, outcome), then IDENTICAL or
 DIFFERENT (or INCOMPLETE when a planned kill could not land); exit code 0 only for IDENTICAL
@@ -274,9 +275,10 @@ class Soak:
         plan = plan[:kills]
         self.rng.shuffle(plan)
         root = self.work / "run_soak"
-        # the kills at these fractions of the undisturbed run's training time (both cells)
-        points = sorted(self.rng.uniform(0.05, 0.85) for _ in range(kills))
-        began, trained = time.perf_counter(), 0.0
+        # each kill once the run has logged this fraction of the undisturbed run's rows
+        total = count_rows(ref_dir)
+        points = sorted(self.rng.uniform(0.05, 0.9) for _ in range(kills))
+        began = time.perf_counter()
         process = self.start("run", *args, "--out", str(root))
         for attempt in range(1, kills + 2):
             what = f"run process {attempt}"
@@ -285,12 +287,12 @@ class Soak:
                 status = read_json(run_dir_of(root) / "manifest.json").get("status")
                 self.row("run", attempt, "-", "runs to the end", "-", f"{outcome}, {status}")
                 break
-            while (
-                process.poll() is None
-                and read_json(run_dir_of(root) / "manifest.json").get("pid") != process.pid
-            ):
-                time.sleep(0.01)  # the pid is written once it holds the lock and trains
-            delay = max(0.05, points[attempt - 1] * train - trained)
+            target, delay = int(points[attempt - 1] * total), self.rng.uniform(0.0, 0.3)
+            while process.poll() is None and not (
+                read_json(run_dir_of(root) / "manifest.json").get("pid") == process.pid
+                and count_rows(run_dir_of(root)) >= target
+            ):  # the pid is written once it holds the lock and trains; rows at checkpoints
+                time.sleep(0.01)
             time.sleep(delay)
             name = plan[attempt - 1]
             if process.poll() is not None:
@@ -299,12 +301,12 @@ class Soak:
                          self.finish(process, 0, what))  # fmt: skip
                 break
             process.send_signal(SIGNALS[name])
-            trained += delay
             outcome = self.finish(process, -signal.SIGKILL if name == "KILL" else 130, what)
             run_dir = run_dir_of(root)
             manifest = read_json(run_dir / "manifest.json")
             done = len(manifest.get("cells", []))
-            self.row("run", attempt, name, f"{delay:.2f} s into training",
+            self.row("run", attempt, name,
+                     f"{target}/{total} rows logged ({points[attempt - 1]:.0%}) + {delay:.2f} s",
                      f"{count_rows(run_dir)} rows, {done}/{len(cells)} cells finished, "
                      f"status {manifest.get('status')}", outcome)  # fmt: skip
             if manifest.get("status") == "finished":
@@ -431,7 +433,8 @@ def compare_run_dirs(ref: Path, soak: Path, drop=()) -> list[str]:
     import yaml
 
     differences = []
-    names = [sorted(str(p.relative_to(d)) for p in d.rglob("*")) for d in (ref, soak)]
+    names = [sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.name != ".lock")
+             for d in (ref, soak)]  # fmt: skip
     if names[0] != names[1]:
         differences.append(f"files: {sorted(set(names[0]) ^ set(names[1]))}")
     keys = ["method", "prompt", "seed", "step", "metric"]

@@ -212,6 +212,47 @@ def test_a_retried_cell_waits_for_the_holder_to_let_go(tmp_path, monkeypatch):
     assert sorted(p.name for p in cell.iterdir()) == ["partial.txt"]  # the old output cleared
 
 
+# A process that takes the run dir's flock and writes its pid into .lock only after a delay
+# (the moment a race's winner has the lock but has not yet named itself).
+_LATE_NAMER = textwrap.dedent(
+    """
+    import fcntl, os, sys, time
+    fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    print("held", flush=True)
+    if float(sys.argv[2]) >= 0:
+        time.sleep(float(sys.argv[2]))
+        with open(os.path.join(sys.argv[1], ".lock"), "w") as f:
+            f.write(f"{os.getpid()}\\n")
+    sys.stdin.readline()
+    """
+)
+
+
+@pytest.mark.parametrize("names_itself_after", [-1.0, 0.3])
+def test_a_refused_process_never_names_the_last_dead_holder(tmp_path, names_itself_after):
+    """Found by the two-process race below: the loser read .lock before the winner had
+    written its pid there and named the last holder, a dead process. Now it waits up to a
+    second for .lock to name a live process, else says "unknown"."""
+    from benchmark.run.runlock import RunLock, pid_alive
+    from core.errors import UserError
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert not pid_alive(gone.pid) and pid_alive(os.getpid())
+    (tmp_path / ".lock").write_text(f"{gone.pid}\n")  # the last holder's, now dead
+    holder = _python(tmp_path, "-c", _LATE_NAMER, str(tmp_path), str(names_itself_after),
+                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError) as refused:
+            RunLock(tmp_path).acquire()
+        named = str(holder.pid) if names_itself_after >= 0 else "unknown"
+        assert f"in use by another process (pid {named})" in str(refused.value)
+    finally:
+        holder.communicate("\n")
+
+
 # ------------------------------------------------- two processes racing for one run dir
 
 _KILLED_RUN = textwrap.dedent(
@@ -310,36 +351,34 @@ def test_two_resumes_started_together_exactly_one_proceeds(killed_run, resumed_o
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("lock_file", ["deleted", "replaced", "symlink"])
 def test_a_second_writer_during_a_resume_is_refused_whatever_happens_to_dot_lock(
-    killed_run, resumed_once, tmp_path, lock_file
+    killed_run, resumed_once, tmp_path
 ):
     """A resume in progress; RUN/.lock deleted (what let a second writer in, 1 try in 3),
-    replaced by another pid or by a symlink; then `resume RUN` and `run --resume RUN` from
-    other processes: each refused (exit 2, one line), and the first resume ends exactly as
-    a single resume does."""
+    then replaced by another pid, then by a symlink; after each, a second writer from
+    another process (`resume RUN`, `run --resume RUN`, `resume RUN`) is refused (exit 2, one
+    line), and the first resume ends exactly as a single resume does."""
     run = shutil.copytree(killed_run, tmp_path / killed_run.name)
     first = _racer(tmp_path, "resume", str(run))
-    seconds = [
-        _racer(tmp_path, *argv) for argv in (["resume", str(run)], ["run", "--resume", str(run)])
-    ]
+    argvs = (["resume", str(run)], ["run", "--resume", str(run)], ["resume", str(run)])
+    seconds = [_racer(tmp_path, *argv) for argv in argvs]
     _go(first)
     deadline = time.monotonic() + 300
     while soak.read_json(run / "manifest.json").get("pid") != first.pid:
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()
         time.sleep(0.01)  # the pid is in the manifest once it holds the lock and trains
     lock = run / ".lock"
-    lock.unlink()
-    if lock_file == "replaced":
-        lock.write_text("999999\n")
-    elif lock_file == "symlink":
-        lock.symlink_to(tmp_path / "elsewhere")
-    _go(*seconds)
-    for second in seconds:
+    for how, second in zip(("deleted", "replaced", "symlink"), seconds, strict=True):
+        lock.unlink(missing_ok=True)
+        if how == "replaced":
+            lock.write_text("999999\n")
+        elif how == "symlink":
+            lock.symlink_to(tmp_path / "elsewhere")
+        _go(second)
         _, err = second.communicate(timeout=600)
-        assert second.returncode == 2, err
+        assert second.returncode == 2, (how, err)
         _one_error_line(err, "is in use by another process")
-    assert first.poll() is None, "the first resume ended before the second writers came"
+        assert first.poll() is None, f"the first resume ended before the second writer ({how})"
     _, err = first.communicate(timeout=600)
     assert first.returncode == 0, err
     assert soak.compare_run_dirs(resumed_once, run, drop=()) == []
