@@ -68,15 +68,17 @@ def _manifest_prompts(path: Path, manifest: dict, prior: str) -> list[str]:
     return list(prompts)
 
 
-def open_run(run_dir: str | Path):
+def open_run(run_dir: str | Path, lock: RunLock | None = None):
     """(config, methods, prompts, ResumeState) of an interrupted run at ``run_dir``; the
-    state holds the run dir's lock (released by ``run_benchmark`` at the end)."""
+    state holds the run dir's lock (released by ``run_benchmark`` at the end). ``lock``: the
+    run dir's lock, already held by the caller (it is handed over, and released on error)."""
     path = Path(run_dir)
     if not path.is_dir():
         raise UserError(f"run directory not found: {run_dir}")
     if not (path / "manifest.json").is_file():
         raise UserError(f"{run_dir} is not a run directory (no manifest.json)")
-    lock = RunLock(path).acquire()  # before reading: two resumes cannot both pass
+    if lock is None:
+        lock = RunLock(path).acquire()  # before reading: two resumes cannot both pass
     try:
         return _open_locked(path, run_dir, lock)
     except BaseException:

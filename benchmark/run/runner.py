@@ -311,6 +311,10 @@ def _run_locked(
                     run_cells(pending, run_one, on_done, workers, stop)
                 finally:
                     torch.set_num_threads(config.threads)
+            # summary.csv before the manifest says finished: a run killed while it is written
+            # (seconds) is not finished, and its resume writes it (every cell already listed)
+            store.write_json("manifest.json", manifest)
+            write_run_summary(store.path, reporter.console)
         status = "finished"
     except OSError as exc:
         status, write_error = "failed", exc
@@ -326,7 +330,6 @@ def _run_locked(
             f"stopped (manifest {marked}); once writable, continue with: "
             f"python -m benchmark resume {store.path}"
         )
-    write_run_summary(store.path, reporter.console)
     reporter.summary(results, store.path)
     if report:
         from analysis.report import write_run_report

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 from typing import Any
 
 from benchmark.sweep.spec import Resources
@@ -14,19 +16,49 @@ RAY_MISSING = "the ray executor needs Ray; install the ray extra: pip install -e
 
 
 _REPORTS = None  # in a local worker: the queue to the driver (set by _init_worker)
+_DRIVER: int | None = None  # in a local worker: the driver's pid
+ORPHAN_POLL_S = 0.5  # how often a local worker checks that its driver is alive
+ORPHAN_GRACE_S = 300.0  # then how long its running cell has to stop after its step
 
 
 def _init_worker(reports) -> None:
-    global _REPORTS
-    _REPORTS = reports
+    global _REPORTS, _DRIVER
+    _REPORTS, _DRIVER = reports, os.getppid()
+    threading.Thread(target=_watch_driver, name="driver-watch", daemon=True).start()
+
+
+def _orphaned() -> bool:
+    """True when this worker's driver is gone (``kill -9``, or SIGTERM, which the driver
+    does not catch): the worker was re-parented."""
+    return _DRIVER is not None and os.getppid() != _DRIVER
+
+
+def _watch_driver() -> None:
+    """A worker whose driver died stops: SIGTERM to itself (a running cell finishes its step,
+    writes a checkpoint and releases its cell dir's lock; an idle worker just ends), and exit
+    if that has not happened within ``ORPHAN_GRACE_S``. Without this a worker of a killed
+    driver ran its cell to the end, into a dir that a rerun of the sweep was already using,
+    and then waited for work forever."""
+    while not _orphaned():
+        time.sleep(ORPHAN_POLL_S)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(ORPHAN_GRACE_S)
+    os._exit(1)
 
 
 def _run_reported(task: dict) -> dict:
     """``run_cell_task`` in a local worker, first telling the driver which process runs
-    which attempt (SimpleQueue: written before the cell starts, no feeder thread to lose)."""
+    which attempt (SimpleQueue: written before the cell starts, no feeder thread to lose).
+    An orphaned worker (its driver died) runs nothing and exits after its cell stops."""
+    if _orphaned():
+        os._exit(1)
     if _REPORTS is not None:
         _REPORTS.put((task["cell_id"], task["attempt"], os.getpid()))
-    return run_cell_task(task)
+    try:
+        return run_cell_task(task)
+    finally:
+        if _orphaned():  # nobody reads the result; do not take another cell
+            os._exit(1)
 
 
 class LocalExecutor:

@@ -1,7 +1,12 @@
 """One sweep cell as a task: a one-cell run into ``SWEEP_DIR/cells/<cell_id>/``.
 
 A retried cell whose earlier attempt left a readable checkpoint (``checkpoint_every``)
-continues from it (benchmark.run.resume); otherwise its partial output is removed first.
+continues from it (benchmark.run.resume), as does one killed after training, while it wrote
+summary.csv; otherwise its partial output is removed first. Either happens only with the
+cell dir's lock held: an earlier attempt's process that still writes there (a worker of a
+killed sweep driver, stopping after its step) is waited for up to ``LOCK_WAIT_S`` seconds,
+and if it still holds the lock then, the attempt fails with one line and the dir is left as
+it is.
 """
 
 from __future__ import annotations
@@ -10,10 +15,13 @@ import os
 import time
 from pathlib import Path
 
+from benchmark.run.runlock import RunLock
 from benchmark.run.typed_config import from_dict, to_dict
 from benchmark.sweep.faults import INJECT_ENV, InjectedFailure, die_at_step
 from benchmark.sweep.spec import same_json
 from core.errors import UserError
+
+LOCK_WAIT_S = 120.0  # how long a cell waits for an earlier attempt's process to let go of it
 
 
 class CellStopped(RuntimeError):
@@ -21,19 +29,20 @@ class CellStopped(RuntimeError):
     attempt (retried from that checkpoint), not a stop of the whole sweep."""
 
 
-def _reopen_cell(cell_dir: Path, expected: dict):
+def _reopen_cell(cell_dir: Path, expected: dict, lock: RunLock):
     """``benchmark.run.resume.open_run`` of a partial cell dir that holds a readable checkpoint
-    of the same config, else None (the caller then starts the cell afresh)."""
+    of the same config, else None (the caller then starts the cell afresh). ``lock``: the
+    cell dir's lock, held by the caller; handed to the returned state."""
     from benchmark.run.checkpoint import load_checkpoint
     from benchmark.run.resume import RunAlreadyFinished, open_run
 
     checkpoints = sorted((cell_dir / "checkpoints").glob("*.pt"))
-    if not checkpoints:
+    if not checkpoints and not _cell_listed(cell_dir):
         return None
     try:
         for path in checkpoints:
             load_checkpoint(path, steps=expected.get("steps"))
-        config, methods, prompts, state = open_run(cell_dir)
+        config, methods, prompts, state = open_run(cell_dir, lock=lock)
     except (UserError, RunAlreadyFinished):
         return None
     resolved = to_dict(config)
@@ -41,7 +50,25 @@ def _reopen_cell(cell_dir: Path, expected: dict):
     if not same_json(resolved, expected):
         state.lock.release()
         return None
-    return config, methods, prompts, state, load_checkpoint(checkpoints[0]).step
+    return (
+        config,
+        methods,
+        prompts,
+        state,
+        (load_checkpoint(checkpoints[0]).step if checkpoints else None),
+    )
+
+
+def _cell_listed(cell_dir: Path) -> bool:
+    """True when the cell's manifest lists its cell among the finished ones: the run was
+    killed after training, while it wrote summary.csv (its resume writes only that)."""
+    import json
+
+    try:
+        manifest = json.loads((cell_dir / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and bool(manifest.get("cells"))
 
 
 def run_cell_task(task: dict) -> dict:
@@ -56,9 +83,16 @@ def run_cell_task(task: dict) -> dict:
 
     cells_root = Path(task["cells_root"])
     cell_dir = cells_root / task["cell_id"]
-    reopened = _reopen_cell(cell_dir, task["config"]) if cell_dir.exists() else None
-    if cell_dir.exists() and reopened is None:
-        shutil.rmtree(cell_dir)
+    reopened = None
+    if cell_dir.exists():  # an earlier attempt's output: only touched with its lock held
+        lock = RunLock(cell_dir).acquire(wait=LOCK_WAIT_S)
+        try:
+            reopened = _reopen_cell(cell_dir, task["config"], lock)
+            if reopened is None:
+                shutil.rmtree(cell_dir)
+        finally:
+            if reopened is None:
+                lock.release()
     inject = task.get("inject_failure") or ""
     if inject in ("raise", "exit"):
         cell_dir.mkdir(parents=True, exist_ok=True)
