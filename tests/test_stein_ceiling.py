@@ -137,3 +137,12 @@ def test_script_bad_arguments_are_one_error_line(args):
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args", [["--setting", "nope"], ["--draws", "2"], ["--pairs", "0"]])
+def test_coefficients_script_bad_arguments_are_one_error_line(args):
+    proc = subprocess.run(
+        [sys.executable, "scripts/stein_coefficients.py", *args], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
