@@ -2,17 +2,21 @@
 eps-only share of SDS's gradient variance (what the perfect eps control variate removes) and
 what each class's cross-fitted oracle removes (benchmark/probe/stein_ceiling.py).
 
-    python scripts/stein_ceiling.py --prompts "a snowman,a red sphere" --train-steps 150 \
-        --pairs 12 --draws 256 --settings default,cfg7.5,temp0.05 \
-        --out docs/stein_ceiling.md --csv docs/stein_ceiling.csv
+    python scripts/stein_ceiling.py --prompts "a snowman,a red sphere" --train-steps 100 \
+        --pairs 12 --draws 128 --settings default,cfg7.5,detail \
+        --out docs/stein_ceiling_run.md --csv docs/stein_ceiling.csv
 
 Per setting and prompt: SDS trains ``--train-steps`` steps (the run's own streams), then theta
 is frozen and ``--pairs`` (camera, t) pairs are drawn from the training distribution (a
 generator seeded by --seed, prompt and setting), each with ``--draws`` eps. Variances are
-trace variances in theta space (the render's vjp, as the probe) and in image space. Shares are
-of V_total = V_eps + V_ct per prompt (law of total variance, V_ct corrected for the noise of
-the conditional means); CIs: 95% percentile cluster bootstrap over prompts, then (c, t) pairs
-within each prompt (2000 resamples).
+trace variances in image space (exact) and in theta space (the render's vjp, as the probe;
+``--theta-probes`` Rademacher combinations of the draws per class, unbiased, or 0 for one vjp
+per draw). The ``detail`` setting uses ``--detail-prompts`` (distribution prompts whose
+instances differ in fine detail), the others ``--prompts``. Shares are of V_total = V_eps +
+V_ct per prompt (law of total variance, V_ct corrected for the noise of the conditional
+means), averaged over prompts; CIs: 95% percentile bootstrap (2000 resamples), ``clustered``:
+prompts, then (c, t) pairs within each prompt; ``pairs``: (c, t) pairs within each prompt,
+the prompts fixed (the only choice with one prompt).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import os
 import sys
 import time
 import zlib
@@ -32,6 +37,7 @@ SETTINGS = {
     "default": [],
     "cfg7.5": ["sds.guidance_scale=7.5"],
     "temp0.05": ["world.view_temperature=0.05"],
+    "detail": [],
     "cfg100": ["sds.guidance_scale=100", "sds.cfg_mode=dreamfusion"],
 }
 
@@ -44,10 +50,25 @@ def fail(message: str) -> None:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--prompts", default="a snowman,a red sphere", help="comma-separated prompts")
-    p.add_argument("--settings", default="default,cfg7.5,temp0.05", help=",".join(SETTINGS))
-    p.add_argument("--train-steps", type=int, default=150)
+    p.add_argument(
+        "--detail-prompts",
+        default="a red ball with white spots",
+        help="comma-separated prompts of the detail setting (prompts/distributions.txt)",
+    )
+    p.add_argument("--settings", default="default,cfg7.5,detail", help=",".join(SETTINGS))
+    p.add_argument("--train-steps", type=int, default=100)
     p.add_argument("--pairs", type=int, default=12, help="(camera, t) pairs per prompt")
-    p.add_argument("--draws", type=int, default=256, help="eps draws per pair (even)")
+    p.add_argument("--draws", type=int, default=128, help="eps draws per pair (even)")
+    p.add_argument(
+        "--theta-probes", type=int, default=8, help="Rademacher probes per class (0: exact)"
+    )
+    p.add_argument("--bootstrap", choices=("clustered", "pairs"), default="clustered")
+    p.add_argument(
+        "--online-fit",
+        type=int,
+        default=200,
+        help="draws the online posterior form's coefficients are fitted on first (0: no row)",
+    )
     p.add_argument("--basis", type=int, default=48, help="K columns of matrix_linear")
     p.add_argument("--chunk", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
@@ -60,12 +81,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         fail("--draws must be an even number >= 8")
     if args.pairs < 2 or args.train_steps < 0 or args.basis < 1 or args.chunk < 1:
         fail("need --pairs >= 2, --train-steps >= 0, --basis >= 1, --chunk >= 1")
+    if args.theta_probes < 0 or args.online_fit < 0:
+        fail("need --theta-probes >= 0 and --online-fit >= 0")
     args.settings = [s.strip() for s in args.settings.split(",") if s.strip()]
     for s in args.settings:
         if s not in SETTINGS:
             fail(f"unknown setting {s!r}; known: {', '.join(SETTINGS)}")
     args.prompts = [s.strip() for s in args.prompts.split(",") if s.strip()]
-    if not args.prompts:
+    args.detail_prompts = [s.strip() for s in args.detail_prompts.split(",") if s.strip()]
+    if not args.prompts or not args.detail_prompts:
         fail("no prompts")
     for path in (args.out, args.csv):
         if path and not Path(path).resolve().parent.is_dir():
@@ -105,23 +129,17 @@ class ThetaPull:
         )
 
 
-def theta_moments(pull, rows, chunk):
-    """(sum [P], sum of squares [P]) of J^T rows, float64."""
-
-    total = sq = None
-    for start in range(0, rows.shape[0], chunk):
-        g = pull(rows[start : start + chunk]).double()
-        s, q = g.sum(0), (g * g).sum(0)
-        total, sq = (s, q) if total is None else (total + s, sq + q)
-    return total, sq
-
-
-def measure_pair(trainer, prior, camera, t, eps_all, args, geometry):
+def measure_pair(trainer, prior, camera, t, eps_all, args, geometry, z=None):
     """Image- and theta-space statistics of one (c, t) pair: dict with per-class within
     variances and the conditional means of G."""
     import torch
 
-    from benchmark.probe.stein_ceiling import class_residuals, reference_basis, trace_variance
+    from benchmark.probe.stein_ceiling import (
+        class_residuals,
+        pulled_trace_variance,
+        reference_basis,
+        trace_variance,
+    )
     from core.schedule import alpha_sigma
     from core.weighting import timestep_weight
     from estimators.base import EstimatorContext
@@ -175,6 +193,12 @@ def measure_pair(trainer, prior, camera, t, eps_all, args, geometry):
         {b: torch.cat(v).flatten(1) for b, v in sp.items()},
         basis,
     )
+    if args.online is not None:
+        from benchmark.probe.stein_ceiling import ONLINE_BETAS
+
+        mu = args.online.value(t[:1], prior.num_train_timesteps)[0].to(g.dtype)  # [F]
+        fields = torch.stack([torch.cat(sp[b]).flatten(1) for b in ONLINE_BETAS], -1)
+        resid["online_posterior"] = g - fields @ mu
     stats = {"img_within": trace_variance(g), "img_mean": g.mean(0).double()}
     for name, r in resid.items():
         stats[f"img_{name}"] = trace_variance(r)
@@ -182,14 +206,58 @@ def measure_pair(trainer, prior, camera, t, eps_all, args, geometry):
         pull = ThetaPull(trainer.backbone, prior, camera, h, w_)
         shape = x.shape[1:]
 
-        def var_of(rows):
-            s, q = theta_moments(pull, rows.view(-1, *shape), args.chunk)
-            return float(((q - s * s / m) / (m - 1)).sum()), s / m
+        def flat_pull(rows):
+            return pull(rows.view(-1, *shape))
 
-        stats["within"], stats["mean"] = var_of(g)
+        stats["within"] = pulled_trace_variance(flat_pull, g, z, args.chunk)
+        stats["mean"] = flat_pull(g.mean(0, keepdim=True))[0].double()
         for name, r in resid.items():
-            stats[name] = var_of(r)[0]
+            stats[name] = pulled_trace_variance(flat_pull, r, z, args.chunk)
     return stats
+
+
+def online_coefficients(trainer, prior, args, seed):
+    """SSD ``baseline=posterior``'s coefficients (``BinnedLeastSquares``, the estimator's
+    default bins and EMA, betas ``ONLINE_BETAS``) fitted, one draw at a time as in training,
+    on ``--online-fit`` fresh training-distribution draws of (c, t, eps) at the frozen theta:
+    samples independent of the evaluated ones (past samples only)."""
+    import torch
+
+    from benchmark.probe.stein_ceiling import ONLINE_BETAS
+    from core.schedule import alpha_sigma
+    from core.weighting import timestep_weight
+    from estimators.base import EstimatorContext
+    from estimators.posterior_field import BinnedLeastSquares, posterior_control_variate
+    from estimators.ssd import SSDConfig
+
+    ssd = SSDConfig()
+    fit = BinnedLeastSquares(len(ONLINE_BETAS), ssd.posterior_t_bins, ssd.mu_ema)
+    cfg, n_t = trainer.guidance, prior.num_train_timesteps
+    h, w_ = trainer.config.render.height, trainer.config.render.width
+    gens = [torch.Generator().manual_seed(seed + k) for k in (10, 11, 12)]
+    cameras, t = trainer.draw_cameras_and_t(args.online_fit, args.train_steps, *gens[:2])
+    for k in range(args.online_fit):
+        cam, tt = cameras[[k]], t[k : k + 1]
+        with torch.no_grad():
+            render = trainer.backbone.render(cam, h, w_)
+            x = prior.encode(render["rgb"])
+            eps = torch.randn(x.shape, generator=gens[2])
+            ctx = EstimatorContext(trainer.prompt, cam, render)
+            g = trainer.estimator.grad(x, tt, eps, prior, ctx).grad
+            weight = timestep_weight(tt, prior.alphas_cumprod, cfg.weighting).to(x.dtype)
+            alpha, sigma = alpha_sigma(prior.alphas_cumprod, tt)
+            x_t = alpha.view(-1, 1, 1, 1) * x + sigma.view(-1, 1, 1, 1) * eps
+            fields = torch.stack(
+                [
+                    posterior_control_variate(
+                        x_t, tt, eps, prior, ctx, cfg.guidance_scale, cfg.cfg_mode, b
+                    )
+                    for b in ONLINE_BETAS
+                ],
+                1,
+            )
+        fit.observe(tt, n_t, g, weight.view(-1, 1, 1, 1, 1) * fields)
+    return fit
 
 
 def prompt_pairs(setting, prompt, prior, args):
@@ -209,16 +277,22 @@ def prompt_pairs(setting, prompt, prior, args):
     t_gen = torch.Generator().manual_seed(seed + 1)
     noise = torch.Generator().manual_seed(seed + 2)
     cameras, t = trainer.draw_cameras_and_t(args.pairs, args.train_steps, cam_gen, t_gen)
+    args.online = online_coefficients(trainer, prior, args, seed) if args.online_fit else None
     shape = (3, config.render.height, config.render.width)
     rows = []
     for k in range(args.pairs):
         eps = torch.randn((args.draws, *shape), generator=noise)
-        rows.append(measure_pair(trainer, prior, cameras[[k]], t[k : k + 1], eps, args, geometry))
+        z = None
+        if args.theta_probes:
+            z = torch.randint(0, 2, (args.theta_probes, args.draws), generator=noise) * 2.0 - 1
+        rows.append(
+            measure_pair(trainer, prior, cameras[[k]], t[k : k + 1], eps, args, geometry, z)
+        )
         rows[-1]["t"] = int(t[k])
     return rows
 
 
-def summarise(per_prompt, prefix, classes, m, seed, n_boot=2000):
+def summarise(per_prompt, prefix, classes, m, seed, bootstrap="clustered", n_boot=2000):
     """Point estimates (mean over prompts) and 95% cluster-bootstrap CIs."""
     import numpy as np
 
@@ -238,7 +312,10 @@ def summarise(per_prompt, prefix, classes, m, seed, n_boot=2000):
     boots = {k: [] for k in keys}
     for _ in range(n_boot):
         sample = []
-        for i in rng.integers(0, len(per_prompt), len(per_prompt)):
+        clusters = range(len(per_prompt))
+        if bootstrap == "clustered":
+            clusters = rng.integers(0, len(per_prompt), len(per_prompt))
+        for i in clusters:
             n = len(per_prompt[i])
             sample.append((i, rng.integers(0, n, n)))
         for k, v in point(sample).items():
@@ -257,6 +334,7 @@ TITLES = {
     "matrix_posterior_0.1": "matrix, responsibilities beta=0.1",
     "matrix_posterior_0.03": "matrix, responsibilities beta=0.03",
     "matrix_posterior_all": "matrix, responsibilities, betas 0.3/0.1/0.03",
+    "online_posterior": "online: SSD baseline=posterior (mu from past draws)",
 }
 
 
@@ -277,20 +355,27 @@ def main(argv=None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     args.betas = BETAS
     started = time.time()
-    results, csv_rows = {}, []
-    bar = tqdm(total=len(args.settings) * len(args.prompts), desc="stein ceiling", unit="prompt")
+    load_start = os.getloadavg()[0]
+    results, csv_rows, walls = {}, [], {}
+    prompts_of = {s: args.detail_prompts if s == "detail" else args.prompts for s in args.settings}
+    total = sum(len(v) for v in prompts_of.values())
+    bar = tqdm(total=total, desc="stein ceiling", unit="prompt")
+    classes = [*CLASSES, *(["online_posterior"] if args.online_fit else [])]
     for setting in args.settings:
+        begun = time.time()
+        prompts = prompts_of[setting]
         config = load_config(None, [*SETTINGS[setting], *args.set])
-        prior = build_prior(config, args.prompts, torch.device("cpu"))
+        prior = build_prior(config, prompts, torch.device("cpu"))
         per_prompt = []
-        for prompt in args.prompts:
+        for prompt in prompts:
             per_prompt.append(prompt_pairs(setting, prompt, prior, args))
             bar.update(1)
         spaces = [("img_", "image")] + ([] if args.no_theta else [("", "theta")])
         results[setting] = {
-            space: summarise(per_prompt, prefix, CLASSES, args.draws, args.seed)
+            space: summarise(per_prompt, prefix, classes, args.draws, args.seed, args.bootstrap)
             for prefix, space in spaces
         }
+        walls[setting] = time.time() - begun
         for space, summary in results[setting].items():
             for key, (est, lo, hi) in summary.items():
                 csv_rows.append(
@@ -301,25 +386,33 @@ def main(argv=None) -> int:
                         "share": est,
                         "lo": lo,
                         "hi": hi,
-                        "prompts": len(args.prompts),
+                        "prompts": "|".join(prompts),
                         "pairs": args.pairs,
                         "draws": args.draws,
                         "train_steps": args.train_steps,
+                        "theta_probes": args.theta_probes,
+                        "bootstrap": args.bootstrap,
                     }
                 )
     bar.close()
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started))
     lines = [
-        f"Stein ceiling: {len(args.prompts)} prompts x {args.pairs} (c, t) pairs x "
-        f"{args.draws} eps, SDS trained {args.train_steps} steps, seed {args.seed}; "
-        f"{time.time() - started:.0f} s",
+        f"Stein ceiling, {when}: {args.pairs} (c, t) pairs x {args.draws} eps per prompt, SDS "
+        f"trained {args.train_steps} steps, seed {args.seed}, theta probes "
+        f"{args.theta_probes or 'exact'}, bootstrap {args.bootstrap}; load "
+        f"{load_start:.1f} -> {os.getloadavg()[0]:.1f}; wall "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in walls.items()),
         "",
     ]
+    for setting in args.settings:
+        lines.append(f"- {setting}: {'; '.join(prompts_of[setting])}")
+    lines.append("")
     spaces = list(next(iter(results.values())))
     for space in spaces:
         lines += [f"Share of SDS's total {space}-space variance removed (95% CI):", ""]
         lines += ["| class | " + " | ".join(args.settings) + " |"]
         lines += ["|---|" + "---|" * len(args.settings)]
-        for key in ["eps_share", *CLASSES]:
+        for key in ["eps_share", *classes]:
             cells = [fmt(results[s][space][key]) for s in args.settings]
             lines.append(f"| {TITLES.get(key, key)} | " + " | ".join(cells) + " |")
         lines.append("")

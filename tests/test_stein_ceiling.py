@@ -17,6 +17,7 @@ from benchmark.probe.stein_ceiling import (
     cross_fit_residual,
     gram_of_means,
     prompt_statistic,
+    pulled_trace_variance,
     reference_basis,
 )
 
@@ -96,13 +97,52 @@ def test_total_variance_split_matches_its_definition():
     assert stat["c"] == pytest.approx((v_eps - 1.0) / (v_eps + v_ct))
 
 
+def test_pulled_trace_variance_exact_and_rademacher_unbiased():
+    """Exact (z None) equals tr Var(J^T r) by definition; the Rademacher estimate averaged over
+    all 2^M sign vectors equals it exactly (E[z z^T] = I holds exactly over the enumeration), and
+    over a few probes it is neither exact nor far off."""
+    import itertools
+
+    g = torch.Generator().manual_seed(4)
+    m = 8
+    j = torch.randn(6, 30, generator=g, dtype=torch.float64)
+    rows = torch.randn(m, 6, generator=g, dtype=torch.float64) + 3.0
+
+    def pull(r):
+        return r @ j
+
+    exact = float((rows @ j).var(0).sum())
+    assert pulled_trace_variance(pull, rows, None, chunk=3) == pytest.approx(exact, rel=1e-12)
+    signs = torch.tensor(list(itertools.product([-1.0, 1.0], repeat=m)), dtype=torch.float64)
+    assert pulled_trace_variance(pull, rows, signs, chunk=50) == pytest.approx(exact, rel=1e-10)
+    few = pulled_trace_variance(pull, rows, signs[[3, 77, 140, 201]])
+    assert few != pytest.approx(exact, rel=1e-6) and 0.2 * exact < few < 5 * exact
+
+
 @pytest.mark.parametrize(
     "args",
-    [["--draws", "7"], ["--settings", "nope"], ["--pairs", "1"], ["--out", "/no/such/dir/x.md"]],
+    [
+        ["--draws", "7"],
+        ["--settings", "nope"],
+        ["--pairs", "1"],
+        ["--out", "/no/such/dir/x.md"],
+        ["--theta-probes", "-1"],
+        ["--online-fit", "-1"],
+        ["--detail-prompts", " , "],
+    ],
 )
 def test_script_bad_arguments_are_one_error_line(args):
     proc = subprocess.run(
         [sys.executable, "scripts/stein_ceiling.py", *args], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args", [["--setting", "nope"], ["--draws", "2"], ["--pairs", "0"]])
+def test_coefficients_script_bad_arguments_are_one_error_line(args):
+    proc = subprocess.run(
+        [sys.executable, "scripts/stein_coefficients.py", *args], capture_output=True, text=True
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr

@@ -29,7 +29,11 @@ by fitting its own noise); it leaves Var(G - C_fit | c, t) of the eps part.
                           in-sample version of SSD's ``baseline=posterior``
 
 Theta space: every residual is pulled back through the render's vjp, g = J_c^T G, with the
-same statistics. Shapes: M draws, D = C H W pixels, F features.
+same statistics. Exactly that costs one vjp per draw and class; ``pulled_trace_variance``
+estimates it without bias from a few Rademacher combinations of the centred rows (Hutchinson
+over the draws: E_z ||J^T R^T z||^2 / (M - 1) = tr Var(J^T r), z_m = +-1), the same z for every
+class of a (c, t) so that their differences share the probe noise. Shapes: M draws, D = C H W
+pixels, F features.
 
 >>> y = torch.arange(8.0).view(8, 1)
 >>> x = y.view(8, 1, 1) * 2.0
@@ -154,6 +158,30 @@ def class_residuals(
 def trace_variance(rows: torch.Tensor) -> float:
     """sum_d Var_m(rows[m, d]) (unbiased), in float64."""
     return float(rows.double().var(0, unbiased=True).sum())
+
+
+def pulled_trace_variance(pull, rows: torch.Tensor, z: torch.Tensor | None, chunk: int = 64):
+    """tr Var_m(J^T rows_m) (unbiased over the M rows) for a linear pull-back ``pull``
+    ([B, D] -> [B, P]): exact (one pull per row) when z is None, else the unbiased Rademacher
+    estimate mean_k ||J^T R^T z_k||^2 / (M - 1), R the centred rows, z [K, M] of +-1.
+
+    >>> j = torch.randn(5, 3, dtype=torch.float64)
+    >>> rows = torch.randn(40, 5, dtype=torch.float64)
+    >>> exact = pulled_trace_variance(lambda r: r @ j, rows, None)
+    >>> abs(exact - float((rows @ j).var(0).sum())) < 1e-9
+    True
+    """
+    m = rows.shape[0]
+    centred = (rows - rows.mean(0)).double()
+    if z is None:
+        combos, norm = centred, m - 1
+    else:
+        combos, norm = z.double() @ centred, (m - 1) * z.shape[0]
+    total = 0.0
+    for start in range(0, combos.shape[0], chunk):
+        g = pull(combos[start : start + chunk].to(rows.dtype)).double()
+        total += float((g * g).sum())
+    return total / norm
 
 
 def gram_of_means(pairs, prefix):
