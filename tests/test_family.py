@@ -79,9 +79,10 @@ def test_csd_with_sds_coefficients_is_sds_bit_for_bit(world_prior_small, s):
         c_y=s, c_0=1.0 - s, c_0_final=None, c_neg=0.0, c_neg_final=None, c_eps=-1.0,
         normalize=False,
     )  # fmt: skip
-    got, _ = CSD(config).grad(x, t, eps, world_prior_small, _ctx(2))
-    want, _ = SDS(GuidanceConfig(guidance_scale=s)).grad(x, t, eps, world_prior_small, _ctx(2))
-    assert torch.equal(got, want)
+    for prior in (world_prior_small, LinearPrior()):  # the world and the linear fake
+        got, _ = CSD(config).grad(x, t, eps, prior, _ctx(2))
+        want, _ = SDS(GuidanceConfig(guidance_scale=s)).grad(x, t, eps, prior, _ctx(2))
+        assert torch.equal(got, want)
 
 
 def test_csd_default_anneals_classifier_score_to_negative(world_prior_small):
