@@ -390,9 +390,13 @@ def _write(path: Path, text: str) -> Path:
 
 @pytest.mark.parametrize(("make_args", "expected"), ERROR_CASES)
 def test_real_model_errors_are_one_line(fixtures_dir, tmp_path, make_args, expected):
+    """In-process (the CLI's ``main(argv)``; tests/test_cli_errors.py runs the subprocess
+    smoke tests): one ``error:`` line, exit 2, no traceback, nothing under ``--out``."""
     out = tmp_path / "out"
     args = make_args(fixtures_dir, tmp_path)
-    proc = run_cli("run", "--steps", "2", "--methods", "sds,ssd", "--out", str(out), *args)
+    proc = cli_errors.call_main(
+        "run", "--steps", "2", "--methods", "sds,ssd", "--out", str(out), *args
+    )
     both = proc.stdout + proc.stderr
     assert "Traceback" not in both, both
     assert proc.returncode == 2, both
