@@ -6,6 +6,12 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.stamp-install
 export HF_HUB_OFFLINE ?= 1
 
+# pytest-xdist workers for `make test` / `make test-fast`: one per core; each test file runs whole
+# on one worker (--dist loadfile), so a module's model folders are built once, and each worker
+# caps torch at its share of the cores (tests/conftest.py).
+TEST_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+PYTEST_PAR := -n $(TEST_JOBS) --dist loadfile
+
 .PHONY: install demo test test-fast perf lint format clean scale-check
 
 $(PY):
@@ -25,12 +31,12 @@ demo: install
 	@echo "results are in runs/ (newest folder): report.html, config.yaml, manifest.json, metrics.parquet, snapshots/"
 
 test: install
-	$(PY) -m pytest -q tests --benchmark-disable
+	$(PY) -m pytest -q tests --benchmark-disable $(PYTEST_PAR)
 	$(PY) -m pytest -q --nbmake --nbmake-timeout=900 notebooks
 	$(PY) -m benchmark regress --golden tests/golden/variance.json
 
 test-fast: install
-	$(PY) -m pytest -q tests -m "not slow" --benchmark-disable
+	$(PY) -m pytest -q tests -m "not slow" --benchmark-disable $(PYTEST_PAR)
 
 # Full-size SD 2.1-base + DPT-hybrid + TAESD (random weights, built once into SCALE_DIR, 2.6 GB):
 # 2 steps each of sds, vsd, ssd, one process per cell; s/step, x SDS and peak RSS as a table

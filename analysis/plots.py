@@ -51,24 +51,36 @@ def _style():
 
 
 def line_styles(labels) -> dict[str, dict]:
-    """``ax.plot`` keywords per label that keep coinciding curves visible: marker, dash
-    pattern, and a line width and marker size that shrink with the label's rank (a later,
-    thinner dashed line lies inside an earlier, thicker one; hollow markers nest).
+    """``ax.plot`` keywords per label that keep coinciding curves visible (SSD's NSR curve
+    equal to SDS's): marker shape, dash pattern, and a line width and marker size that shrink
+    with the label's rank (i mod 3), so a later, thinner dashed line lies inside an earlier,
+    thicker one and a later marker inside an earlier one. Rank 0 draws a large hollow ring, the
+    others a smaller solid glyph with a white edge (a solid glyph inside a ring; two solid
+    glyphs of different shapes and sizes); lines above every band (zorder 3), so a later
+    method's band does not veil an earlier line.
 
-    >>> styles = line_styles(["ssd", "sds"])
-    >>> styles["sds"]["ls"], styles["ssd"]["ls"], styles["sds"]["ms"] > styles["ssd"]["ms"]
+    >>> styles = line_styles(["ssd", "vsd", "sds"])
+    >>> styles["sds"]["ls"], styles["vsd"]["ls"], styles["sds"]["ms"] > styles["vsd"]["ms"]
     ('-', (0, (5, 2)), True)
+    >>> styles["sds"]["mfc"], styles["vsd"]["mfc"], styles["ssd"]["mec"]
+    ('none', None, 'white')
     """
-    return {
-        label: {
+    out = {}
+    for i, label in enumerate(sort_labels(labels)):
+        rank = i % 3
+        style = {
             "marker": MARKERS[i % len(MARKERS)],
             "ls": LINESTYLES[i % len(LINESTYLES)],
-            "ms": 6.5 - 1.5 * (i % 3),
-            "lw": 2.4 - 0.6 * (i % 3),
-            "mfc": "none",
+            "ms": (8.0, 5.5, 5.0)[rank],
+            "lw": (2.6, 1.5, 1.0)[rank],
+            "zorder": 3,
         }
-        for i, label in enumerate(sort_labels(labels))
-    }
+        if rank == 0:
+            style.update(mfc="none", mew=1.5)
+        else:  # mfc None: the line's colour
+            style.update(mfc=None, mec="white", mew=0.6, gapcolor="white")
+        out[label] = style
+    return out
 
 
 def plain_log_axis(ax, axis: str = "y") -> None:

@@ -12,8 +12,9 @@ same code path; tests/test_family.py). threestudio exposes the same knob as VSD'
 ``guidance_scale_lora``. eps_phi's training (``update``) is VSD's, unchanged.
 
 CFG convention: VSD's (``cfg_mode`` / ``guidance_scale``, diffusers form in ProlificDreamer).
-NFE per step: VSD's + 1 eps_phi evaluation when lambda != 1 (the world's residual eps_phi
-reuses one conditional prior prediction for both camera branches).
+NFE per step (the registry's cost model, estimators/registry.py): VSD's + 1 eps_phi evaluation
+when lambda != 1; the world's residual eps_phi reuses one conditional prior prediction for both
+camera branches (VSD's prior count), the LoRA eps_phi pays it as one more prior call with CFG.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import torch
 
 from core.guidance import needs_unconditional
 from estimators.base import EstimatorOutput
-from estimators.branches import cfg_nfe
 from estimators.sds import guided_residual_terms
 from estimators.vsd import VSD, VSDConfig
 
@@ -34,22 +34,8 @@ class ESDConfig(VSDConfig):
     camera_cfg: float = 0.5
 
 
-def vsd_nfe(config: VSDConfig) -> dict[str, int]:
-    """VSD's cost with the world's residual eps_phi: cfg + 1 conditional prior call inside
-    eps_phi when guided; one eps_phi evaluation. (The LoRA eps_phi makes no prior call.)"""
-    guided = needs_unconditional(config.guidance_scale, config.cfg_mode)
-    return {"prior": cfg_nfe(config) + int(guided), "eps_phi": 1}
-
-
 class ESD(VSD):
     name = "esd"
-
-    @classmethod
-    def nfe_per_step(cls, config: ESDConfig, t: int | None = None) -> dict[str, int]:
-        cost = vsd_nfe(config)
-        if config.camera_cfg != 1.0:
-            cost["eps_phi"] += 1
-        return cost
 
     def grad(self, x, t, eps, prior, ctx):
         cfg = self.config

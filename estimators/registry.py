@@ -224,11 +224,17 @@ def _build_esd(b: MethodBuild) -> GradientEstimator:
 
 
 def _esd_cost(config: ESDConfig, prior) -> dict[str, int]:
+    """VSD's cost (lambda = ``camera_cfg`` = 1 is VSD's code path) and, for lambda != 1, per
+    draw in grad: the camera-free eps_phi branch (phi + 1) and, with CFG on, the conditional
+    prior prediction ESD's grad makes itself for both camera branches. The world's residual
+    eps_phi would make that call inside (VSD's count already has it, so the prior count is
+    VSD's); the LoRA eps_phi makes none in VSD, so there it is one more."""
     cost = _vsd_cost(config, prior)
-    if config.camera_cfg != 1.0:  # the camera-free eps_phi branch
-        cost["phi"] += 1
-        if prior is None or prior.eps_phi_kind != "lora":
-            cost["prior"] += int(needs_unconditional(config.guidance_scale, config.cfg_mode))
+    if config.camera_cfg != 1.0:
+        k = config.noise_samples
+        cost["phi"] += k
+        if prior is not None and prior.eps_phi_kind == "lora":
+            cost["prior"] += k * int(needs_unconditional(config.guidance_scale, config.cfg_mode))
     return cost
 
 

@@ -10,6 +10,25 @@ os.environ.setdefault("STEINBENCH_CACHE", tempfile.mkdtemp(prefix="steinbench-ca
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+
+def _thread_cap() -> int | None:
+    """Torch threads per pytest-xdist worker: the cores shared out (``make test`` runs
+    ``pytest -n 2``), so 2 workers x 2 threads do not oversubscribe 2 cores; None serially."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if "PYTEST_XDIST_WORKER" not in os.environ or workers <= 1:
+        return None
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+_CAP = _thread_cap()
+if _CAP is not None:
+    # Runs set their own thread count (``threads`` in the run config, 2 by default, and tests
+    # at module level): under xdist every request is capped at the worker's share. Numbers
+    # compared bit for bit are always produced in one process, hence at one thread count.
+    os.environ["OMP_NUM_THREADS"] = str(_CAP)  # subprocesses the tests start
+    _set_num_threads = torch.set_num_threads
+    torch.set_num_threads = lambda n: _set_num_threads(min(int(n), _CAP))
+
 torch.set_num_threads(2)
 torch.set_flush_denormal(True)
 

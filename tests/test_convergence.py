@@ -21,7 +21,7 @@ from benchmark.run.trainer import CellTrainer, run_cell
 from core.errors import ConfigError
 from results.schema import is_machine_metric
 from results.stop_rule import SIGNALS, StopState, parse_stop_rule
-from tests.test_cli_errors import run_cli
+from tests.test_cli_errors import call_main
 
 
 def test_normalized_ema_is_the_weighted_mean_of_its_definition():
@@ -171,9 +171,7 @@ def test_bad_stop_settings_are_config_errors(setting):
 
 
 def test_bad_stop_rule_on_the_cli_is_one_error_line_and_exit_2(tmp_path):
-    proc = run_cli(
-        "run", "--steps", "2", "--out", str(tmp_path), "--set", "stop.rule=loss<1", timeout=300
-    )
+    proc = call_main("run", "--steps", "2", "--out", str(tmp_path), "--set", "stop.rule=loss<1")
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "loss" in lines[0]

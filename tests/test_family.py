@@ -79,9 +79,10 @@ def test_csd_with_sds_coefficients_is_sds_bit_for_bit(world_prior_small, s):
         c_y=s, c_0=1.0 - s, c_0_final=None, c_neg=0.0, c_neg_final=None, c_eps=-1.0,
         normalize=False,
     )  # fmt: skip
-    got, _ = CSD(config).grad(x, t, eps, world_prior_small, _ctx(2))
-    want, _ = SDS(GuidanceConfig(guidance_scale=s)).grad(x, t, eps, world_prior_small, _ctx(2))
-    assert torch.equal(got, want)
+    for prior in (world_prior_small, LinearPrior()):  # the world and the linear fake
+        got, _ = CSD(config).grad(x, t, eps, prior, _ctx(2))
+        want, _ = SDS(GuidanceConfig(guidance_scale=s)).grad(x, t, eps, prior, _ctx(2))
+        assert torch.equal(got, want)
 
 
 def test_csd_default_anneals_classifier_score_to_negative(world_prior_small):
@@ -239,8 +240,6 @@ COST_CASES = [
     (CDS, CDSConfig()),
     (CDS, CDSConfig(guidance_scale=7.5)),
     (Bridge, BridgeConfig(guidance_scale=7.5, switch_step=0)),
-    (ESD, ESDConfig(guidance_scale=7.5)),
-    (ESD, ESDConfig()),
 ]
 
 
@@ -252,16 +251,37 @@ def test_nfe_per_step_matches_cost_model(world_prior_small, cls, config):
     g = torch.Generator().manual_seed(0)
     if cls is CDS:
         est = CDS(config, torch.randn(3, 16, 16, generator=g))
-    elif cls is ESD:
-        est = ESD(config, build_residual_eps_phi(config, (3, 16, 16), g))
     else:
         est = cls(config)
     prior = world_prior_small
-    before, phi_before = prior.n_evals, getattr(est, "n_evals_phi", 0)
+    before = prior.n_evals
     est.grad(x, t, eps, prior, _ctx(1, step=0))
-    want = cls.nfe_per_step(config, t=640)
-    assert prior.n_evals - before == want["prior"]
-    assert getattr(est, "n_evals_phi", 0) - phi_before == want.get("eps_phi", 0)
+    assert prior.n_evals - before == cls.nfe_per_step(config, t=640)["prior"]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        ESDConfig(),
+        ESDConfig(guidance_scale=7.5),
+        ESDConfig(guidance_scale=7.5, camera_cfg=1.0),
+        ESDConfig(guidance_scale=7.5, cfg_mode="dreamfusion", updates_per_step=2),
+    ],
+    ids=["s1", "s7.5", "lambda1", "dreamfusion-2updates"],
+)
+def test_esd_evaluations_of_grad_and_update_match_the_registry(world_prior_small, config):
+    """ESD's one cost model (the registry's, as every method's): prior and eps_phi evaluations
+    counted around one grad and one update of one image == ``METHODS["esd"].nfe_per_step``."""
+    from estimators.registry import METHODS
+
+    x, eps = _inputs(1)
+    est = ESD(config, build_residual_eps_phi(config, (3, 16, 16), torch.Generator()))
+    prior = world_prior_small
+    before, phi_before = prior.n_evals, est.n_evals_phi
+    est.grad(x, torch.tensor([640]), eps, prior, _ctx(1))
+    est.update(x, prior, _ctx(1, seed=1))
+    want = METHODS["esd"].nfe_per_step(config, prior)
+    assert (prior.n_evals - before, est.n_evals_phi - phi_before) == (want["prior"], want["phi"])
 
 
 def test_sdi_gradient_is_the_inverted_noise_residual(world_prior_small):

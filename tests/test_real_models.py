@@ -203,6 +203,30 @@ def test_lora_update_changes_only_lora_and_camera_embedding(fixtures_dir, sd_pri
     assert not torch.allclose(after, init)
 
 
+@pytest.mark.parametrize(
+    ("method", "overrides"),
+    [("vsd", ["vsd.guidance_scale=7.5"]), ("esd", []), ("esd", ["esd.guidance_scale=7.5"])],
+    ids=["vsd-s7.5", "esd-s1", "esd-s7.5"],
+)
+def test_lora_cost_model_matches_the_counters_of_a_step(fixtures_dir, sd_prior, method, overrides):
+    """With the LoRA eps_phi, one training step's prior and eps_phi evaluations per image ==
+    the registry's cost model (ESD's guided grad makes its conditional prior call itself)."""
+    from benchmark.run.factories import method_config
+    from estimators.registry import METHODS
+
+    config = _config(fixtures_dir, *overrides, methods=(method,))
+    trainer = CellTrainer(config, method, PROMPT, 0, sd_prior, CPU)
+    prior_before, phi_before = sd_prior.n_evals, trainer.estimator.network_evaluations()["phi"]
+    trainer.step(0)
+    batch = config.camera.batch_size
+    measured = (
+        (sd_prior.n_evals - prior_before) / batch,
+        (trainer.estimator.network_evaluations()["phi"] - phi_before) / batch,
+    )
+    want = METHODS[method].nfe_per_step(method_config(config, method), sd_prior)
+    assert measured == (want["prior"], want["phi"])
+
+
 def test_lora_state_dict_round_trip(fixtures_dir, sd_prior):
     config = _config(fixtures_dir)
     a = build_estimator("vsd", config, sd_prior, torch.Generator().manual_seed(0), CPU)
@@ -366,9 +390,13 @@ def _write(path: Path, text: str) -> Path:
 
 @pytest.mark.parametrize(("make_args", "expected"), ERROR_CASES)
 def test_real_model_errors_are_one_line(fixtures_dir, tmp_path, make_args, expected):
+    """In-process (the CLI's ``main(argv)``; tests/test_cli_errors.py runs the subprocess
+    smoke tests): one ``error:`` line, exit 2, no traceback, nothing under ``--out``."""
     out = tmp_path / "out"
     args = make_args(fixtures_dir, tmp_path)
-    proc = run_cli("run", "--steps", "2", "--methods", "sds,ssd", "--out", str(out), *args)
+    proc = cli_errors.call_main(
+        "run", "--steps", "2", "--methods", "sds,ssd", "--out", str(out), *args
+    )
     both = proc.stdout + proc.stderr
     assert "Traceback" not in both, both
     assert proc.returncode == 2, both

@@ -39,11 +39,13 @@ CASES = [
     ("asd", []),
     ("cds", []),
     ("esd", []),
+    ("esd", ["esd.guidance_scale=7.5"]),  # ESD's own conditional call serves both branches
     ("bridge", []),  # before its switch step
     # CARV's levers (estimators/sampling.py): K draws per render
     ("sds", ["sds.noise_samples=3", "sds.t_importance=true"]),
     ("vsd", ["vsd.noise_samples=2", "vsd.guidance_scale=7.5"]),
     ("ssd", ["ssd.noise_samples=2", "ssd.t_stratified=true"]),
+    ("esd", ["esd.noise_samples=2", "esd.guidance_scale=7.5", "esd.updates_per_step=2"]),
 ]
 #: methods whose cost depends on t: checked against the worst case (SDI's model gives it; ISM's
 #: model is the mean over t, its class gives the count at the largest t)
@@ -159,3 +161,29 @@ def test_a_cost_that_changes_during_the_run_is_averaged_over_its_steps(world_pri
     model = spec.mean_nfe_per_step(method_config(config, "bridge"), world_prior_small, 4)
     assert measured == model["prior"] == 1.75
     assert spec.nfe_per_step(method_config(config, "bridge"), world_prior_small)["prior"] == 1
+
+
+#: ESD's cost per image and step, (prior, phi), by eps_phi kind; the residual rows are the
+#: counters' (test_cost_model_matches_the_counters_of_real_steps, tests/test_family.py), the LoRA
+#: rows tests/test_real_models.py's. s = 1 and lambda = 1 read as before ESD's second cost model
+#: (a classmethod) went; with CFG on the residual prior count was one too many (5), with LoRA one
+#: too few (2), and K draws paid one camera-free branch instead of K.
+ESD_COSTS = [
+    ({}, (2, 3), (1, 3)),
+    ({"camera_cfg": 1.0}, (2, 2), (1, 2)),
+    ({"camera_cfg": 1.0, "guidance_scale": 7.5}, (4, 2), (2, 2)),
+    ({"guidance_scale": 7.5}, (4, 3), (3, 3)),
+    ({"guidance_scale": 7.5, "noise_samples": 2, "updates_per_step": 2}, (8, 6), (6, 6)),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "residual", "lora"), ESD_COSTS)
+def test_esd_cost_model_table(kwargs, residual, lora):
+    from types import SimpleNamespace
+
+    from estimators.esd import ESDConfig
+
+    config, spec = ESDConfig(**kwargs), METHODS["esd"]
+    for prior, want in ((None, residual), (SimpleNamespace(eps_phi_kind="lora"), lora)):
+        cost = spec.nfe_per_step(config, prior)
+        assert (cost["prior"], cost["phi"], cost["depth"]) == (*want, 0)

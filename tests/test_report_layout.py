@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from analysis.plots import line_styles
 from analysis.report import _CSS
@@ -48,21 +49,35 @@ def test_coinciding_curves_differ_in_dashes_and_marker_sizes():
     assert styles["sds"]["ms"] > styles["vsd"]["ms"] > styles["ssd"]["ms"]
 
 
-def test_ssd_nsr_curve_over_sds_keeps_both_visible():
+@pytest.mark.parametrize("methods", [("sds", "ssd"), ("sds", "vsd", "ssd")])
+def test_ssd_nsr_curve_over_sds_keeps_both_visible(methods):
+    """Two identical NSR series (SSD's equal to SDS's, with or without VSD between them in
+    the labels' order) give distinguishable artists: line style, width, marker shape, size
+    and fill differ; the later, thinner dashed line has white gaps (so the thicker one shows
+    through it); every line lies above every band."""
+    from matplotlib.colors import to_rgba
+
     from analysis.verdict_plots import plot_nsr_vs_step
 
     rows = []
-    for method in ("sds", "ssd"):  # the same NSR: the curves coincide
+    for method in methods:  # the same NSR for every method: the curves coincide
         for seed in (0, 1):
             for step, snr in ((10, 0.4), (20, 0.5)):
                 value = snr + 0.01 * seed
                 rows.append(("r", method, "a snowman", seed, step, "var/all/snr", value))
     columns = ["run_id", "method", "prompt", "seed", "step", "metric", "value"]
     fig = plot_nsr_vs_step(pd.DataFrame(rows, columns=columns))
-    lines = {line.get_label().split()[0]: line for line in fig.axes[0].get_lines()}
+    ax = fig.axes[0]
+    lines = {line.get_label().split()[0]: line for line in ax.get_lines()}
     sds, ssd = lines["sds"], lines["ssd"]
+    np.testing.assert_allclose(sds.get_xdata(), ssd.get_xdata())
     np.testing.assert_allclose(sds.get_ydata(), ssd.get_ydata())
     assert sds.get_linestyle() == "-" and ssd.get_linestyle() != "-"
     assert sds.get_markersize() > ssd.get_markersize()
     assert sds.get_linewidth() > ssd.get_linewidth()
     assert sds.get_marker() != ssd.get_marker()
+    assert sds.get_markerfacecolor() == "none"  # a ring around SSD's solid glyph
+    assert to_rgba(ssd.get_markerfacecolor()) == to_rgba(ssd.get_color())
+    assert to_rgba(ssd.get_gapcolor()) == to_rgba("white")
+    bands = [c.get_zorder() for c in ax.collections]
+    assert len(bands) == len(methods) and min(x.get_zorder() for x in lines.values()) > max(bands)

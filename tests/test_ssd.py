@@ -1,11 +1,12 @@
 """SSD: equals SDS for phi = 1, mu = 1; unbiased with online mu; peeking mu is caught;
 the Bayes depth estimator; mu strategies."""
 
+from dataclasses import fields
+
 import pytest
 import torch
 
-from benchmark.run.config import load_config
-from benchmark.run.trainer import CellTrainer
+from core.cameras import orbit_cameras
 from core.interfaces import PriorContext
 from core.schedule import alpha_sigma
 from estimators import SDS, EstimatorContext, GuidanceConfig
@@ -15,28 +16,43 @@ from tests.fakes import LinearPrior
 from world.geometry import WorldBayesGeometry
 from world.prior import mixture_expectation
 
-SMALL = ["render.height=16", "render.width=16", "voxel.resolution=12", "voxel.n_samples=24"]
+
+def _sds_twin(cfg: SSDConfig) -> SDS:
+    """SDS with SSD's guidance, weighting and timestep settings (its config's shared part)."""
+    return SDS(GuidanceConfig(**{f.name: getattr(cfg, f.name) for f in fields(GuidanceConfig)}))
 
 
+def _draws(n_draws: int, n: int = 2, size: int = 8, seed: int = 3):
+    """(x, t, eps, ctx) of ``n_draws`` training steps: renders in [-1, 1] [n, 3, size, size],
+    t in [20, 980], eps, and a context with 2 orbit cameras at step k."""
+    g = torch.Generator().manual_seed(seed)
+    cameras = orbit_cameras(n, (20.0,), 2.5, 40.0)
+    for k in range(n_draws):
+        x = torch.rand(n, 3, size, size, generator=g) * 2 - 1
+        t = torch.randint(20, 981, (n,), generator=g)
+        eps = torch.randn(n, 3, size, size, generator=g)
+        yield x, t, eps, EstimatorContext("a snowman", cameras, step=k)
+
+
+@pytest.mark.parametrize("scale", [1.0, 7.5])
 @pytest.mark.parametrize(
-    "form_sets",
+    "form",
     [
-        ["ssd.form=offset", "ssd.mu=fixed", "ssd.mu_init=1.0"],  # phi = 1, mu = 1: S = eps
-        ["ssd.form=additive", "ssd.mu=learned"],  # phi_b = 0: S = 0 whatever mu learns
+        {"form": "offset", "mu": "fixed", "mu_init": 1.0},  # phi = 1, mu = 1: S = eps
+        {"form": "additive", "mu": "learned"},  # phi_b = 0: S = 0 whatever mu learns
     ],
     ids=["offset-phi1-mu1", "additive-constant"],
 )
-def test_ssd_constant_phi_is_sds_bit_for_bit(world_prior_small, form_sets):
-    """Same streams, 6 training steps: identical theta, bit for bit."""
-    config = load_config(None, SMALL + ["ssd.baseline=constant", *form_sets])
-    cpu = torch.device("cpu")
-    sds = CellTrainer(config, "sds", "a snowman", 3, world_prior_small, cpu)
-    ssd = CellTrainer(config, "ssd", "a snowman", 3, world_prior_small, cpu)
-    for step in range(6):
-        g1, g2 = sds.step(step).grad, ssd.step(step).grad
-        assert torch.equal(g1, g2)
-    for p1, p2 in zip(sds.backbone.parameters(), ssd.backbone.parameters(), strict=True):
-        assert torch.equal(p1, p2)
+def test_ssd_constant_phi_is_sds_bit_for_bit(form, scale):
+    """SSD with the constant baseline == SDS, bit for bit, on 6 draws with SSD's update (mu's
+    fit) between them (the linear fake prior, with and without CFG)."""
+    prior = LinearPrior()
+    cfg = SSDConfig(baseline="constant", guidance_scale=scale, **form)
+    ssd, sds = SSD(cfg), _sds_twin(cfg)
+    for x, t, eps, ctx in _draws(6):
+        out = ssd.grad(x, t, eps, prior, ctx)
+        assert torch.equal(out.grad, sds.grad(x, t, eps, prior, ctx).grad)
+        ssd.update(x, prior, ctx, out)
 
 
 def _mean_difference_z(prior, cfg: SSDConfig, peek: bool, n_chunks=100, chunk=20):
