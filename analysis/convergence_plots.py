@@ -15,7 +15,8 @@ from matplotlib.figure import Figure
 
 from analysis.cells import CELL, add_labels, sort_labels
 from analysis.convergence import QUALITY, stop_table
-from analysis.plots import _style, message_figure, plain_log_axis
+from analysis.plot_style import message_figure, plain_log_axis
+from analysis.plot_style import style as _style
 from results.catalogue import title as metric_title
 
 #: the signals drawn, in order (those a run logged)

@@ -50,7 +50,7 @@ def frame_html(frame: pd.DataFrame) -> str:
 
 def figure_html(fig, caption: str, alt: str, colors: int | None = 256) -> str:
     """<figure> with the PNG embedded as a data URI (``colors``: see plots.figure_png)."""
-    from analysis.plots import figure_png
+    from analysis.plot_style import figure_png
 
     data = base64.b64encode(figure_png(fig, colors=colors)).decode("ascii")
     return (

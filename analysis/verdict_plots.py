@@ -18,7 +18,8 @@ from matplotlib.figure import Figure
 
 from analysis.cells import add_labels, sort_labels
 from analysis.compute import quality_curve
-from analysis.plots import _style, line_styles, message_figure, palette, plain_log_axis
+from analysis.plot_style import line_styles, message_figure, palette, plain_log_axis
+from analysis.plot_style import style as _style
 from analysis.stats import mean_ci
 
 

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
     if args.figure:
         from analysis.convergence_plots import plot_convergence_signals
-        from analysis.plots import figure_png
+        from analysis.plot_style import figure_png
 
         fig = plot_convergence_signals(df, max_prompts=args.figure_prompts)
         Path(args.figure).write_bytes(figure_png(fig, colors=None))

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.convergence_plots import plot_convergence_signals
-from analysis.plots import plain_log_axis
+from analysis.plot_style import plain_log_axis
 
 
 def _labels(fig) -> list[str]:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.plots import line_styles
+from analysis.plot_style import line_styles
 from analysis.report import _CSS
 from analysis.report_verdict import VERDICT_COLUMNS
 
