@@ -139,29 +139,25 @@ def test_probe_k8_vs_one_training_step(benchmark, setup):
     ratio = t_probe / t_step
     benchmark.extra_info.update(step_ms=1000 * t_step, probe_ms=1000 * t_probe, ratio=ratio)
     print(f"\nprobe K=8 {1000 * t_probe:.1f} ms / step {1000 * t_step:.1f} ms = {ratio:.2f}x")
-    # missed on a quiet 2-core machine on 2026-12-07 (5.6, load 1.2) and out of reach: the
-    # floor of K per-sample render passes is ~0.7 step each (test_probe_k8_vs_its_render_floor,
-    # which asserts the probe against that floor); printed here, not asserted
-    check_ratio(benchmark, "probe_k8_over_one_step", ratio, target=4.0, enforce=False)
+    # quiet 2-core machine, 2026-12-07 16:27 (load 0.6-0.9), four runs: 4.18, 4.09, 3.99, 4.27
+    check_ratio(benchmark, "probe_k8_over_one_step", ratio, target=4.0)
 
 
-#: one K = 8 probe (variant ``all``, no bootstrap) costs at most this many times its floor, the
-#: K single-view render forward + backward passes that any per-sample gradient needs
-PROBE_K8_FLOOR_TARGET = 1.5
+#: one K = 8 probe (variant ``all``, no bootstrap) costs at most this many times the same K
+#: per-sample gradients taken one view at a time (vectorisation must not cost more than a loop)
+PROBE_K8_LOOP_TARGET = 1.0
 
 
-def test_probe_k8_vs_its_render_floor(benchmark, setup):
-    """Why "K = 8 probe <= 4x one step" cannot be met, and what is guarded instead.
+def test_probe_k8_vs_a_loop_of_single_views(benchmark, setup):
+    """The probe's vectorised per-sample gradients against the plain alternative.
 
     A per-sample gradient g_k = J_k^T G_k needs one render forward and one backward per draw:
-    nothing is shared between K cameras. Its floor is K single-view render passes
-    (``backbone.render`` + ``autograd.grad``, the probe's own draws), which on the voxel world
-    cost ~0.7 of a training step each (the step adds the prior, the estimator and Adam), so
-    the floor of K = 8 is ~5.6 steps. The 4x target dates from a step that made two
-    ``grid_sample`` lookups (density, colour); the stacked lookup made the step ~1.5x cheaper
-    and the probe's ratio to it rose. Asserted: the probe within PROBE_K8_FLOOR_TARGET of its
-    floor (the prior's batched evaluation and the streamed statistics on top); printed: the
-    floor's own ratio to a step (extra_info['floor_over_one_step'])."""
+    nothing is shared between K cameras. The loop does exactly that, K single-view
+    ``backbone.render`` + ``autograd.grad`` at the probe's own draws (without the prior, the
+    estimator or the statistics); the probe renders the K views in one vmapped forward and
+    one backward. Measured on a quiet 2-core machine on 2026-12-07: probe / loop 0.58-0.64
+    (the loop = 6.7-7.0 training steps, the probe 4.0-4.3). Asserted: probe <=
+    PROBE_K8_LOOP_TARGET x loop (with slack)."""
     from benchmark.probe.draws import draw_measure_inputs
 
     config, trainer = setup
@@ -172,7 +168,7 @@ def test_probe_k8_vs_its_render_floor(benchmark, setup):
     theta = [p for p in backbone.parameters() if p.requires_grad]
     counter = iter(range(10**7, 10**9))
 
-    def floor():
+    def loop():
         start = time.perf_counter()
         for k in range(len(cameras)):
             rgb = backbone.render(cameras[[k]], subject.height, subject.width)["rgb"]
@@ -192,22 +188,22 @@ def test_probe_k8_vs_its_render_floor(benchmark, setup):
     repeats = 1 if benchmark.disabled else 9
 
     def measure():
-        rows = [(floor(), probe(), one_step()) for _ in range(repeats)]
+        rows = [(loop(), probe(), one_step()) for _ in range(repeats)]
         return [statistics.median(column) for column in zip(*rows, strict=True)]
 
-    t_floor, t_probe, t_step = benchmark.pedantic(measure, rounds=1, iterations=1)
+    t_loop, t_probe, t_step = benchmark.pedantic(measure, rounds=1, iterations=1)
     benchmark.extra_info.update(
-        floor_ms=1000 * t_floor,
+        loop_ms=1000 * t_loop,
         probe_ms=1000 * t_probe,
         step_ms=1000 * t_step,
-        floor_over_one_step=t_floor / t_step,
+        loop_over_one_step=t_loop / t_step,
     )
     print(
-        f"\nK=8: probe {1000 * t_probe:.1f} ms, floor {1000 * t_floor:.1f} ms "
-        f"(= {t_floor / t_step:.2f} steps), step {1000 * t_step:.1f} ms"
+        f"\nK=8: probe {1000 * t_probe:.1f} ms, loop of single views {1000 * t_loop:.1f} ms "
+        f"(= {t_loop / t_step:.2f} steps), step {1000 * t_step:.1f} ms"
     )
     check_ratio(
-        benchmark, "probe_k8_over_floor", t_probe / t_floor, target=PROBE_K8_FLOOR_TARGET, slack=1.2
+        benchmark, "probe_k8_over_loop", t_probe / t_loop, target=PROBE_K8_LOOP_TARGET, slack=1.2
     )
 
 
