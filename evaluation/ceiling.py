@@ -10,9 +10,12 @@ c_k ~ the training distribution drawn from the cell's ``camera`` stream,
 with the run's Adam (betas, eps) and the backbone's per-group learning rates, from the
 backbone's initial parameters (``init`` stream, step 0). Its held-out metrics at the last step
 are the ceiling of the cell: ``ceiling/psnr`` and ``ceiling/iou`` (mask IoU). For a prompt with
-several instances (world/distributions.py) the backbone is fitted to each instance in turn and
-the ceiling is the best instance's fit (highest held-out best-instance PSNR). Progress of a
-cell is then the fraction of the gap from its initial render to that ceiling,
+several instances (world/distributions.py) the backbone is fitted to each of its first N
+instances in turn (N = ``eval.ceiling_instances``, 0: all) and the ceiling is the best fit
+(highest held-out best-instance PSNR). With N below the number of instances the ceiling is a
+lower bound on the best of all instances (each fit costs a cell; the detail prompts' instances
+differ in spots and proportions, so their fits differ by tenths of a dB: docs/world.md).
+Progress of a cell is then the fraction of the gap from its initial render to that ceiling,
 
     quality = (m - m_0) / (m_ceiling - m_0)         (0 at the start, 1 at the ceiling)
 
@@ -219,7 +222,22 @@ def ceiling_key(prompt: str, config: RunConfig, device: torch.device) -> dict:
     }
     if config.backbone != "voxel":  # the true renders' background (the voxel's is in its
         key["background"] = list(config.voxel.background)  # backbone_config already)
+    if len(instances(prompt)) > 1:  # one-instance prompts keep their keys (shipped entries)
+        key["instances"] = len(fitted_instances(prompt, config.eval.ceiling_instances))
     return key
+
+
+def fitted_instances(prompt: str, cap: int) -> tuple:
+    """The instances the ceiling of ``prompt`` fits: the first ``cap`` (0: all).
+
+    >>> spots = "a red ball with white spots"
+    >>> len(fitted_instances(spots, 4)), len(fitted_instances(spots, 0))
+    (4, 16)
+    >>> len(fitted_instances("a red sphere", 4))
+    1
+    """
+    every = instances(prompt)
+    return every if cap <= 0 else every[:cap]
 
 
 def key_hash(key: dict) -> str:
@@ -237,7 +255,8 @@ def compute_ceiling(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, float]:
     """Run the photometric fit of ``prompt`` and return its held-out metrics (``psnr``,
-    ``mask_iou``, ...), the start's (``start/psnr``, ...) and ``seconds``. No cache.
+    ``mask_iou``, ...), the start's (``start/psnr``, ...), ``seconds`` and ``instances``
+    (how many were fitted: ``fitted_instances``). No cache.
 
     The targets are streamed step by step (``streamed_targets``); ``stop`` is checked before
     every step (``CeilingStopped``); ``progress(k, steps)`` is called at step 0 and then at
@@ -247,13 +266,15 @@ def compute_ceiling(
     started = time.perf_counter()
     evaluator = HeldOutEvaluator(prompt, config, device)
     best: dict[str, float] | None = None
-    for obj in instances(prompt):
+    fitted = fitted_instances(prompt, config.eval.ceiling_instances)
+    for obj in fitted:
         out = _fit_one(obj, prompt, config, device, make_backbone, make_optimizer, streams_for,
                        evaluator, stop, progress)  # fmt: skip
         if best is None or out["psnr"] > best["psnr"]:
             best = out
     assert best is not None
     best["seconds"] = time.perf_counter() - started
+    best["instances"] = float(len(fitted))
     return best
 
 

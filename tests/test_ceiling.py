@@ -135,3 +135,28 @@ def test_run_logs_the_ceiling_once_and_quality_at_every_evaluation(tmp_path, mon
     assert values[("quality/psnr", 10)] == pytest.approx(
         quality_fraction(values[("psnr", 10)], values[("psnr", 0)], ceiling["psnr"]), rel=1e-6
     )
+
+
+def test_a_distribution_prompt_fits_its_first_n_instances_and_keys_the_cap(tmp_path):
+    """``eval.ceiling_instances=N`` fits the first N instances (one backbone per fit), the
+    best of them is the ceiling (never above the best of more instances: a lower bound), and
+    N is in the cache key of multi-instance prompts only (one-object keys are unchanged, so
+    the shipped entries stay valid)."""
+    spots = "a red ball with white spots"
+    device = torch.device("cpu")
+    fits = {}
+    for cap in (1, 2):
+        config = tiny_config(steps=6, extra=[f"eval.ceiling_instances={cap}"])
+        builder = CountingBuilder()
+        fits[cap] = quality_ceiling(
+            spots, config, device, builder, build_optimizer, RandomStreams, tmp_path
+        )
+        assert builder.calls == cap and fits[cap]["instances"] == cap
+        assert ceiling_key(spots, config, "cpu")["instances"] == cap
+    assert fits[2]["psnr"] >= fits[1]["psnr"]
+    assert len(list(tmp_path.glob("*.json"))) == 2  # two keys, two entries
+    every = ceiling_key(spots, tiny_config(extra=["eval.ceiling_instances=0"]), "cpu")
+    assert every["instances"] == 16
+    one = [ceiling_key(PROMPT, tiny_config(extra=[f"eval.ceiling_instances={n}"]), "cpu")
+           for n in (0, 1, 4)]  # fmt: skip
+    assert "instances" not in one[0] and one[0] == one[1] == one[2]

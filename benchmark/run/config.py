@@ -52,10 +52,15 @@ class EvalConfig:
     #: quality ceiling per prompt (evaluation/ceiling.py: a cached photometric fit) and the
     #: quality/* fraction-of-gap metrics; world prompts only
     ceiling: bool = True
+    #: instances of a distribution prompt the ceiling fits (its first N, 0: all): one fit per
+    #: instance, so the best of N is a lower bound on the best of all (evaluation/ceiling.py)
+    ceiling_instances: int = 4
 
     def __post_init__(self) -> None:
         if self.every < 1 or self.n_views < 1:
             raise ValueError("every and n_views must be >= 1")
+        if self.ceiling_instances < 0:
+            raise ValueError(f"ceiling_instances must be >= 0, got {self.ceiling_instances}")
         check_clip_spec(self.clip)
 
 
