@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="training state folder")
     parser.add_argument("--export", default="", help="write DIR/early and DIR/final")
-    parser.add_argument("--prompts", default="prompts/objects.txt")
+    parser.add_argument("--prompts", default="prompts/single_objects.txt")
     parser.add_argument("--steps", type=int, default=1800)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)

@@ -144,9 +144,13 @@ def test_validate_prompts_lists_known_prompts():
     assert "\n" not in message
 
 
-def test_shipped_prompts_file_is_valid():
+def test_shipped_prompts_files_are_valid():
+    """The default list (single objects and distributions) and the single-object list."""
+    from world.distributions import DISTRIBUTIONS, all_prompts
     from world.objects import known_prompts
 
-    prompts = read_prompts(Path(__file__).resolve().parents[1] / "prompts" / "objects.txt")
-    assert prompts
-    validate_prompts(prompts, known_prompts())
+    folder = Path(__file__).resolve().parents[1] / "prompts"
+    default = read_prompts(folder / "objects.txt")
+    validate_prompts(default, all_prompts())
+    assert [p for p in default if p in DISTRIBUTIONS] == list(DISTRIBUTIONS)
+    assert read_prompts(folder / "single_objects.txt") == known_prompts()

@@ -294,8 +294,11 @@ def test_shipped_ceilings_still_match_the_default_configuration():
     from evaluation.ceiling import SHIPPED_DIR, ceiling_key, key_hash
     from world.objects import known_prompts
 
+    from benchmark.run.prompts import read_prompts
+
     config = load_config(None, [])
-    for prompt in known_prompts():
+    default = read_prompts(Path(__file__).resolve().parents[1] / "prompts" / "objects.txt")
+    for prompt in dict.fromkeys([*known_prompts(), *default]):
         assert (SHIPPED_DIR / f"{key_hash(ceiling_key(prompt, config, 'cpu'))}.json").is_file()
 
 

@@ -453,6 +453,17 @@ def test_resume_of_a_manifest_with_bad_prompts_is_one_line_untouched(
     assert after == before
 
 
+def test_resume_accepts_the_distribution_prompts_run_accepts(tmp_path):
+    """A run on a distribution prompt (world/distributions.py) can be resumed: resume checks
+    the manifest's prompts against the same list as ``run`` (it once checked the single
+    objects only, so an interrupted default run could not be resumed)."""
+    from benchmark.run.resume import _manifest_prompts
+    from world.distributions import DISTRIBUTIONS
+
+    prompts = ["a red sphere", *DISTRIBUTIONS]
+    assert _manifest_prompts(tmp_path, {"prompts": prompts}, "world") == prompts
+
+
 # ---------------------------------- 11: the sweep driver when its folder turns read-only
 
 

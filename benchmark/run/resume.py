@@ -59,10 +59,10 @@ def _manifest_prompts(path: Path, manifest: dict, prior: str) -> list[str]:
         raise UserError(f"{where} is corrupt (a prompt is listed twice); cannot resume")
     if prior == "world":
         from benchmark.run.prompts import validate_prompts
-        from world.objects import known_prompts
+        from world.distributions import all_prompts
 
         try:
-            validate_prompts(prompts, known_prompts())
+            validate_prompts(prompts, all_prompts())
         except UserError as exc:
             raise UserError(f"{where}: {exc}; cannot resume") from None
     return list(prompts)
