@@ -291,10 +291,9 @@ def test_ceiling_key_includes_the_true_renders_background(backbone):
 
 def test_shipped_ceilings_still_match_the_default_configuration():
     from benchmark.run.config import load_config
+    from benchmark.run.prompts import read_prompts
     from evaluation.ceiling import SHIPPED_DIR, ceiling_key, key_hash
     from world.objects import known_prompts
-
-    from benchmark.run.prompts import read_prompts
 
     config = load_config(None, [])
     default = read_prompts(Path(__file__).resolve().parents[1] / "prompts" / "objects.txt")
