@@ -7,12 +7,14 @@ inline ``<style>`` block; no scripts, no network. Every piece of user-provided t
 
 Contents, in order: the title block; the Verdict (analysis/report_verdict.py: per method at
 equal compute with CIs and words, NSR vs step and quality vs compute over all prompts and
-seeds); notes; the turntables (folded); then, folded under one <details>: header (runs,
-manifest: versions, device, commit; config keys that differ between runs, or the key
-settings of a single run, and each full config folded), failed cells, summary tables
-(quality, gradient variance at fixed steps, convergence and throughput, paired differences
-vs SDS), the gradient-variance figures (theta and image space), convergence figures per eval
-metric, and render grids (method x checkpoint next to the true object, per run and prompt).
+seeds); notes; the turntables (folded); for prompts that are distributions, mode averaging,
+commitment, detail, chroma and instances reached (analysis/report_distributions.py); then,
+folded under one <details>: header (runs, manifest: versions, device, commit; config keys that
+differ between runs, or the key settings of a single run, and each full config folded), failed
+cells, summary tables (quality, gradient variance at fixed steps, convergence and throughput,
+paired differences vs SDS), the gradient-variance figures (theta and image space), convergence
+figures per eval metric, and render grids (method x checkpoint next to the true object, per run
+and prompt).
 """
 
 from __future__ import annotations
@@ -349,6 +351,7 @@ def build_report_html(
     df = load_results([i.path for i in infos])
     errors: list[str] = []
     with matplotlib.rc_context({"text.usetex": False, "text.parse_math": False}):
+        from analysis.report_distributions import distributions_html
         from analysis.report_verdict import turntables_html, verdict_html
 
         summary = summarize(df, psnr_threshold=psnr_threshold)
@@ -369,6 +372,7 @@ def build_report_html(
         ]
         turntables = turntables_html(df, infos, errors)
         body.append(turntables)
+        body.append(distributions_html(df))
         body.append(
             '<details id="details"><summary>Details: runs, configuration, failed cells, '
             "per-prompt tables, paired differences, variance and convergence figures per "
