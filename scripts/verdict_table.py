@@ -1,6 +1,7 @@
 """The README's verdict table from runs, stamped with the date and the commands.
 
     python scripts/verdict_table.py RUN_DIR [RUN_DIR ...] [--readme README.md]
+    python scripts/verdict_table.py RUN_DIR --prompts prompts/single_objects.txt   # a subset
 
 Prints a markdown table with the report's verdict columns (one row per method at equal
 compute, mean [95% t CI] over prompts x seeds and its word against SDS:
@@ -60,14 +61,24 @@ def replace_block(text: str, block: str) -> str:
     return f"{head}{BEGIN}\n{block}\n{END}{tail}"
 
 
-def verdict_block(run_dirs: list[Path], argv: list[str], now: datetime | None = None) -> str:
-    """The stamped markdown block of ``run_dirs``."""
+def verdict_block(
+    run_dirs: list[Path],
+    argv: list[str],
+    now: datetime | None = None,
+    prompts: list[str] | None = None,
+) -> str:
+    """The stamped markdown block of ``run_dirs`` (only the cells of ``prompts`` if given)."""
     from analysis.load import load_results
     from analysis.report_verdict import verdict_rows
     from analysis.verdict import load_manifests, method_table
 
     manifests = load_manifests(run_dirs)
-    estimates, cells = method_table(load_results(run_dirs), manifests)
+    df = load_results(run_dirs)
+    if prompts is not None:
+        df = df[df["prompt"].isin(prompts)]
+        if df.empty:
+            raise ValueError("no cell of the runs has one of the given prompts")
+    estimates, cells = method_table(df, manifests)
     header, rows, sentences = verdict_rows(estimates, cells)
     commands = [shlex.join(m.get("command") or []) for m in manifests.values()]
     date = (now or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
@@ -83,8 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--readme", type=Path, default=None)
+    parser.add_argument("--prompts", type=Path, default=None, help="only these prompts (a file)")
     args = parser.parse_args(argv)
-    block = verdict_block(args.runs, argv)
+    prompts = None
+    if args.prompts is not None:
+        from benchmark.run.prompts import read_prompts
+
+        prompts = read_prompts(args.prompts)
+    block = verdict_block(args.runs, argv, prompts=prompts)
     if args.readme is None:
         print(block)
         return 0

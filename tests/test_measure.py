@@ -150,6 +150,7 @@ def test_vectorised_gradients_match_separate_backward_passes(world_prior_small, 
 def test_func_and_autograd_engines_agree(trainer):
     """Both engines give the same metrics (1e-5 relative) on the same draws."""
     config = MeasureConfig(
+        variants=VARIANTS,
         samples=6,
         chunk=4,
         bootstrap=0,
@@ -238,6 +239,7 @@ def test_probe_changes_nothing_and_training_after_it_is_bit_identical(world_prio
     before = cell_state(probed)
     config = MeasureConfig(
         samples=4,
+        variants=VARIANTS,
         bootstrap=10,
         reference_samples=3,
         reference_at="all",
@@ -301,6 +303,7 @@ def test_common_random_numbers_across_methods(world_prior_small):
         trainer = make_trainer(world_prior_small, guidance, warm_steps=0)
         trainer.estimator = RecordingSDS(trainer.guidance)
         config = MeasureConfig(
+            variants=VARIANTS,
             samples=4,
             chunk=3,
             reference_samples=4,
@@ -342,6 +345,7 @@ def test_bias_check_cos_self_close_to_one(world_prior_small):
     views is still noisy, so K is kept large.)"""
     trainer = make_trainer(world_prior_small)
     config = MeasureConfig(
+        variants=VARIANTS,
         samples=64,
         reference_samples=256,
         reference_at="all",
@@ -357,7 +361,7 @@ def test_bias_check_cos_self_close_to_one(world_prior_small):
 
 def test_metric_names(trainer):
     metrics = measure_gradient_variance(
-        trainer.probe_subject(), 0, MeasureConfig(samples=3, bootstrap=20)
+        trainer.probe_subject(), 0, MeasureConfig(samples=3, variants=VARIANTS, bootstrap=20)
     )
     for variant in VARIANTS:
         for name in (
@@ -428,6 +432,8 @@ def test_bootstrap_resample_formula():
 def test_measure_config_validation():
     assert load_config(None, ["measure.variants=[all]"]).measure.variants == ("all",)
     assert MeasureConfig().every == 150  # on by default: the main job measures variance
+    # the nested variants are off by default (the main job's 10 minutes; the run says so)
+    assert MeasureConfig().variants == ("all",)
     with pytest.raises(ConfigError, match="measure.variants"):
         load_config(None, ["measure.variants=[sideways]"])
     with pytest.raises(ConfigError):
@@ -491,7 +497,7 @@ def test_ssd_with_phi_one_mu_one_reports_exactly_sds_numbers(world_prior_small):
     """SSD(constant phi = 1, fixed mu = 1) has S = eps, so G_ssd = G_sds bit for bit
     and the probe reports SDS's numbers exactly, eps-only variant (camera and t fixed)
     included; SDS's eps-only variance is a finite, positive number."""
-    config = ["measure.samples=4", "measure.bootstrap=20"]
+    config = ["measure.samples=4", "measure.bootstrap=20", "measure.variants=[all,fixed_camera_t]"]
     sds = make_trainer(world_prior_small, *config, method="sds")
     ssd = make_trainer(
         world_prior_small, *config, "ssd.baseline=constant", "ssd.mu=fixed", method="ssd"

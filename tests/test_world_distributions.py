@@ -91,6 +91,22 @@ def test_distribution_references_are_the_union_of_the_instances(prior):
         assert torch.equal(refs.instance[k * n : (k + 1) * n], torch.full((n,), k))
 
 
+def test_instances_render_on_threads_to_the_same_references(prior):
+    """render_instances renders the instances on torch's thread count (a distribution
+    prompt's 16 instances use every core): the same numbers, in order, as one at a time."""
+    objs = instances(BALL)[:3]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = prior.render_instances(objs)
+        torch.set_num_threads(3)
+        pooled = prior.render_instances(objs)
+    finally:
+        torch.set_num_threads(before)
+    for name in ("images", "directions", "depth", "normal", "instance"):
+        assert torch.equal(getattr(one, name), getattr(pooled, name)), name
+
+
 def test_instance_posterior_is_the_summed_responsibilities(prior):
     """P(k | x_t) = sum over instance k's references of r_i, checked by brute force; and the
     denoiser of the union is the instance-posterior-weighted mean of per-instance denoisers."""

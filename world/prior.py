@@ -260,19 +260,28 @@ class WorldPrior(DiffusionPrior):
         ``instance`` set when there are several). ``prior.references[name] = ...`` makes any
         list of instances a prompt of this prior (its exact eps* is then that mixture's)."""
         cameras = self.reference_cameras
-        sets = []
-        for obj in objects:
+
+        def render(obj) -> ReferenceSet:
             out = render_object(
                 obj, cameras, self.shape[1], self.shape[2], supersample=self.config.supersample
             )
-            sets.append(
-                ReferenceSet(
-                    self.encode(out["rgb"]).flatten(1),
-                    cameras.view_direction,
-                    out["depth"].flatten(1),
-                    out["normal"].flatten(1),
-                )
+            return ReferenceSet(
+                self.encode(out["rgb"]).flatten(1),
+                cameras.view_direction,
+                out["depth"].flatten(1),
+                out["normal"].flatten(1),
             )
+
+        # instances render independently (deterministic, no random numbers): on threads, in
+        # order, so a distribution prompt's many instances use every core; same numbers
+        threads = min(len(objects), max(1, torch.get_num_threads()))
+        if threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(threads) as pool:
+                sets = list(pool.map(render, objects))
+        else:
+            sets = [render(obj) for obj in objects]
         if len(sets) == 1:
             return sets[0]
         n = len(cameras)

@@ -330,7 +330,8 @@ def _run_locked(
             f"stopped (manifest {marked}); once writable, continue with: "
             f"python -m benchmark resume {store.path}"
         )
-    reporter.summary(results, store.path)
+    probing = config.measure.every > 0
+    reporter.summary(results, store.path, config.measure.variants if probing else None)
     if report:
         from analysis.report import write_run_report
 
