@@ -40,3 +40,25 @@ def world_prior_small():
 
     config = WorldPriorConfig(n_azimuth=8, elevations=(0.0, 30.0), supersample=1)
     return WorldPrior(["a red sphere", "a snowman"], 16, 16, 2.5, 40.0, config=config)
+
+
+#: The test files that take longest (serial seconds on one thread, measured on a 2-core
+#: machine), longest first. ``make test`` hands whole files to its workers in collection order
+#: (``--dist loadfile --no-loadscope-reorder``), so these go out first and no long file starts
+#: last on one worker while the other idles (longest-first list scheduling); the other files
+#: with ``slow`` tests follow, then the rest in their usual order. A file missing here only
+#: costs balance, never a test.
+LONGEST_FIRST: tuple[str, ...] = ("tests/test_end_to_end.py",)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    slow_files = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+
+    def key(item) -> tuple[int, int]:
+        path = item.nodeid.split("::")[0]
+        if path in rank:
+            return (0, rank[path])
+        return (1, 0) if path in slow_files else (2, 0)
+
+    items.sort(key=key)  # stable: a file's tests keep their order
