@@ -42,13 +42,35 @@ def world_prior_small():
     return WorldPrior(["a red sphere", "a snowman"], 16, 16, 2.5, 40.0, config=config)
 
 
-#: The test files that take longest (serial seconds on one thread, measured on a 2-core
-#: machine), longest first. ``make test`` hands whole files to its workers in collection order
-#: (``--dist loadfile --no-loadscope-reorder``), so these go out first and no long file starts
-#: last on one worker while the other idles (longest-first list scheduling); the other files
-#: with ``slow`` tests follow, then the rest in their usual order. A file missing here only
-#: costs balance, never a test.
-LONGEST_FIRST: tuple[str, ...] = ("tests/test_end_to_end.py",)
+#: The test files that take longest under ``make test`` (one torch thread per worker), longest
+#: first. ``make test`` hands whole files to its workers in collection order (``--dist loadfile
+#: --no-loadscope-reorder``), so these go out first and no long file starts last on one worker
+#: while the other idles (longest-first list scheduling); the other files with ``slow`` tests
+#: follow, then the rest in their usual order. A file missing here costs balance, never a test.
+LONGEST_FIRST: tuple[str, ...] = tuple(
+    f"tests/test_{name}.py"
+    for name in (
+        "end_to_end",
+        "reliability_soak",
+        "world_phenomena",
+        "sweep",
+        "gaussians",
+        "reliability_round3_runs",
+        "clip_ranking",
+        "real_models",
+        "resume",
+        "learned_prior",
+        "doctor",
+        "convergence_analysis",
+        "regress",
+        "world_metrics",
+        "reliability_e2e",
+        "hashgrid",
+        "capabilities",
+        "gaussians_resume",
+        "fault_isolation",
+    )
+)
 
 
 def pytest_collection_modifyitems(session, config, items):
