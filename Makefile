@@ -8,9 +8,11 @@ export HF_HUB_OFFLINE ?= 1
 
 # pytest-xdist workers for `make test` / `make test-fast`: one per core; each test file runs whole
 # on one worker (--dist loadfile), so a module's model folders are built once, and each worker
-# caps torch at its share of the cores (tests/conftest.py).
+# caps torch at its share of the cores (tests/conftest.py). Files go out in collection order
+# (--no-loadscope-reorder; xdist's default order, most tests first, sent the long end-to-end
+# files last), which tests/conftest.py sets to the longest files first.
 TEST_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
-PYTEST_PAR := -n $(TEST_JOBS) --dist loadfile
+PYTEST_PAR := -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: install demo test test-fast perf lint format clean scale-check
 

@@ -40,3 +40,47 @@ def world_prior_small():
 
     config = WorldPriorConfig(n_azimuth=8, elevations=(0.0, 30.0), supersample=1)
     return WorldPrior(["a red sphere", "a snowman"], 16, 16, 2.5, 40.0, config=config)
+
+
+#: The test files that take longest under ``make test`` (one torch thread per worker), longest
+#: first. ``make test`` hands whole files to its workers in collection order (``--dist loadfile
+#: --no-loadscope-reorder``), so these go out first and no long file starts last on one worker
+#: while the other idles (longest-first list scheduling); the other files with ``slow`` tests
+#: follow, then the rest in their usual order. A file missing here costs balance, never a test.
+LONGEST_FIRST: tuple[str, ...] = tuple(
+    f"tests/test_{name}.py"
+    for name in (
+        "end_to_end",
+        "reliability_soak",
+        "world_phenomena",
+        "sweep",
+        "gaussians",
+        "reliability_round3_runs",
+        "clip_ranking",
+        "real_models",
+        "resume",
+        "learned_prior",
+        "doctor",
+        "convergence_analysis",
+        "regress",
+        "world_metrics",
+        "reliability_e2e",
+        "hashgrid",
+        "capabilities",
+        "gaussians_resume",
+        "fault_isolation",
+    )
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    slow_files = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+
+    def key(item) -> tuple[int, int]:
+        path = item.nodeid.split("::")[0]
+        if path in rank:
+            return (0, rank[path])
+        return (1, 0) if path in slow_files else (2, 0)
+
+    items.sort(key=key)  # stable: a file's tests keep their order

@@ -53,6 +53,18 @@ def _small_run(tmp_path: Path, name: str, seeds: str = "0", extra=()) -> pd.Data
             "world.n_azimuth=8",
             "--set",
             "world.elevations=[0,30]",
+            # every part of the probe (variants, bias check, control variate, twin, split,
+            # bootstrap) at small sizes, the draws in two chunks: determinism, not precision
+            "--set",
+            "measure.samples=4",
+            "--set",
+            "measure.chunk=2",
+            "--set",
+            "measure.reference_samples=4",
+            "--set",
+            "measure.split=[2,2,2]",
+            "--set",
+            "measure.bootstrap=50",
             *extra,
         ]
     )
@@ -76,17 +88,25 @@ def test_same_seed_is_bit_identical_and_seeds_differ(tmp_path):
     assert c != a[a.metric.eq("psnr") & a.step.eq(12)].value.iloc[0]
 
 
-@pytest.mark.slow
-def test_main_job_improves_psnr_for_every_method(tmp_path):
-    """`run --methods sds,vsd,ssd --steps 200` (the main job's methods: the registry's golden
-    rows) on identical streams raises held-out PSNR by >= 3 dB on >= 2 of 3 prompts for every
-    method. (The family's world results are docs/family.md: Consistent3D does not improve
-    without guidance, by its definition.)"""
-    methods = [name for name, spec in METHODS.items() if spec.in_golden]
-    prompts = tmp_path / "prompts.txt"
+# The main job's methods (the registry's golden rows) and three world objects, run once as a
+# user runs it (a `python -m benchmark run` subprocess) and read by the two tests below.
+MAIN_METHODS = [name for name, spec in METHODS.items() if spec.in_golden]
+MAIN_STEPS = 100
+# docs/vsd_world.md: with the world defaults VSD gains 5.3..16.7 dB of held-out PSNR in 200
+# steps on these prompts; in 100 steps the main job's methods gain 8.6..13.7 dB (measured on
+# this run, seed 0). The tests ask for 3 dB.
+MIN_GAIN_DB = 3.0
+
+
+@pytest.fixture(scope="module")
+def main_job(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """`run --methods sds,vsd,ssd --steps 100` on 3 prompts (default config otherwise; the
+    quality ceiling off: at 100 steps it is not the shipped one and would be fitted first,
+    and no assertion here reads it; tests/test_ceiling.py runs it inside a run)."""
+    tmp = tmp_path_factory.mktemp("main_job")
+    prompts = tmp / "prompts.txt"
     prompts.write_text("# three world objects\na red sphere\r\na snowman\r\n\r\na blue cube\r\n")
-    out = tmp_path / "runs"
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    out = tmp / "runs"
     proc = subprocess.run(
         [
             sys.executable,
@@ -94,40 +114,54 @@ def test_main_job_improves_psnr_for_every_method(tmp_path):
             "benchmark",
             "run",
             "--methods",
-            ",".join(methods),
+            ",".join(MAIN_METHODS),
             "--prompts",
             str(prompts),
             "--steps",
-            "200",
+            str(MAIN_STEPS),
             "--no-report",
+            "--set",
+            "eval.ceiling=false",
             "--out",
             str(out),
         ],
         cwd=REPO,
-        env=env,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc, _only_run(out)
+
+
+def _psnr_gain(df: pd.DataFrame) -> pd.Series:
+    psnr = df[df.metric.eq("psnr")].pivot_table(
+        index=["method", "prompt"], columns="step", values="value"
+    )
+    return psnr[MAIN_STEPS] - psnr[0]
+
+
+@pytest.mark.slow
+def test_main_job_improves_psnr_for_every_method(main_job):
+    """The main job's methods on identical streams raise held-out PSNR by >= 3 dB on >= 2 of
+    3 prompts for every method. (The family's world results are docs/family.md: Consistent3D
+    does not improve without guidance, by its definition.)"""
+    methods = MAIN_METHODS
+    proc, run = main_job
     assert "summary" in proc.stderr and "results:" in proc.stderr  # table + run dir printed
     assert "per method" in proc.stderr  # the per-method overview (log_var, NSR, PSNR, ...)
-    run = _only_run(out)
     for name in ("config.yaml", "manifest.json", "metrics.parquet"):
         assert (run / name).is_file()
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "finished" and len(manifest["cells"]) == 3 * len(methods)
-    assert any(
-        p.name.startswith("sds_a-snowman_s0_step00200") for p in (run / "snapshots").iterdir()
-    )
+    snapshot = f"sds_a-snowman_s0_step{MAIN_STEPS:05d}"
+    assert any(p.name.startswith(snapshot) for p in (run / "snapshots").iterdir())
 
     df = load_results(run)
-    psnr = df[df.metric.eq("psnr")].pivot_table(
-        index=["method", "prompt"], columns="step", values="value"
-    )
-    gain = psnr[200] - psnr[0]
+    gain = _psnr_gain(df)
     for method in methods:
-        assert (gain[method] >= 3.0).sum() >= 2, (method, gain[method].to_dict())
+        assert (gain[method] >= MIN_GAIN_DB).sum() >= 2, (method, gain[method].to_dict())
     # common random numbers: every method saw the same timesteps at every step
     t = df[df.metric.eq("t")].pivot_table(
         index=["prompt", "step"], columns="method", values="value"
@@ -136,8 +170,22 @@ def test_main_job_improves_psnr_for_every_method(tmp_path):
         assert t[method].equals(t["sds"])
     assert set(df.metric) >= {"psnr", "t", "n_evals", "train_seconds", "grad_norm"}
     assert {"time/render", "time/prior", "time/backward", "mem/peak_rss_mb"} <= set(df.metric)
-    # variance rows for every method at every probe checkpoint (0, 150 and the last: every=150)
+    # variance rows for every method at step 0 and the last step (measure.every=150 > 100;
+    # the interior schedule is tests/test_measure.py's)
     probe = df[df.metric.eq("var/all/log_var")]
     for method in methods:
         steps = sorted(probe.loc[probe.method.eq(method), "step"].unique())
-        assert steps == [0, 150, 200], (method, steps)
+        assert steps == [0, MAIN_STEPS], (method, steps)
+
+
+@pytest.mark.slow
+def test_vsd_improves_held_out_psnr_on_two_prompts(main_job):
+    """VSD converges in the world (docs/vsd_world.md): >= 3 dB of held-out PSNR on both
+    `a snowman` and `a blue cube` in the main job, its eps_phi diagnostics logged."""
+    _, run = main_job
+    df = load_results(run)
+    gain = _psnr_gain(df)
+    vsd = gain.loc["vsd"][["a snowman", "a blue cube"]]
+    assert (vsd >= MIN_GAIN_DB).all(), gain.to_dict()
+    assert (gain.loc["sds"] > 0).all(), gain.to_dict()  # same streams, sanity of the run
+    assert {"phi_loss", "phi_residual_norm", "grad_norm"} <= set(df[df.method.eq("vsd")].metric)

@@ -43,6 +43,16 @@ def test_nan_in_one_cell_is_recorded_and_others_finish(tmp_path, monkeypatch):
             "eval.every=3",
             "--set",
             "world.n_azimuth=8",
+            # the probe (at step 0 and the last) at small sizes: the healthy cell is probed
+            # after the other failed; its precision is not what this test is about
+            "--set",
+            "measure.samples=4",
+            "--set",
+            "measure.reference_samples=4",
+            "--set",
+            "measure.split=[2,2,2]",
+            "--set",
+            "measure.bootstrap=50",
         ]
     )
     assert code == EXIT_CELLS_FAILED
@@ -56,3 +66,5 @@ def test_nan_in_one_cell_is_recorded_and_others_finish(tmp_path, monkeypatch):
     assert set(df.prompt) == {"a snowman", "a red sphere"}
     assert df[(df.prompt == "a snowman") & (df.metric == "failed")].step.tolist() == [3]
     assert df[(df.prompt == "a red sphere") & (df.metric == "psnr")].step.max() == 6
+    probed = df[(df.prompt == "a red sphere") & (df.metric == "var/all/log_var")]
+    assert set(probed.step) == {0, 6}

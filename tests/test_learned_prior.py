@@ -203,16 +203,34 @@ def _script(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--out", "x", "--steps", "0"], "--steps must be >= 1"),
-        (["--out", "x", "--label-dropout", "1"], "--label-dropout"),
-        (["--out", "x", "--early", "9", "--steps", "5"], "--early"),
-        (["--out", "x", "--prompts", "/nonexistent.txt"], "prompts file not found"),
-    ],
-)
-def test_training_script_bad_args(args, message):
+BAD_ARGS = [
+    (["--out", "x", "--steps", "0"], "--steps must be >= 1"),
+    (["--out", "x", "--label-dropout", "1"], "--label-dropout"),
+    (["--out", "x", "--early", "9", "--steps", "5"], "--early"),
+    (["--out", "x", "--prompts", "/nonexistent.txt"], "prompts file not found"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_ARGS)
+def test_training_script_bad_args(args, message, capsys):
+    """In-process: the script's argument checks exit 2 with one ``error:`` line."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "train_learned_prior", ROOT / "scripts" / "train_learned_prior.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    with pytest.raises(SystemExit) as exit_:
+        script.main(args)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("error: ") and message in err
+
+
+def test_training_script_bad_args_in_a_process():
+    """The same check as a user meets it: the script run as a process."""
+    args, message = BAD_ARGS[0]
     result = _script(*args)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
