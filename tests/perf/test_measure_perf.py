@@ -35,7 +35,9 @@ PROBE_SHARE_TARGET = 0.4
 @pytest.fixture(scope="module")
 def setup():
     configure_torch(2)
-    config = load_config(None, ["eval.snapshots=false", f"measure.samples={K}"])
+    # three variants as the K = 16 target was set with (the run default is `all` only)
+    variants = "measure.variants=[all,fixed_camera,fixed_camera_t]"
+    config = load_config(None, ["eval.snapshots=false", f"measure.samples={K}", variants])
     prior = build_prior(config, ["a snowman"], torch.device("cpu"))
     trainer = CellTrainer(config, "sds", "a snowman", 0, prior, torch.device("cpu"))
     for k in range(3):  # warm-up (first-call allocations)
