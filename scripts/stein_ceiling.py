@@ -82,6 +82,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--chunk", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-theta", action="store_true", help="image space only (faster)")
+    p.add_argument(
+        "--only-mc",
+        action="store_true",
+        help="eps share and the posterior_mc row only (the same pairs and eps; faster)",
+    )
     p.add_argument("--set", action="append", default=[], help="extra config overrides")
     p.add_argument("--out", help="markdown table")
     p.add_argument("--csv", help="one row per setting and class")
@@ -90,6 +95,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         fail("--draws must be an even number >= 8")
     if args.pairs < 2 or args.train_steps < 0 or args.basis < 1 or args.chunk < 1:
         fail("need --pairs >= 2, --train-steps >= 0, --basis >= 1, --chunk >= 1")
+    if args.only_mc and (args.online_fit or not args.mc_draws):
+        fail("--only-mc needs --online-fit 0 and --mc-draws > 0")
     if args.theta_probes < 0 or args.online_fit < 0 or args.mc_draws < 0:
         fail("need --theta-probes >= 0, --online-fit >= 0 and --mc-draws >= 0")
     args.settings = [s.strip() for s in args.settings.split(",") if s.strip()]
@@ -144,9 +151,7 @@ def measure_pair(trainer, prior, camera, t, eps_all, args, geometry, z=None):
     import torch
 
     from benchmark.probe.stein_ceiling import (
-        class_residuals,
         pulled_trace_variance,
-        reference_basis,
         trace_variance,
     )
     from core.schedule import alpha_sigma
@@ -180,12 +185,12 @@ def measure_pair(trainer, prior, camera, t, eps_all, args, geometry, z=None):
         out = trainer.estimator.grad(xx, tt, eps, prior, ctx)
         weight = float(timestep_weight(tt[:1], prior.alphas_cumprod, cfg.weighting))
         x_t = alpha * xx + sigma * eps
-        phi = baseline_function("depth_pearson", tt, ctx, ctx.render, geometry)
-        s_depth = stein_control_variate(phi, x_t, eps, sigma.expand(n))
         gs.append(out.grad)
-        sd.append(weight * s_depth)
         xts.append(x_t)
-        for b in args.betas:
+        if not args.only_mc:
+            phi = baseline_function("depth_pearson", tt, ctx, ctx.render, geometry)
+            sd.append(weight * stein_control_variate(phi, x_t, eps, sigma.expand(n)))
+        for b in () if args.only_mc else args.betas:
             s = posterior_control_variate(
                 x_t, tt, eps, prior, ctx, cfg.guidance_scale, cfg.cfg_mode, b
             )
@@ -197,21 +202,9 @@ def measure_pair(trainer, prior, camera, t, eps_all, args, geometry, z=None):
             s_mc = subspace_control_variate(means, eps, alpha.expand(n), sigma.expand(n))
             mc.append(out.grad - weight * s_mc)
     g = torch.cat(gs).flatten(1)
-    eps_f = eps_all.flatten(1)
-    refs = [prior.references[trainer.prompt]]
-    if cfg.guidance_scale != 1.0 or cfg.cfg_mode != "diffusers":
-        refs.append(prior.unconditional)
-    lws = [prior.log_mixture_weights(r, camera)[0] for r in refs]
-    basis = reference_basis(lws, [r.images for r in refs], min(args.basis, m // 4))
-    resid = class_residuals(
-        g,
-        eps_f,
-        torch.cat(xts).flatten(1),
-        float(sigma),
-        torch.cat(sd).flatten(1),
-        {b: torch.cat(v).flatten(1) for b, v in sp.items()},
-        basis,
-    )
+    resid = {}
+    if not args.only_mc:
+        resid = other_classes(trainer, prior, camera, g, eps_all, sigma, xts, sd, sp, args)
     if args.online is not None:
         from benchmark.probe.stein_ceiling import ONLINE_BETAS
 
@@ -235,6 +228,31 @@ def measure_pair(trainer, prior, camera, t, eps_all, args, geometry, z=None):
         for name, r in resid.items():
             stats[name] = pulled_trace_variance(flat_pull, r, z, args.chunk)
     return stats
+
+
+def other_classes(trainer, prior, camera, g, eps_all, sigma, xts, sd, sp, args):
+    """The cross-fitted oracles of every class (benchmark/probe/stein_ceiling.py)."""
+    import torch
+
+    from benchmark.probe.stein_ceiling import class_residuals, reference_basis
+
+    cfg = trainer.guidance
+    m = eps_all.shape[0]
+    eps_f = eps_all.flatten(1)
+    refs = [prior.references[trainer.prompt]]
+    if cfg.guidance_scale != 1.0 or cfg.cfg_mode != "diffusers":
+        refs.append(prior.unconditional)
+    lws = [prior.log_mixture_weights(r, camera)[0] for r in refs]
+    basis = reference_basis(lws, [r.images for r in refs], min(args.basis, m // 4))
+    return class_residuals(
+        g,
+        eps_f,
+        torch.cat(xts).flatten(1),
+        float(sigma),
+        torch.cat(sd).flatten(1),
+        {b: torch.cat(v).flatten(1) for b, v in sp.items()},
+        basis,
+    )
 
 
 def online_coefficients(trainer, prior, args, seed):
@@ -384,7 +402,7 @@ def main(argv=None) -> int:
     total = sum(len(v) for v in prompts_of.values())
     bar = tqdm(total=total, desc="stein ceiling", unit="prompt")
     classes = [
-        *CLASSES,
+        *([] if args.only_mc else CLASSES),
         *(["online_posterior"] if args.online_fit else []),
         *(["online_posterior_mc"] if args.mc_draws else []),
     ]

@@ -65,7 +65,7 @@ def test_reduced_mean_is_the_posterior_mean_with_every_reference(tau):
 
 
 def test_control_variate_is_zero_mean_and_plug_in_mean_is_not():
-    """E[h(eps) - hbar] = 0 over 4000 (eps, 8 draws) pairs at a t where the responsibilities
+    """E[h(eps) - hbar] = 0 over 3000 (eps, 8 draws) pairs at a t where the responsibilities
     jump (4 SE per coordinate, two mixtures sharing each draw as CFG's branches do); the
     plug-in mean (rbar = softmax(a), the responsibilities at eps = 0) is caught on the same
     draws."""
@@ -78,13 +78,11 @@ def test_control_variate_is_zero_mean_and_plug_in_mean_is_not():
     ]
     g = torch.Generator().manual_seed(3)
     good, plug = [], []
-    for _ in range(4000):
+    for _ in range(3000):
         rbars = mean_responsibilities(plans, 8, g)
         eps = torch.randn(16, generator=g, dtype=torch.float64)
-        good.append(torch.cat([p.centred_mean(eps, r) for p, r in zip(plans, rbars)]))
-        plug.append(
-            torch.cat([p.centred_mean(eps, torch.softmax(p.a, 0)) for p in plans])
-        )
+        good.append(torch.cat([p.centred_mean(eps, r) for p, r in zip(plans, rbars, strict=True)]))
+        plug.append(torch.cat([p.centred_mean(eps, torch.softmax(p.a, 0)) for p in plans]))
     for values, unbiased in ((good, True), (plug, False)):
         v = torch.stack(values)
         z = v.mean(0) / (v.std(0) / v.shape[0] ** 0.5)
@@ -135,14 +133,15 @@ def test_no_peeking_the_mean_part_ignores_eps(broad_prior):
     assert all(len(rows) == 3 for _, rows in a)  # built with no eps argument at all
 
 
-@pytest.mark.parametrize("t_value", [300, 600])
-def test_posterior_mc_ssd_is_unbiased(broad_prior, t_value):
-    """mean(G_ssd - G_sds) = 0 within 4 SE per channel over 1000 draws at CFG 7.5."""
+@pytest.mark.slow
+def test_posterior_mc_ssd_is_unbiased(broad_prior, t_value=600):
+    """mean(G_ssd - G_sds) = 0 within 4 SE per channel over 800 draws at CFG 7.5, each draw
+    with its own generator (the control variate is not zero: checked)."""
     ssd, sds = SSD(SSDConfig(baseline="posterior_mc", **CFG)), SDS(GuidanceConfig(**CFG))
     gen = torch.Generator().manual_seed(7)
     diffs = []
     for k in range(40):
-        x, t, ctx = _setup(broad_prior, 25, t_value, seed=100 + k)
+        x, t, ctx = _setup(broad_prior, 20, t_value, seed=100 + k)
         eps = torch.randn(x.shape, generator=gen)
         out = ssd.grad(x, t, eps, broad_prior, ctx)
         diffs.append((out.grad - sds.grad(x, t, eps, broad_prior, ctx).grad).double().mean((2, 3)))
@@ -154,8 +153,8 @@ def test_posterior_mc_ssd_is_unbiased(broad_prior, t_value):
 
 @pytest.mark.parametrize("t_value", [300, 950])
 def test_posterior_mc_removes_the_eps_variance(broad_prior, t_value):
-    """At a fixed (x, c, t), tr Var(G_ssd) < 0.1 tr Var(G_sds) over 200 draws (CFG 7.5)."""
-    x, t, ctx = _setup(broad_prior, 200, t_value)
+    """At a fixed (x, c, t), tr Var(G_ssd) < 0.1 tr Var(G_sds) over 100 draws (CFG 7.5)."""
+    x, t, ctx = _setup(broad_prior, 100, t_value)
     eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
     ssd = SSD(SSDConfig(baseline="posterior_mc", **CFG))
     g_ssd = ssd.grad(x, t, eps, broad_prior, ctx).grad
