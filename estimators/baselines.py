@@ -7,6 +7,9 @@
                    not here)
     posterior      not a scalar phi: the matrix-valued field of the prior's posterior
                    responsibilities (estimators/posterior_field.py; built by SSD, not here)
+    posterior_mc   not a scalar phi: the posterior mean's own control variate on the
+                   references that can carry weight, its mean by Monte Carlo in their
+                   subspace (estimators/posterior_field.py; built by SSD, not here)
 
 combined as phi = offset + scale * phi_base: offset is the constant part of every baseline,
 e.g. offset = 1, scale = lambda gives 1 + lambda * phi_depth, which keeps the SDS term
@@ -24,8 +27,17 @@ import torch
 
 from core.interfaces import GeometryEstimator, PriorContext
 
-BaselineName = Literal["constant", "depth_pearson", "normal", "learned", "posterior"]
-BASELINES: tuple[str, ...] = ("constant", "depth_pearson", "normal", "learned", "posterior")
+BaselineName = Literal[
+    "constant", "depth_pearson", "normal", "learned", "posterior", "posterior_mc"
+]
+BASELINES: tuple[str, ...] = (
+    "constant",
+    "depth_pearson",
+    "normal",
+    "learned",
+    "posterior",
+    "posterior_mc",
+)
 
 
 def needs_geometry(name: str) -> bool:

@@ -24,6 +24,8 @@ smoother field; still exactly zero-mean).
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 from core.guidance import CFG_MODES, needs_unconditional
@@ -64,6 +66,121 @@ def posterior_control_variate(
         alpha, sigma = alpha_sigma(prior.alphas_cumprod, t)
         shape = (-1,) + (1,) * (x_t.dim() - 1)
         return -(alpha / sigma).view(shape).to(x_t.dtype) * field
+
+
+_POOLED: dict[int, tuple] = {}
+
+
+def _pooled_references(refs: torch.Tensor, shape, factor: int) -> torch.Tensor:
+    """``pooled_images`` of a reference tensor, computed once per tensor (a memo: the same
+    value every call)."""
+    from world.stein_field import pooled_images
+
+    key = (id(refs), tuple(shape), factor)
+    held = _POOLED.get(key)
+    if held is None or held[0]() is not refs:
+        held = (weakref.ref(refs), pooled_images(refs, tuple(shape), factor))
+        _POOLED[key] = held
+        weakref.finalize(refs, _POOLED.pop, key, None)
+    return held[1]
+
+
+def _pool_factor(shape, pool: int) -> int:
+    return pool if shape[1] % pool == 0 and shape[2] % pool == 0 else 1
+
+
+def subspace_means(
+    x: torch.Tensor,
+    t: torch.Tensor,
+    prior: DiffusionPrior,
+    ctx: PriorContext,
+    guidance_scale: float,
+    cfg_mode: str,
+    generator: torch.Generator,
+    draws: int = 256,
+    max_refs: int = 32,
+    nats: float = 30.0,
+    pool: int = 4,
+) -> list[tuple[float, list]]:
+    """The eps-free half of ``baseline=posterior_mc``: per CFG branch (weight a_b), per image,
+    the reduced posterior's plan (world/stein_field.py ``subspace_plan``, from the clean render
+    x, t and the camera) and its mean responsibilities rbar from ``draws`` independent draws of
+    ``generator``. Never sees eps. Returns [(a_b, [(plan, rbar) per image])]."""
+    from world.stein_field import mean_responsibilities, pooled_images, subspace_plan
+
+    if not prior.supports_posterior_field:
+        raise ValueError(
+            f"ssd.baseline=posterior_mc needs a prior with a closed-form posterior (the world); "
+            f"{type(prior).__name__} has none"
+        )
+    if generator is None:
+        raise ValueError("ssd.baseline=posterior_mc needs the step's estimator generator")
+    a_c, a_u = cfg_branch_weights(guidance_scale, cfg_mode)
+    branches = [(a_c, prior.references[ctx.prompt])]
+    if needs_unconditional(guidance_scale, cfg_mode):
+        branches.append((a_u, prior.unconditional))
+    alpha, sigma = alpha_sigma(prior.alphas_cumprod, t)
+    shape = x.shape[1:]
+    factor = _pool_factor(shape, pool)
+    flat = x.detach().flatten(1)
+    plans = []  # [branch][image]
+    with torch.no_grad():
+        for _, refs in branches:
+            pooled = _pooled_references(refs.images, shape, factor)
+            pooled_x = pooled_images(flat, tuple(shape), factor)
+            log_prior = prior.log_mixture_weights(refs, ctx.cameras)
+            tau = prior.config.tau
+            plans.append(
+                [
+                    subspace_plan(
+                        flat[i],
+                        float(alpha[i]),
+                        float(sigma[i]),
+                        refs.images,
+                        log_prior[i],
+                        pooled,
+                        pooled_x[i],
+                        tau,
+                        max_refs,
+                        nats,
+                    )
+                    for i in range(flat.shape[0])
+                ]
+            )
+        # one set of draws per image, shared by the branches (as eps is)
+        rbars = [
+            mean_responsibilities([p[i] for p in plans], draws, generator)
+            for i in range(flat.shape[0])
+        ]
+    return [
+        (weight, [(plans[b][i], rbars[i][b]) for i in range(flat.shape[0])])
+        for b, (weight, _) in enumerate(branches)
+    ]
+
+
+def subspace_control_variate(
+    means: list[tuple[float, list]], eps: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor
+) -> torch.Tensor:
+    """S_mc = -(alpha / sigma) sum_b a_b (h_b(eps) - hbar_b) [B, C, H, W] (SSD's additive
+    form G = w (eps_hat - eps - S_mc); zero mean over (eps, the draws of ``subspace_means``)).
+    """
+    flat = eps.flatten(1)
+    field = torch.zeros(flat.shape, dtype=torch.float64)
+    for weight, rows in means:
+        for i, (plan, rbar) in enumerate(rows):
+            field[i] += weight * plan.centred_mean(flat[i], rbar)
+    scale = (-(alpha / sigma)).double().view(-1, 1)
+    return (scale * field).to(eps.dtype).view_as(eps)
+
+
+def subspace_mean_image(means: list[tuple[float, list]], like: torch.Tensor) -> torch.Tensor:
+    """sum_b a_b (1 - alpha g) rbar_b X_K [B, C, H, W]: the estimated E[m] part (eps-free; the
+    no-peeking check compares it across different eps)."""
+    out = torch.zeros(like.flatten(1).shape, dtype=torch.float64)
+    for weight, rows in means:
+        for i, (plan, rbar) in enumerate(rows):
+            out[i] += weight * (1.0 - plan.alpha * plan.g) * (rbar @ plan.images)
+    return out.to(like.dtype).view_as(like)
 
 
 class BinnedLeastSquares:

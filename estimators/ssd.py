@@ -36,6 +36,20 @@ beta), one field per ``posterior_betas``, in the additive form
 the coefficients per timestep bin (``posterior_t_bins``) fitted by least squares on past
 samples (``mu=optimal``: ``BinnedLeastSquares``, EMA ``mu_ema``; 0 in a bin before its first
 sample) or all ``mu_init`` (``mu=fixed``).
+
+``baseline=posterior_mc`` (same priors): the posterior mean's own control variate. Each
+branch's x0-prediction m_b depends on eps only through z = X eps, the references' projections
+(world/stein_field.py); on the K <= ``posterior_mc_refs`` references that can carry weight,
+chosen from the clean render x, t and the camera alone, the reduced mean h_b(eps) follows m_b,
+and its mean hbar_b = E_eps[h_b] is a K-dimensional Gaussian integral, estimated from
+``posterior_mc_draws`` draws of the step's estimator generator (never the current eps):
+
+    G = w (eps_hat - eps - S_mc),   S_mc = -(alpha / sigma) sum_b a_b (h_b(eps) - hbar_b),
+
+with coefficient 1 (``mu`` is not used). E[S_mc] = 0 over (eps, the draws) for any K; where
+h_b = m_b, G = w (alpha / sigma)(x - sum_b a_b hbar_b): SDS's conditional mean E[G | c, t] up to
+the draws' noise. For Gaussian eps every zero-mean function of eps is a Stein control variate
+of the matrix-valued class, so S_mc is one, built from its mean rather than from its field.
 """
 
 from __future__ import annotations
@@ -56,7 +70,13 @@ from estimators.base import (
 from estimators.baselines import BASELINES, BaselineName, baseline_function
 from estimators.control_coefficient import ControlCoefficient, MuShape, MuStrategy
 from estimators.learned_baseline import LearnedDiagonal, LearnedField, LearnedSteinBaseline
-from estimators.posterior_field import BinnedLeastSquares, posterior_control_variate
+from estimators.posterior_field import (
+    BinnedLeastSquares,
+    posterior_control_variate,
+    subspace_control_variate,
+    subspace_mean_image,
+    subspace_means,
+)
 from estimators.sds import guided_residual_terms
 from estimators.stein import stein_control_variate
 
@@ -90,6 +110,9 @@ class SSDConfig(GuidanceConfig):
     learned_lr: float = 1e-3
     posterior_betas: tuple[float, ...] = (0.3, 0.1, 0.03)
     posterior_t_bins: int = 10
+    posterior_mc_draws: int = 256
+    posterior_mc_refs: int = 32
+    posterior_mc_nats: float = 30.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -116,8 +139,16 @@ class SSDConfig(GuidanceConfig):
                 "baseline 'posterior' fits its coefficients by least squares: mu "
                 "must be 'optimal' (or 'fixed': every coefficient mu_init)"
             )
-        if self.baseline == "posterior" and self.form != "additive":
-            raise ValueError("baseline 'posterior' is a control variate for the additive form")
+        if self.baseline in ("posterior", "posterior_mc") and self.form != "additive":
+            raise ValueError(
+                f"baseline {self.baseline!r} is a control variate for the additive form"
+            )
+        if self.posterior_mc_draws < 1 or self.posterior_mc_refs < 1:
+            raise ValueError("need posterior_mc_draws >= 1 and posterior_mc_refs >= 1")
+        if self.posterior_mc_nats <= 0:
+            raise ValueError("need posterior_mc_nats > 0")
+        if self.baseline == "posterior_mc" and self.perp_neg:
+            raise ValueError("baseline 'posterior_mc' covers plain CFG only (perp_neg is set)")
 
     @property
     def neutral_mu(self) -> float:
@@ -243,7 +274,40 @@ class SSD(GradientEstimator):
         update_inputs = {"t": t, "score": w * (eps_hat - eps), "fields": w[:, None] * fields}
         return EstimatorOutput(g, diagnostics, update_inputs, score_term=w * eps_hat)
 
+    def _grad_posterior_mc(self, x, t, eps, prior, ctx):
+        """G = w (eps_hat - eps - S_mc) (module doc); the eps-free half first."""
+        c = self.config
+        means = subspace_means(
+            x,
+            t,
+            prior,
+            ctx,
+            c.guidance_scale,
+            c.cfg_mode,
+            ctx.generator,
+            c.posterior_mc_draws,
+            c.posterior_mc_refs,
+            c.posterior_mc_nats,
+        )
+        x_t, eps_hat, w = guided_residual_terms(x, t, eps, prior, ctx, c)
+        alpha, sigma = alpha_sigma(prior.alphas_cumprod, t)
+        s = subspace_control_variate(means, eps, alpha, sigma)
+        g = w * (eps_hat - eps - s)
+        refs = [len(plan.index) for _, rows in means for plan, _ in rows]
+        diagnostics = {
+            "grad_norm": float(g.flatten(1).norm(dim=1).mean()),
+            "cv_norm": float(s.flatten(1).norm(dim=1).mean()),
+            "mu_mean": 1.0,
+            "corr_eps_hat_cv": _corr(eps_hat, s),
+            "mc_refs": sum(refs) / len(refs),
+            "mc_refs_max": float(max(refs)),
+        }
+        update_inputs = {"cv_mean": subspace_mean_image(means, x)}
+        return EstimatorOutput(g, diagnostics, update_inputs, score_term=w * eps_hat)
+
     def grad(self, x, t, eps, prior, ctx):
+        if self.config.baseline == "posterior_mc":
+            return self._grad_posterior_mc(x, t, eps, prior, ctx)
         if self.posterior_mu is not None:
             return self._grad_posterior(x, t, eps, prior, ctx)
         x_t, eps_hat, w = guided_residual_terms(x, t, eps, prior, ctx, self.config)
@@ -294,6 +358,8 @@ class SSD(GradientEstimator):
         """Feed this step's sample (``output.update_inputs``: w eps_hat and w S) to mu, and
         fit the learned baseline on it (with the mu this step used); both are used from the
         next step on."""
+        if self.config.baseline == "posterior_mc":
+            return  # nothing is fitted: the coefficient is 1, the mean comes from fresh draws
         if output is None:
             raise ValueError("SSD.update needs this step's grad output (mu learns from it)")
         if self.posterior_mu is not None:
@@ -311,6 +377,8 @@ class SSD(GradientEstimator):
         init value: SSD's step-0 probe is not SSD yet), or the learned baseline none (its
         output is still zero)."""
         mu_unseen = self.config.mu != "fixed" and self.mu.mu is None
+        if self.config.baseline == "posterior_mc":
+            mu_unseen = False  # nothing to learn: coefficient 1 from the first step
         if self.posterior_mu is not None:
             mu_unseen = self.config.mu != "fixed" and not bool(self.posterior_mu.seen.any())
         net_unseen = self.learned is not None and self.learned.n_updates == 0

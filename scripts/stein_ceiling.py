@@ -6,6 +6,9 @@ what each class's cross-fitted oracle removes (benchmark/probe/stein_ceiling.py)
         --pairs 12 --draws 128 --settings default,cfg7.5,detail \
         --out docs/stein_ceiling_run.md --csv docs/stein_ceiling.csv
 
+The row ``online_posterior_mc`` is SSD's ``baseline=posterior_mc`` (coefficient 1, its mean
+from ``--mc-draws`` fresh draws per eps of a generator seeded apart from the eps draws).
+
 Per setting and prompt: SDS trains ``--train-steps`` steps (the run's own streams), then theta
 is frozen and ``--pairs`` (camera, t) pairs are drawn from the training distribution (a
 generator seeded by --seed, prompt and setting), each with ``--draws`` eps. Variances are
@@ -69,10 +72,21 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=200,
         help="draws the online posterior form's coefficients are fitted on first (0: no row)",
     )
+    p.add_argument(
+        "--mc-draws",
+        type=int,
+        default=256,
+        help="draws of SSD baseline=posterior_mc's mean per eps (0: no row)",
+    )
     p.add_argument("--basis", type=int, default=48, help="K columns of matrix_linear")
     p.add_argument("--chunk", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-theta", action="store_true", help="image space only (faster)")
+    p.add_argument(
+        "--only-mc",
+        action="store_true",
+        help="eps share and the posterior_mc row only (the same pairs and eps; faster)",
+    )
     p.add_argument("--set", action="append", default=[], help="extra config overrides")
     p.add_argument("--out", help="markdown table")
     p.add_argument("--csv", help="one row per setting and class")
@@ -81,8 +95,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         fail("--draws must be an even number >= 8")
     if args.pairs < 2 or args.train_steps < 0 or args.basis < 1 or args.chunk < 1:
         fail("need --pairs >= 2, --train-steps >= 0, --basis >= 1, --chunk >= 1")
-    if args.theta_probes < 0 or args.online_fit < 0:
-        fail("need --theta-probes >= 0 and --online-fit >= 0")
+    if args.only_mc and (args.online_fit or not args.mc_draws):
+        fail("--only-mc needs --online-fit 0 and --mc-draws > 0")
+    if args.theta_probes < 0 or args.online_fit < 0 or args.mc_draws < 0:
+        fail("need --theta-probes >= 0, --online-fit >= 0 and --mc-draws >= 0")
     args.settings = [s.strip() for s in args.settings.split(",") if s.strip()]
     for s in args.settings:
         if s not in SETTINGS:
@@ -135,16 +151,18 @@ def measure_pair(trainer, prior, camera, t, eps_all, args, geometry, z=None):
     import torch
 
     from benchmark.probe.stein_ceiling import (
-        class_residuals,
         pulled_trace_variance,
-        reference_basis,
         trace_variance,
     )
     from core.schedule import alpha_sigma
     from core.weighting import timestep_weight
     from estimators.base import EstimatorContext
     from estimators.baselines import baseline_function
-    from estimators.posterior_field import posterior_control_variate
+    from estimators.posterior_field import (
+        posterior_control_variate,
+        subspace_control_variate,
+        subspace_means,
+    )
     from estimators.stein import stein_control_variate
 
     cfg = trainer.guidance
@@ -154,7 +172,7 @@ def measure_pair(trainer, prior, camera, t, eps_all, args, geometry, z=None):
         render = trainer.backbone.render(camera, h, w_)
         x = prior.encode(render["rgb"])
     alpha, sigma = alpha_sigma(prior.alphas_cumprod, t[:1])
-    gs, sd, sp, xts = [], [], {b: [] for b in args.betas}, []
+    gs, sd, sp, xts, mc = [], [], {b: [] for b in args.betas}, [], []
     for start in range(0, m, args.chunk):
         eps = eps_all[start : start + args.chunk]
         n = eps.shape[0]
@@ -167,38 +185,34 @@ def measure_pair(trainer, prior, camera, t, eps_all, args, geometry, z=None):
         out = trainer.estimator.grad(xx, tt, eps, prior, ctx)
         weight = float(timestep_weight(tt[:1], prior.alphas_cumprod, cfg.weighting))
         x_t = alpha * xx + sigma * eps
-        phi = baseline_function("depth_pearson", tt, ctx, ctx.render, geometry)
-        s_depth = stein_control_variate(phi, x_t, eps, sigma.expand(n))
         gs.append(out.grad)
-        sd.append(weight * s_depth)
         xts.append(x_t)
-        for b in args.betas:
+        if not args.only_mc:
+            phi = baseline_function("depth_pearson", tt, ctx, ctx.render, geometry)
+            sd.append(weight * stein_control_variate(phi, x_t, eps, sigma.expand(n)))
+        for b in () if args.only_mc else args.betas:
             s = posterior_control_variate(
                 x_t, tt, eps, prior, ctx, cfg.guidance_scale, cfg.cfg_mode, b
             )
             sp[b].append(weight * s)
+        if args.mc_draws:  # SSD's baseline=posterior_mc: fresh draws per eps, never eps itself
+            means = subspace_means(
+                xx, tt, prior, ctx, cfg.guidance_scale, cfg.cfg_mode, args.mc_gen, args.mc_draws
+            )
+            s_mc = subspace_control_variate(means, eps, alpha.expand(n), sigma.expand(n))
+            mc.append(out.grad - weight * s_mc)
     g = torch.cat(gs).flatten(1)
-    eps_f = eps_all.flatten(1)
-    refs = [prior.references[trainer.prompt]]
-    if cfg.guidance_scale != 1.0 or cfg.cfg_mode != "diffusers":
-        refs.append(prior.unconditional)
-    lws = [prior.log_mixture_weights(r, camera)[0] for r in refs]
-    basis = reference_basis(lws, [r.images for r in refs], min(args.basis, m // 4))
-    resid = class_residuals(
-        g,
-        eps_f,
-        torch.cat(xts).flatten(1),
-        float(sigma),
-        torch.cat(sd).flatten(1),
-        {b: torch.cat(v).flatten(1) for b, v in sp.items()},
-        basis,
-    )
+    resid = {}
+    if not args.only_mc:
+        resid = other_classes(trainer, prior, camera, g, eps_all, sigma, xts, sd, sp, args)
     if args.online is not None:
         from benchmark.probe.stein_ceiling import ONLINE_BETAS
 
         mu = args.online.value(t[:1], prior.num_train_timesteps)[0].to(g.dtype)  # [F]
         fields = torch.stack([torch.cat(sp[b]).flatten(1) for b in ONLINE_BETAS], -1)
         resid["online_posterior"] = g - fields @ mu
+    if args.mc_draws:
+        resid["online_posterior_mc"] = torch.cat(mc).flatten(1)
     stats = {"img_within": trace_variance(g), "img_mean": g.mean(0).double()}
     for name, r in resid.items():
         stats[f"img_{name}"] = trace_variance(r)
@@ -214,6 +228,31 @@ def measure_pair(trainer, prior, camera, t, eps_all, args, geometry, z=None):
         for name, r in resid.items():
             stats[name] = pulled_trace_variance(flat_pull, r, z, args.chunk)
     return stats
+
+
+def other_classes(trainer, prior, camera, g, eps_all, sigma, xts, sd, sp, args):
+    """The cross-fitted oracles of every class (benchmark/probe/stein_ceiling.py)."""
+    import torch
+
+    from benchmark.probe.stein_ceiling import class_residuals, reference_basis
+
+    cfg = trainer.guidance
+    m = eps_all.shape[0]
+    eps_f = eps_all.flatten(1)
+    refs = [prior.references[trainer.prompt]]
+    if cfg.guidance_scale != 1.0 or cfg.cfg_mode != "diffusers":
+        refs.append(prior.unconditional)
+    lws = [prior.log_mixture_weights(r, camera)[0] for r in refs]
+    basis = reference_basis(lws, [r.images for r in refs], min(args.basis, m // 4))
+    return class_residuals(
+        g,
+        eps_f,
+        torch.cat(xts).flatten(1),
+        float(sigma),
+        torch.cat(sd).flatten(1),
+        {b: torch.cat(v).flatten(1) for b, v in sp.items()},
+        basis,
+    )
 
 
 def online_coefficients(trainer, prior, args, seed):
@@ -278,6 +317,7 @@ def prompt_pairs(setting, prompt, prior, args):
     noise = torch.Generator().manual_seed(seed + 2)
     cameras, t = trainer.draw_cameras_and_t(args.pairs, args.train_steps, cam_gen, t_gen)
     args.online = online_coefficients(trainer, prior, args, seed) if args.online_fit else None
+    args.mc_gen = torch.Generator().manual_seed(seed + 3)
     shape = (3, config.render.height, config.render.width)
     rows = []
     for k in range(args.pairs):
@@ -335,6 +375,7 @@ TITLES = {
     "matrix_posterior_0.03": "matrix, responsibilities beta=0.03",
     "matrix_posterior_all": "matrix, responsibilities, betas 0.3/0.1/0.03",
     "online_posterior": "online: SSD baseline=posterior (mu from past draws)",
+    "online_posterior_mc": "online: SSD baseline=posterior_mc (mean from fresh draws, coef 1)",
 }
 
 
@@ -360,7 +401,11 @@ def main(argv=None) -> int:
     prompts_of = {s: args.detail_prompts if s == "detail" else args.prompts for s in args.settings}
     total = sum(len(v) for v in prompts_of.values())
     bar = tqdm(total=total, desc="stein ceiling", unit="prompt")
-    classes = [*CLASSES, *(["online_posterior"] if args.online_fit else [])]
+    classes = [
+        *([] if args.only_mc else CLASSES),
+        *(["online_posterior"] if args.online_fit else []),
+        *(["online_posterior_mc"] if args.mc_draws else []),
+    ]
     for setting in args.settings:
         begun = time.time()
         prompts = prompts_of[setting]
