@@ -8,7 +8,7 @@ a_u = 1 - s; dreamfusion a_c = 1 + s, a_u = -s; a_c + a_u = 1). For the world's 
     eps_hat - eps = (alpha / sigma) (x - a_c m_c(x_t) - a_u m_u(x_t)),
 
 whose eps-dependence is that of the x0-predictions m_b. Each branch's S_b
-(world/stein_field.py: sigma J_b eps - sigma^2 div J_b, J_b the Jacobian of its tempered
+(core/stein_field.py: sigma J_b eps - sigma^2 div J_b, J_b the Jacobian of its tempered
 posterior mean) is zero-mean and equals m_b - E[m_b] when m_b is linear in eps, so
 
     S_post = -(alpha / sigma) (a_c S_c + a_u S_u),       E_eps[S_post] = 0,
@@ -74,7 +74,7 @@ _POOLED: dict[int, tuple] = {}
 def _pooled_references(refs: torch.Tensor, shape, factor: int) -> torch.Tensor:
     """``pooled_images`` of a reference tensor, computed once per tensor (a memo: the same
     value every call)."""
-    from world.stein_field import pooled_images
+    from core.stein_field import pooled_images
 
     key = (id(refs), tuple(shape), factor)
     held = _POOLED.get(key)
@@ -103,10 +103,10 @@ def subspace_means(
     pool: int = 4,
 ) -> list[tuple[float, list]]:
     """The eps-free half of ``baseline=posterior_mc``: per CFG branch (weight a_b), per image,
-    the reduced posterior's plan (world/stein_field.py ``subspace_plan``, from the clean render
+    the reduced posterior's plan (core/stein_field.py ``subspace_plan``, from the clean render
     x, t and the camera) and its mean responsibilities rbar from ``draws`` independent draws of
     ``generator``. Never sees eps. Returns [(a_b, [(plan, rbar) per image])]."""
-    from world.stein_field import mean_responsibilities, pooled_images, subspace_plan
+    from core.stein_field import mean_responsibilities, pooled_images, subspace_plan
 
     if not prior.supports_posterior_field:
         raise ValueError(

@@ -39,7 +39,7 @@ sample) or all ``mu_init`` (``mu=fixed``).
 
 ``baseline=posterior_mc`` (same priors): the posterior mean's own control variate. Each
 branch's x0-prediction m_b depends on eps only through z = X eps, the references' projections
-(world/stein_field.py); on the K <= ``posterior_mc_refs`` references that can carry weight,
+(core/stein_field.py); on the K <= ``posterior_mc_refs`` references that can carry weight,
 chosen from the clean render x, t and the camera alone, the reduced mean h_b(eps) follows m_b,
 and its mean hbar_b = E_eps[h_b] is a K-dimensional Gaussian integral, estimated from
 ``posterior_mc_draws`` draws of the step's estimator generator (never the current eps):

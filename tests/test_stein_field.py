@@ -1,4 +1,4 @@
-"""The responsibilities' matrix-valued Stein field (world/stein_field.py): equal to its
+"""The responsibilities' matrix-valued Stein field (core/stein_field.py): equal to its
 definition sigma J eps - sigma^2 div J by autograd, zero mean by Monte Carlo (4 standard
 errors; the flipped divergence sign caught), and the exact eps-part of a linear posterior."""
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.func import jacfwd
 
-from world.stein_field import mixture_responsibilities, mixture_stein_field
+from core.stein_field import mixture_responsibilities, mixture_stein_field
 
 Z = 4.0
 

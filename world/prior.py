@@ -403,10 +403,10 @@ class WorldPrior(DiffusionPrior):
         beta: float = 1.0,
     ) -> torch.Tensor:
         """The responsibilities' matrix-valued Stein field S_beta of one branch's mixture
-        (world/stein_field.py): zero mean over eps for x_t = alpha x + sigma eps, [B, 3, H, W].
+        (core/stein_field.py): zero mean over eps for x_t = alpha x + sigma eps, [B, 3, H, W].
         Not counted as a network evaluation: it reads the responsibilities a prediction at
         the same x_t computes (the caller books its cost)."""
-        from world.stein_field import mixture_stein_field
+        from core.stein_field import mixture_stein_field
 
         refs = self.references[ctx.prompt] if conditional else self.unconditional
         alpha, sigma = alpha_sigma(self.alphas_cumprod, t)
