@@ -39,7 +39,7 @@ from estimators.csd import CSD, CSDConfig
 from estimators.esd import ESDConfig
 from estimators.ism import ISM, ISMConfig
 from estimators.nfsd import NFSD, NFSDConfig
-from estimators.sdi import SDI, SDIConfig
+from estimators.sdi import SDI, SDIConfig, annealed_timestep
 from estimators.sds import SDSConfig
 from estimators.ssd import SSDConfig
 from estimators.vsd import VSDConfig
@@ -189,6 +189,15 @@ def _family_cost(cls: type, at_step: bool = False):
     return cost
 
 
+def _sdi_cost(config, prior, step: int = 0) -> dict[str, int]:
+    """SDI's prior evaluations per image at ``step``: with ``t_anneal`` its t is threestudio's
+    deterministic schedule, so the inversion's rungs at that step are known; without it t is
+    the harness's random draw and the worst case t = T - 1 is kept (estimators.sdi)."""
+    T = prior.num_train_timesteps if prior is not None else 1000
+    t = annealed_timestep(config, step, T) if config.t_anneal else None
+    return _cost(prior=SDI.nfe_per_step(config, t)["prior"])
+
+
 def _ism_cost(config: ISMConfig, prior, step: int = 0) -> dict[str, float]:
     """ISM's mean prior evaluations per image at ``step``: its inversion stops at s, so the
     count depends on t; averaged over the step's t range (estimators.ism)."""
@@ -272,6 +281,7 @@ METHODS: dict[str, MethodSpec] = {
             SDIConfig,
             _simple(SDI),
             _family_cost(SDI),
+            nfe_at_step=_sdi_cost,
         ),
         MethodSpec(
             "asd",

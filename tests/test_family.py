@@ -259,6 +259,25 @@ def test_nfe_per_step_matches_cost_model(world_prior_small, cls, config):
     assert prior.n_evals - before == cls.nfe_per_step(config, t=640)["prior"]
 
 
+@pytest.mark.parametrize("step", [0, 100, 200, 299])
+def test_sdi_registry_cost_follows_the_annealed_schedule(world_prior_small, step):
+    """With t annealed (the default) SDI's t at a step is known, so the registry's cost at
+    that step (what the manifest averages over the run) == the evaluations counted around
+    one grad call at that step; the run's mean is below the worst case t = T - 1 (the
+    family run of docs/family.md counted 8.6 a step against the old model's 12)."""
+    from estimators.registry import METHODS
+
+    config = SDIConfig(t_anneal_steps=300)
+    x, eps = _inputs(1)
+    prior = world_prior_small
+    before = prior.n_evals
+    SDI(config).grad(x, torch.tensor([640]), eps, prior, _ctx(1, step=step))
+    counted = prior.n_evals - before
+    assert METHODS["sdi"].nfe_at_step(config, prior, step)["prior"] == counted
+    mean = METHODS["sdi"].mean_nfe_per_step(config, prior, 300)["prior"]
+    assert mean < METHODS["sdi"].nfe_per_step(config, prior)["prior"]
+
+
 @pytest.mark.parametrize(
     "config",
     [
