@@ -49,7 +49,7 @@ import torch
 
 from core.cameras import Cameras
 from results.atomic import atomic_write_bytes
-from world.distributions import instances
+from world.distributions import DISTRIBUTIONS, instances
 from world.renderer import render_object
 
 if TYPE_CHECKING:
@@ -222,7 +222,9 @@ def ceiling_key(prompt: str, config: RunConfig, device: torch.device) -> dict:
     }
     if config.backbone != "voxel":  # the true renders' background (the voxel's is in its
         key["background"] = list(config.voxel.background)  # backbone_config already)
-    if len(instances(prompt)) > 1:  # one-instance prompts keep their keys (shipped entries)
+    many = prompt in DISTRIBUTIONS and len(DISTRIBUTIONS[prompt].instances) > 1
+    if many:  # one-object prompts keep their keys (the shipped entries); a prompt the world
+        # does not know still has a key
         key["instances"] = len(fitted_instances(prompt, config.eval.ceiling_instances))
     return key
 
