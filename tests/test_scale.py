@@ -9,6 +9,7 @@ unless STEINBENCH_SCALE_CHECK=1 (it needs ~13 GB free and ~15 min on 2 CPU threa
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -196,7 +197,11 @@ def test_scale_check_runs_a_cell_on_the_tiny_fixture(fixtures, tmp_path):
     assert row["s_per_step"] > 0 and len(row["step_seconds"]) == 2
     assert row["peak_rss_gb"] > 0 and row["probe_s_per_sample"] > 0
     assert {"encode", "estimator", "prior"} <= set(row["sections"])
-    assert "ssd" in format_table([row])
+    # the convergence signals are logged at the last step's evaluation and printed
+    # (signal_ratio is NaN until stop.window steps: its start is the first window's average)
+    assert all(math.isfinite(row["conv"][k]) for k in ("signal_sq", "agreement", "render_change"))
+    table = format_table([row])
+    assert "ssd" in table and "conv/* at the last step: " in table and "agreement=" in table
 
 
 def test_scale_check_without_taesd_shows_the_fallback_note(fixtures, tmp_path):

@@ -15,6 +15,12 @@ no probe unless ``--probe K``), so a cell's peak RSS is its process's high-water
     peak_rss_gb    the cell process's peak resident memory
     ratio_to_sds   s_per_step / SDS's s_per_step (cpu_ratio_to_sds: the same in CPU seconds)
     probe          with --probe K: var/seconds / K per sample and its ratio to s_per_step
+    conv           the ground-truth-free convergence signals ``conv/*`` of the evaluation
+                   at the last step (benchmark/run/convergence.py: signal_sq, agreement,
+                   render_change, ...), and ``time/conv`` seconds if logged; printed under
+                   the table. With two steps they rest on one pair of consecutive gradients
+                   (signal_ratio is NaN until ``stop.window`` steps): the check shows that
+                   they are computed and finite at full size, not a convergence state.
 
 ``--without-taesd`` runs on DIR/sd without its taesd/ (as Stable Diffusion is downloaded):
 SSD's phi then decodes with the full VAE decoder at ``sd.phi_resolution_full``, the run prints
@@ -204,6 +210,11 @@ def read_cell(run: Path, method: str, steps: int, probe: int = 0, wall: float = 
         "peak_rss_gb": max(peaks) / 1024.0 if peaks else None,
         "wall_s": wall,
     }
+    result["conv"] = {
+        name.split("/", 1)[1]: v
+        for (step, name), v in sorted(table.items())
+        if step == steps and name.startswith("conv/")
+    }
     if probe:
         seconds = value(steps, "var/seconds")
         result["probe_samples"] = probe
@@ -239,9 +250,23 @@ def format_table(results: list[dict], taesd: bool = True) -> str:
                 f" ({r['probe_ratio_to_step']:.2f}x step)"
             )
         lines.append(line)
+    lines += conv_lines(results)
     lines += target_lines(results, taesd)
     notes = {note for r in results for note in r.get("notes", [])}
     return "\n".join(lines + sorted(notes))
+
+
+def conv_lines(results: list[dict]) -> list[str]:
+    """The convergence signals of each cell's last evaluation, one line per method
+    ('conv/* at step N: name=value ...'), nothing where a cell logged none."""
+    lines = []
+    for r in results:
+        signals = r.get("conv") or {}
+        if "error" in r or not signals:
+            continue
+        parts = " ".join(f"{k}={v:.4g}" for k, v in sorted(signals.items()))
+        lines.append(f"{r['method']:<6}  conv/* at the last step: {parts}")
+    return lines
 
 
 #: targets at full size: SSD's step <= 1.3x SDS's with TAESD, <= 1.5x without (the full VAE
