@@ -17,10 +17,10 @@ no probe unless ``--probe K``), so a cell's peak RSS is its process's high-water
     probe          with --probe K: var/seconds / K per sample and its ratio to s_per_step
     conv           the ground-truth-free convergence signals ``conv/*`` of the evaluation
                    at the last step (benchmark/run/convergence.py: signal_sq, agreement,
-                   render_change, ...), and ``time/conv`` seconds if logged; printed under
-                   the table. With two steps they rest on one pair of consecutive gradients
-                   (signal_ratio is NaN until ``stop.window`` steps): the check shows that
-                   they are computed and finite at full size, not a convergence state.
+                   render_change, ...), printed under the table. With two steps they rest
+                   on one pair of consecutive gradients (signal_ratio is NaN until
+                   ``stop.window`` steps): the check shows that they are computed and finite
+                   at full size, not a convergence state.
 
 ``--without-taesd`` runs on DIR/sd without its taesd/ (as Stable Diffusion is downloaded):
 SSD's phi then decodes with the full VAE decoder at ``sd.phi_resolution_full``, the run prints
