@@ -32,8 +32,9 @@ demo: install
 	$(PY) -m benchmark run --methods sds,vsd,ssd --prompts prompts/objects.txt --out runs
 	@echo "results are in runs/ (newest folder): report.html, config.yaml, manifest.json, metrics.parquet, snapshots/"
 
+# --durations: the 25 slowest tests are listed at the end, so every CI log shows where the time goes
 test: install
-	$(PY) -m pytest -q tests --benchmark-disable $(PYTEST_PAR)
+	$(PY) -m pytest -q tests --benchmark-disable $(PYTEST_PAR) --durations=25
 	$(PY) -m pytest -q --nbmake --nbmake-timeout=900 notebooks
 	$(PY) -m benchmark regress --golden tests/golden/variance.json
 
