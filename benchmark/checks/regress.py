@@ -34,8 +34,10 @@ from benchmark.checks.tiny_runs import TINY_WORLD
 
 FORMAT = 1
 STATS = ("log_var", "img_log_var", "nsr")
+#: one single object and one prompt that is a distribution (16 instances differing in fine detail:
+#: the world's multi-instance prior, its union of references and the instance metrics' path)
 REGRESS_CONFIG = {
-    "prompts": ["a snowman"],
+    "prompts": ["a snowman", "a red ball with white spots"],
     "seeds": [0],
     "steps": 20,
     "overrides": [
