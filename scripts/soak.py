@@ -45,12 +45,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = ".steinbench-soak"  # a --work folder holding it was made by this script
+#: tiny world settings of every soak process. No CLIP scorer: it is a pure function of the
+#: renders the comparison already covers, and importing it (open_clip) costs about 5 s of CPU in
+#: every process the soak starts (the resume tests in tests/test_resume.py keep it).
 TINY = {
     "render": {"height": 16, "width": 16},
     "voxel": {"resolution": 16, "n_samples": 16},
     "world": {"n_azimuth": 4, "elevations": [0.0, 30.0], "supersample": 1},
     "measure": {"every": 10, "samples": 2, "bootstrap": 0},
-    "eval": {"every": 20, "snapshots": False, "n_views": 2, "clip": "world"},
+    "eval": {"every": 20, "snapshots": False, "n_views": 2, "clip": "none"},
     "threads": 1,
     "checkpoint_every": 3,
 }
