@@ -24,6 +24,7 @@ TINY = [
     "world.n_azimuth=4", "world.elevations=[0,30]", "world.supersample=1", "eval.every=3",
     "eval.n_views=2", "eval.snapshots=false", "measure.every=3", "measure.samples=2",
     "measure.bootstrap=0", "threads=1", "checkpoint_every=2",
+    "eval.clip=none",  # no test here reads CLIP; its import costs ~5 s per child process
 ]  # fmt: skip
 
 

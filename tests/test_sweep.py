@@ -31,7 +31,9 @@ TINY = {
     "voxel": {"resolution": 16},
     "world": {"n_azimuth": 4, "elevations": [0.0, 30.0], "supersample": 1},
     "measure": {"every": 0},
-    "eval": {"every": 3, "snapshots": False, "n_views": 2},
+    # no CLIP scorer: no sweep test reads it, and its import (open_clip) costs about 5 s of
+    # CPU in every worker process
+    "eval": {"every": 3, "snapshots": False, "n_views": 2, "clip": "none"},
 }
 CELLS_2X2X2 = [
     f"{m}_{p}_s{s}" for m in ("sds", "ssd") for p in ("a-red-sphere", "a-snowman") for s in (0, 1)
