@@ -258,15 +258,14 @@ def format_table(results: list[dict], taesd: bool = True) -> str:
 
 def conv_lines(results: list[dict]) -> list[str]:
     """The convergence signals of each cell's last evaluation, one line per method
-    ('conv/* at step N: name=value ...'), nothing where a cell logged none."""
-    lines = []
-    for r in results:
-        signals = r.get("conv") or {}
-        if "error" in r or not signals:
-            continue
-        parts = " ".join(f"{k}={v:.4g}" for k, v in sorted(signals.items()))
-        lines.append(f"{r['method']:<6}  conv/* at the last step: {parts}")
-    return lines
+    ('METHOD  conv/* at the last step: name=value ...'); none for a cell without them (a
+    failed cell has no ``conv``)."""
+    return [
+        f"{r['method']:<6}  conv/* at the last step: "
+        + " ".join(f"{k}={v:.4g}" for k, v in r["conv"].items())
+        for r in results
+        if r.get("conv")
+    ]
 
 
 #: targets at full size: SSD's step <= 1.3x SDS's with TAESD, <= 1.5x without (the full VAE
