@@ -66,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         left.axvline(prov["step"], color="C3" if name == "early" else "C2", ls="--", lw=1)
         left.text(prov["step"], rel.max() * 0.9, f" {name}", color="0.2", fontsize=8)
     left.set_yscale("log")
-    left.set_xlabel(f"step (batch 32; {seconds[-1] / 60:.0f} min of training on 1 thread)")
+    final = provenances.get("final", {})
+    batch, threads = final.get("config", {}).get("batch", "?"), final.get("threads", "?")
+    left.set_xlabel(
+        f"step (batch {batch}; {seconds[-1] / 60:.0f} min of training, {threads} thread(s))"
+    )
     left.set_ylabel("relative squared eps error")
     left.set_title("training: batch error against the exact eps*")
     left.legend(fontsize=8)
