@@ -41,6 +41,9 @@ def _small_run(tmp_path: Path, name: str, seeds: str = "0", extra=()) -> pd.Data
             "--out",
             str(out),
             "--quiet",
+            # the results are compared, not the report (tests/test_report.py writes one
+            # through `run`); drawing its figures is most of a 12-step run's time
+            "--no-report",
             "--set",
             "render.height=16",
             "--set",

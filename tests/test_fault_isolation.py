@@ -35,6 +35,7 @@ def test_nan_in_one_cell_is_recorded_and_others_finish(tmp_path, monkeypatch):
             "--out",
             str(out),
             "--quiet",
+            "--no-report",  # a report with a failed cell: tests/test_report.py
             "--set",
             "render.height=16",
             "--set",

@@ -4,6 +4,7 @@ errors and resume, and the shipped error table reproduced from the shipped weigh
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import subprocess
@@ -259,21 +260,29 @@ def test_training_resume_is_bit_identical(tmp_path):
 SHIPPED = [name for name in ("early", "final") if (ASSETS / name / "provenance.json").is_file()]
 
 
+@functools.cache
+def _training_world(prompts: tuple[str, ...]):
+    """The world of a shipped checkpoint's training data (its references rendered once for
+    both checkpoints of a run: about 45 s for the 3840 references of prompts/objects.txt)."""
+    from core.cameras import CameraConfig
+    from world.prior import WorldPrior
+
+    distance, fovy = CameraConfig().center()
+    return WorldPrior(list(prompts), 32, 32, distance, fovy)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_error_table_is_reproduced_from_the_weights(name):
     """Two cells' rows (the first prompt, the null row), recomputed from the fp16 weights as
     shipped with the provenance's seed and sample size: equal to 1e-3 relative (same draws,
     float32 arithmetic in another process)."""
-    from core.cameras import CameraConfig
     from priors.learned_error import error_table
-    from world.prior import WorldPrior
 
     provenance = json.loads((ASSETS / name / "provenance.json").read_text())
     table = provenance["error_table"]
     prompts = provenance["data"]["prompts"]
-    distance, fovy = CameraConfig().center()
-    world = WorldPrior(prompts, 32, 32, distance, fovy)
+    world = _training_world(tuple(prompts))
     prior = LearnedPrior(ASSETS / name, world, "cpu", prompts, _exact(world))
     rows = [0, len(prompts)]
     got = error_table(prior.unet, prior.targets, table["samples_per_cell"], table["seed"], rows)

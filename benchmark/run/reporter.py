@@ -146,7 +146,11 @@ class Reporter:
         self, results: list[CellResult], run_dir: Path, variants: tuple[str, ...] | None = None
     ) -> None:
         """The end of a run: the cells, the per-method tables, the probe's share of the time,
-        what the probe did not measure (``variants``: the probe's, None: not said)."""
+        what the probe did not measure (``variants``: the probe's, None: not said). Nothing
+        with ``quiet`` (not computed either: the tables read the run's metrics back, about
+        1.5 s for a tiny run and more for a large one)."""
+        if self.console.quiet:
+            return
         self.console.print(summary_table(results))
         for r in results:
             if r.status != "ok":
