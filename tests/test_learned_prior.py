@@ -5,8 +5,10 @@ errors and resume, and the shipped error table reproduced from the shipped weigh
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import math
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -204,6 +206,27 @@ def _script(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
+def _load_script():
+    spec = importlib.util.spec_from_file_location(
+        "train_learned_prior", ROOT / "scripts" / "train_learned_prior.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+@pytest.fixture
+def train_in_process():
+    """The training script's ``main(argv)`` in this process, with what it sets process-wide
+    (torch's thread count and global seed, the SIGTERM handler) put back afterwards."""
+    threads, rng = torch.get_num_threads(), torch.get_rng_state()
+    handler = signal.getsignal(signal.SIGTERM)
+    yield _load_script().main
+    torch.set_num_threads(threads)
+    torch.set_rng_state(rng)
+    signal.signal(signal.SIGTERM, handler)
+
+
 BAD_ARGS = [
     (["--out", "x", "--steps", "0"], "--steps must be >= 1"),
     (["--out", "x", "--label-dropout", "1"], "--label-dropout"),
@@ -215,15 +238,8 @@ BAD_ARGS = [
 @pytest.mark.parametrize("args, message", BAD_ARGS)
 def test_training_script_bad_args(args, message, capsys):
     """In-process: the script's argument checks exit 2 with one ``error:`` line."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "train_learned_prior", ROOT / "scripts" / "train_learned_prior.py"
-    )
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
     with pytest.raises(SystemExit) as exit_:
-        script.main(args)
+        _load_script().main(args)
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith("error: ") and message in err
@@ -239,17 +255,20 @@ def test_training_script_bad_args_in_a_process():
 
 
 @pytest.mark.slow
-def test_training_resume_is_bit_identical(tmp_path):
+def test_training_resume_is_bit_identical(tmp_path, train_in_process, capsys):
+    """Stopped at step 2 and resumed, training ends bit for bit where a straight run ends.
+    The straight run, the stop and the refused restart run in this process (``main(argv)``);
+    the resume is a new process, as a user's is."""
     prompts = tmp_path / "p.txt"
     prompts.write_text("a red sphere\na blue cube\n")
     common = ["--prompts", str(prompts), "--batch", "4", "--early", "0", "--warmup", "1"]
-    straight = _script("--out", str(tmp_path / "a"), "--steps", "3", *common)
-    assert straight.returncode == 0, straight.stderr[-2000:]
-    part = _script("--out", str(tmp_path / "c"), "--steps", "3", *common, "--stop-after", "2")
-    assert part.returncode == 0 and "stopped at step 2" in part.stderr
-    again = _script("--out", str(tmp_path / "c"), "--steps", "3", *common)
-    assert again.returncode == 2 and "pass --resume" in again.stderr
-    resumed = _script("--out", str(tmp_path / "c"), "--steps", "3", *common, "--resume")
+    assert train_in_process(["--out", str(tmp_path / "a"), "--steps", "3", *common]) == 0
+    part = ["--out", str(tmp_path / "c"), "--steps", "3", *common]
+    assert train_in_process([*part, "--stop-after", "2"]) == 0
+    assert "stopped at step 2" in capsys.readouterr().err
+    assert train_in_process(part) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    resumed = _script(*part, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a = torch.load(tmp_path / "a" / "state" / "checkpoint.pt", weights_only=False)
     c = torch.load(tmp_path / "c" / "state" / "checkpoint.pt", weights_only=False)
