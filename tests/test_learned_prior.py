@@ -5,7 +5,6 @@ errors and resume, and the shipped error table reproduced from the shipped weigh
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import math
 import signal
@@ -28,6 +27,7 @@ from priors.learned import (
 )
 from priors.learned_classes import ClassTable, build_unet, view_bin
 from priors.weights import WeightsError
+from tests.scripts import load_script
 from world.class_targets import ExactTargets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -206,22 +206,13 @@ def _script(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location(
-        "train_learned_prior", ROOT / "scripts" / "train_learned_prior.py"
-    )
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
-
-
 @pytest.fixture
 def train_in_process():
     """The training script's ``main(argv)`` in this process, with what it sets process-wide
     (torch's thread count and global seed, the SIGTERM handler) put back afterwards."""
     threads, rng = torch.get_num_threads(), torch.get_rng_state()
     handler = signal.getsignal(signal.SIGTERM)
-    yield _load_script().main
+    yield load_script("train_learned_prior").main
     torch.set_num_threads(threads)
     torch.set_rng_state(rng)
     signal.signal(signal.SIGTERM, handler)
@@ -239,7 +230,7 @@ BAD_ARGS = [
 def test_training_script_bad_args(args, message, capsys):
     """In-process: the script's argument checks exit 2 with one ``error:`` line."""
     with pytest.raises(SystemExit) as exit_:
-        _load_script().main(args)
+        load_script("train_learned_prior").main(args)
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith("error: ") and message in err

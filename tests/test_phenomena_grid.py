@@ -1,19 +1,13 @@
 """The snapshot grid's row labels (scripts/world_phenomena.py ``label_rows``)."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 from PIL import Image
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "world_phenomena.py"
+from tests.scripts import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("world_phenomena", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("world_phenomena")
 
 
 def test_label_rows_adds_a_margin_with_one_label_per_row():

@@ -7,7 +7,6 @@ left out, see scripts/soak.py).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -20,12 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.scripts import load_script
 from tests.test_reliability_round3 import snapshot_tree
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("soak", ROOT / "scripts" / "soak.py")
-soak = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(soak)
+soak = load_script("soak")
 
 SETS = soak.set_items(soak.TINY)
 

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import doctest
-import importlib.util
 from datetime import UTC, datetime
 from pathlib import Path
+
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location(
-        "verdict_table", ROOT / "scripts" / "verdict_table.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("verdict_table")
 
 
 def test_examples_run():
