@@ -285,6 +285,28 @@ _RACER = textwrap.dedent(
     sys.exit(main(sys.argv[1:] + ["--quiet", "--no-report"]))
     """
 )
+# The same, but the command's run stops before its first training step with the run dir's
+# lock held, says "training" and waits for a second "go": a writer that holds its run dir for
+# as long as a test needs (a pause changes none of the run's results).
+_HOLDING_RACER = textwrap.dedent(
+    """
+    import sys
+    import benchmark.run.resume, benchmark.run.runner as runner, torch
+    from benchmark.cli.commands import main
+    inner, held = runner.run_benchmark, []
+
+    def before_step(step):
+        if not held:
+            held.append(step)
+            print("training", flush=True)
+            sys.stdin.readline()
+
+    runner.run_benchmark = lambda *a, **k: inner(*a, **k, before_step=before_step)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    sys.exit(main(sys.argv[1:] + ["--quiet", "--no-report"]))
+    """
+)
 STEPS = 150
 
 
@@ -299,8 +321,8 @@ def killed_run(tmp_path_factory) -> Path:
     return run
 
 
-def _racer(tmp: Path, *argv: str) -> subprocess.Popen:
-    racer = _python(tmp, "-c", _RACER, *argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+def _racer(tmp: Path, *argv: str, script: str = _RACER) -> subprocess.Popen:
+    racer = _python(tmp, "-c", script, *argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE)  # fmt: skip
     assert racer.stdout.readline().strip() == "ready", racer.communicate()
     return racer
@@ -357,14 +379,12 @@ def test_a_second_writer_during_a_resume_is_refused_whatever_happens_to_dot_lock
     another process (`resume RUN`, `run --resume RUN`, `resume RUN`) is refused (exit 2, one
     line), and the first resume ends exactly as a single resume does."""
     run = shutil.copytree(killed_run, tmp_path / killed_run.name)
-    first = _racer(tmp_path, "resume", str(run))
+    first = _racer(tmp_path, "resume", str(run), script=_HOLDING_RACER)
     argvs = (["resume", str(run)], ["run", "--resume", str(run)], ["resume", str(run)])
     seconds = [_racer(tmp_path, *argv) for argv in argvs]
-    _go(first)
-    deadline = time.monotonic() + 300
-    while soak.read_json(run / "manifest.json").get("pid") != first.pid:
-        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
-        time.sleep(0.01)  # the pid is in the manifest once it holds the lock and trains
+    _go(first)  # it takes the lock, then holds before its first step until the second "go"
+    assert first.stdout.readline().strip() == "training", first.communicate()
+    assert soak.read_json(run / "manifest.json").get("pid") == first.pid
     lock = run / ".lock"
     for how, second in zip(("deleted", "replaced", "symlink"), seconds, strict=True):
         lock.unlink(missing_ok=True)
@@ -377,7 +397,7 @@ def test_a_second_writer_during_a_resume_is_refused_whatever_happens_to_dot_lock
         assert second.returncode == 2, (how, err)
         _one_error_line(err, "is in use by another process")
         assert first.poll() is None, f"the first resume ended before the second writer ({how})"
-    _, err = first.communicate(timeout=600)
+    _, err = first.communicate("go\n", timeout=600)
     assert first.returncode == 0, err
     assert soak.compare_run_dirs(resumed_once, run, drop=()) == []
     assert len(soak.read_json(run / "manifest.json")["resumed"]) == 1
