@@ -52,11 +52,14 @@ def sphere_trace(
         t = torch.where(converged, t, t + step_scale * dist)
         done = converged | (t > tf)
         if bool(done.any()):
-            hit_idx = idx[converged]
+            # one nonzero per mask, then index_select (pure data movement, the same numbers
+            # as boolean-mask indexing at a fraction of its cost: it ran nonzero per tensor)
+            rows = converged.nonzero().squeeze(-1)
+            hit_idx = idx.index_select(0, rows)
             hit[hit_idx] = True
-            t_hit[hit_idx] = t[converged]
-            keep = ~done
-            idx, o, d, t, tf = idx[keep], o[keep], d[keep], t[keep], tf[keep]
+            t_hit[hit_idx] = t.index_select(0, rows)
+            keep = (~done).nonzero().squeeze(-1)
+            idx, o, d, t, tf = (x.index_select(0, keep) for x in (idx, o, d, t, tf))
     return hit, t_hit
 
 

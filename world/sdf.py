@@ -22,9 +22,12 @@ _AXIS_PERMUTATION = {"x": (1, 2, 0), "y": (2, 0, 1), "z": (0, 1, 2)}
 
 
 def _local(p: torch.Tensor, center: Vec3, axis: str = "z") -> torch.Tensor:
-    """p - center, coordinates cyclically permuted so that ``axis`` becomes the last one."""
+    """p - center, coordinates cyclically permuted so that ``axis`` becomes the last one
+    (``index_select``: the numbers of ``q[..., perm]``, without advanced indexing's cost)."""
     q = p - torch.tensor(center, dtype=p.dtype, device=p.device)
-    return q[..., list(_AXIS_PERMUTATION[axis])] if axis != "z" else q
+    if axis == "z":
+        return q
+    return q.index_select(-1, torch.tensor(_AXIS_PERMUTATION[axis], device=p.device))
 
 
 def _vec(v: Vec3, like: torch.Tensor) -> torch.Tensor:
