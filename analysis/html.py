@@ -83,6 +83,15 @@ class FigureJob:
 _JOBS: list[FigureJob] = []  # the forked workers' view of the jobs (inherited memory)
 
 
+def _figure_worker_init() -> None:
+    """A forked figure worker dies on SIGTERM, as the pool expects when it stops idle workers:
+    a Python-level SIGTERM handler inherited from the caller (a run's StopRequest, ray's
+    driver) kept it alive, and the pool's join then waited for it forever."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _render_job(index: int) -> tuple[str, list[str]]:
     errors: list[str] = []
     job = _JOBS[index]
@@ -112,8 +121,11 @@ def render_figures(
         global _JOBS
         _JOBS = list(jobs)
         try:
-            with multiprocessing.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+            context = multiprocessing.get_context("fork")
+            with context.Pool(min(workers, len(jobs)), _figure_worker_init) as pool:
                 results = pool.map(_render_job, range(len(jobs)), chunksize=1)
+                pool.close()  # the workers end on the pool's sentinels, no SIGTERM needed
+                pool.join()
         except OSError:
             results = None
         finally:
